@@ -1,0 +1,97 @@
+//! The gRPC server: every `tandem.v1` service, gRPC health and reflection.
+//!
+//! Services whose RPCs are not implemented yet answer `UNIMPLEMENTED` (the
+//! generated default), so clients and `grpcurl` already see the whole
+//! contract.
+
+use std::future::Future;
+
+use tandem_proto::v1::cluster_service_server::{ClusterService, ClusterServiceServer};
+use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceServer};
+use tandem_proto::v1::gateway_service_server::{GatewayService, GatewayServiceServer};
+use tandem_proto::v1::migration_service_server::{MigrationService, MigrationServiceServer};
+use tandem_proto::v1::queue_service_server::{QueueService, QueueServiceServer};
+use tandem_proto::v1::replication_service_server::{ReplicationService, ReplicationServiceServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+
+use crate::config::ControlPlaneConfig;
+use crate::store;
+
+/// Fully-qualified names of every `tandem.v1` service this server exposes.
+pub const SERVICE_NAMES: &[&str] = &[
+    <ClusterServiceServer<Api> as NamedService>::NAME,
+    <GatewayServiceServer<Api> as NamedService>::NAME,
+    <ReplicationServiceServer<Api> as NamedService>::NAME,
+    <QueueServiceServer<Api> as NamedService>::NAME,
+    <MigrationServiceServer<Api> as NamedService>::NAME,
+    <CompareServiceServer<Api> as NamedService>::NAME,
+];
+
+/// Shared state behind every service implementation.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// Postgres connection pool.
+    pub pool: sqlx::PgPool,
+}
+
+#[tonic::async_trait]
+impl ClusterService for Api {}
+#[tonic::async_trait]
+impl GatewayService for Api {}
+#[tonic::async_trait]
+impl ReplicationService for Api {}
+#[tonic::async_trait]
+impl QueueService for Api {}
+#[tonic::async_trait]
+impl MigrationService for Api {}
+#[tonic::async_trait]
+impl CompareService for Api {}
+
+/// Connects to Postgres, applies migrations, and serves the gRPC API on
+/// `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: &ControlPlaneConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let pool = store::connect_and_migrate(&config.database_url, config.database_wait()).await?;
+    let api = Api { pool };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    for name in SERVICE_NAMES {
+        health_reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "control plane serving gRPC");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(ClusterServiceServer::new(api.clone()))
+        .add_service(GatewayServiceServer::new(api.clone()))
+        .add_service(ReplicationServiceServer::new(api.clone()))
+        .add_service(QueueServiceServer::new(api.clone()))
+        .add_service(MigrationServiceServer::new(api.clone()))
+        .add_service(CompareServiceServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

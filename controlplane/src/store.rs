@@ -1,0 +1,77 @@
+//! Postgres access: connection pool and schema migrations.
+//!
+//! Migrations live in `controlplane/migrations/` and are embedded in the
+//! binary; they are applied at start-up, under Postgres's advisory lock so
+//! several control-plane replicas starting together do not race.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// The embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connects to Postgres, retrying with backoff for up to `wait` (the
+/// database may still be starting), then applies pending migrations.
+pub async fn connect_and_migrate(url: &str, wait: Duration) -> anyhow::Result<PgPool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(100);
+    let pool = loop {
+        match PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+        {
+            Ok(pool) => break pool,
+            Err(err) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %err, "Postgres not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                return Err(anyhow::anyhow!(
+                    "cannot connect to Postgres at {}: {err}",
+                    redact_url(url)
+                ));
+            }
+        }
+    };
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("applying database migrations: {e}"))?;
+    Ok(pool)
+}
+
+/// `url` with any password replaced by `***`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_password_only() {
+        assert_eq!(
+            redact_url("postgres://tandem:s3cret@127.0.0.1:5432/tandem"),
+            "postgres://tandem:***@127.0.0.1:5432/tandem"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/tandem"),
+            "postgres://127.0.0.1/tandem"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Gateway configuration: one TOML file plus environment overrides.
+//!
+//! Every field has a default where one makes sense; [`GatewayConfig::validate`]
+//! runs at start-up and names the offending field in its error, so a typo in
+//! an endpoint is reported as `primary.url: ...` rather than as a failed
+//! connection much later.
+//!
+//! Environment overrides: a variable `TANDEM_GATEWAY__<SECTION>__<KEY>` (double
+//! underscores separate path segments, case-insensitive) replaces the value at
+//! that path before the file is deserialized, e.g.
+//! `TANDEM_GATEWAY__PRIMARY__URL=http://10.0.0.5:9200`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Prefix of environment variables that override configuration values.
+pub const ENV_PREFIX: &str = "TANDEM_GATEWAY__";
+
+/// A configuration problem, always naming the field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path of the file.
+        path: String,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is syntactically fine but not acceptable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `primary.url`.
+        field: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Top-level gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address applications connect to, e.g. `0.0.0.0:9200`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address of the admin endpoint (`/health`, `/ready`, `/metrics`).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// The cluster every request is forwarded to synchronously.
+    pub primary: UpstreamConfig,
+}
+
+/// One upstream search cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL of the cluster, `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// Time allowed to open a TCP (and TLS) connection, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed between bytes read from the upstream, in milliseconds.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Verify the upstream's TLS certificate (https only).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9200))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9280))
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_read_timeout_ms() -> u64 {
+    60_000
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A parsed upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP literal.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to speak TLS.
+    pub tls: bool,
+}
+
+impl Endpoint {
+    /// Parses `http(s)://host[:port][/]`; `field` names the setting in errors.
+    pub fn parse(field: &str, url: &str) -> Result<Endpoint, ConfigError> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| invalid(field, format!("not a URL ({e}): {url:?}")))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => {
+                return Err(invalid(
+                    field,
+                    format!("scheme must be http or https, got {other:?}"),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    field,
+                    format!("missing scheme, expected http://host:port, got {url:?}"),
+                ));
+            }
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid(field, format!("missing host in {url:?}")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if !matches!(uri.path(), "" | "/") {
+            return Err(invalid(
+                field,
+                format!("path prefixes are not supported, got {:?}", uri.path()),
+            ));
+        }
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 9200 });
+        Ok(Endpoint { host, port, tls })
+    }
+}
+
+impl UpstreamConfig {
+    /// The upstream's endpoint; call after [`GatewayConfig::validate`].
+    pub fn endpoint(&self, field: &str) -> Result<Endpoint, ConfigError> {
+        Endpoint::parse(field, &self.url)
+    }
+
+    /// Connect timeout as a [`Duration`].
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Read timeout as a [`Duration`].
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.endpoint(&format!("{prefix}.url"))?;
+        if self.connect_timeout_ms == 0 {
+            return Err(invalid(
+                &format!("{prefix}.connect_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if self.read_timeout_ms == 0 {
+            return Err(invalid(
+                &format!("{prefix}.read_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// Reads `path`, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, applies the given `(name, value)` overrides (only
+    /// names starting with [`ENV_PREFIX`] are used) and validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<GatewayConfig, ConfigError> {
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let segments: Vec<String> = path.split("__").map(|s| s.to_lowercase()).collect();
+            apply_override(&mut doc, &segments, &value)
+                .map_err(|message| invalid(&segments.join("."), message))?;
+        }
+        let config: GatewayConfig = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that deserialization alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.threads == 0 {
+            return Err(invalid("threads", "must be at least 1"));
+        }
+        if self.listen == self.admin_listen {
+            return Err(invalid(
+                "admin_listen",
+                format!("must differ from listen ({})", self.listen),
+            ));
+        }
+        self.primary.validate("primary")
+    }
+}
+
+/// Sets `segments` in `doc` to `raw`, parsed as a TOML value when it is one
+/// (numbers, booleans) and as a string otherwise.
+fn apply_override(doc: &mut toml::Table, segments: &[String], raw: &str) -> Result<(), String> {
+    let (last, parents) = segments
+        .split_last()
+        .ok_or_else(|| "empty override path".to_string())?;
+    let mut table = doc;
+    for segment in parents {
+        let entry = table
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{segment} is not a table"))?;
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        listen = "127.0.0.1:19200"
+        [primary]
+        url = "http://127.0.0.1:9201"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = GatewayConfig::from_toml_with_env(MINIMAL, []).unwrap();
+        assert_eq!(config.listen.port(), 19200);
+        assert_eq!(config.threads, 2);
+        let endpoint = config.primary.endpoint("primary.url").unwrap();
+        assert_eq!(
+            endpoint,
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9201,
+                tls: false
+            }
+        );
+    }
+
+    #[test]
+    fn environment_overrides_nested_values() {
+        let env = [
+            (
+                "TANDEM_GATEWAY__PRIMARY__URL".to_string(),
+                "https://search.example:443".to_string(),
+            ),
+            ("TANDEM_GATEWAY__THREADS".to_string(), "4".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let config = GatewayConfig::from_toml_with_env(MINIMAL, env).unwrap();
+        assert_eq!(config.threads, 4);
+        let endpoint = config.primary.endpoint("primary.url").unwrap();
+        assert!(endpoint.tls);
+        assert_eq!(endpoint.host, "search.example");
+    }
+
+    #[test]
+    fn bad_url_names_the_field() {
+        let text = MINIMAL.replace("http://127.0.0.1:9201", "ftp://x");
+        let err = GatewayConfig::from_toml_with_env(&text, []).unwrap_err();
+        assert!(err.to_string().starts_with("primary.url:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let text = format!("{MINIMAL}\nretries = 3\n");
+        let err = GatewayConfig::from_toml_with_env(&text, []).unwrap_err();
+        assert!(err.to_string().contains("retries"), "{err}");
+    }
+
+    #[test]
+    fn missing_primary_is_reported() {
+        let err = GatewayConfig::from_toml_with_env("threads = 1", []).unwrap_err();
+        assert!(err.to_string().contains("primary"), "{err}");
+    }
+
+    #[test]
+    fn zero_threads_is_rejected() {
+        let env = [("TANDEM_GATEWAY__THREADS".to_string(), "0".to_string())];
+        let err = GatewayConfig::from_toml_with_env(MINIMAL, env).unwrap_err();
+        assert_eq!(err.to_string(), "threads: must be at least 1");
+    }
+}

@@ -1,0 +1,25 @@
+//! # tandem-gateway
+//!
+//! The Tandem data plane: a [Pingora](https://github.com/cloudflare/pingora)
+//! proxy that applications talk to instead of their search cluster. It
+//! forwards every request synchronously to the **primary** cluster and
+//! answers with the primary's response.
+//!
+//! Modules:
+//! - [`config`]: the TOML configuration with environment overrides, validated
+//!   at start with errors naming the field.
+//! - [`proxy`]: the [`pingora::proxy::ProxyHttp`] implementation.
+//! - [`admin`]: health and readiness endpoints.
+//! - [`server`]: assembling the Pingora server and running it on its own
+//!   thread with a controllable shutdown.
+//!
+//! Run it with `tandem-gateway --config gateway.toml`; see
+//! `dataplane/gateway.example.toml`.
+
+pub mod admin;
+pub mod config;
+pub mod proxy;
+pub mod server;
+
+pub use config::GatewayConfig;
+pub use server::{GatewayHandle, spawn};

@@ -1,0 +1,124 @@
+//! Assembling and running the Pingora server.
+//!
+//! Pingora builds its own runtimes and `run_forever` exits the process, so
+//! the server runs on a dedicated OS thread via [`Server::run`] with a
+//! shutdown signal we control. This gives the binary graceful shutdown on
+//! SIGTERM/SIGINT and lets tests start and stop gateways in-process.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use tokio::sync::Notify;
+
+use crate::admin::AdminApp;
+use crate::config::GatewayConfig;
+use crate::proxy::{GatewayProxy, Upstream};
+
+/// A gateway running on its own thread; dropping it does not stop it, call
+/// [`GatewayHandle::shutdown`].
+#[derive(Debug)]
+pub struct GatewayHandle {
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// Requests a fast shutdown and waits for the server thread to exit.
+    pub fn shutdown(mut self) {
+        self.stop.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Blocks until the server exits on its own (e.g. after a signal).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Resolves to a shutdown request from either a [`Notify`] or (optionally)
+/// the process's SIGTERM / SIGINT.
+struct StopSignal {
+    stop: Arc<Notify>,
+    unix_signals: bool,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for StopSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        if !self.unix_signals {
+            self.stop.notified().await;
+            return ShutdownSignal::FastShutdown;
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .expect("install SIGINT handler");
+        tokio::select! {
+            _ = self.stop.notified() => ShutdownSignal::FastShutdown,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// Builds the Pingora server for `config` without starting it.
+pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
+    let mut conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    // No hot-upgrade socket handover: each gateway owns its own files.
+    conf.upgrade_sock = String::new();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let primary = Upstream::new(
+        config.primary.endpoint("primary.url")?,
+        config.primary.clone(),
+    );
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy::new(primary),
+        "tandem proxy",
+    );
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(proxy);
+
+    let mut admin = Service::new("tandem admin".to_string(), AdminApp);
+    admin.add_tcp(&config.admin_listen.to_string());
+    server.add_service(admin);
+    Ok(server)
+}
+
+/// Starts the gateway on a new thread. With `unix_signals` the server also
+/// stops on SIGTERM (graceful) and SIGINT (fast).
+pub fn spawn(config: &GatewayConfig, unix_signals: bool) -> anyhow::Result<GatewayHandle> {
+    let server = build_server(config)?;
+    let stop = Arc::new(Notify::new());
+    let signal = StopSignal {
+        stop: stop.clone(),
+        unix_signals,
+    };
+    let thread = std::thread::Builder::new()
+        .name("tandem-gateway".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(signal),
+            })
+        })?;
+    Ok(GatewayHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
