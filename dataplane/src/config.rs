@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::limits::LimitsConfig;
+
 /// Prefix of environment variables that override configuration values.
 pub const ENV_PREFIX: &str = "TANDEM_GATEWAY__";
 
@@ -82,6 +84,24 @@ pub struct UpstreamConfig {
     /// Verify the upstream's TLS certificate (https only).
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+    /// User for the gateway's own requests (node discovery, replay,
+    /// read-repair). Client requests always carry the client's own
+    /// credentials.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for `username`. Never logged.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Per-node limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Discover the cluster's nodes (`GET /_nodes/http`) and spread requests
+    /// over them, each with its own limits.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Seconds between node discovery refreshes.
+    #[serde(default = "default_discovery_interval_secs")]
+    pub discovery_interval_secs: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -98,6 +118,9 @@ fn default_connect_timeout_ms() -> u64 {
 }
 fn default_read_timeout_ms() -> u64 {
     60_000
+}
+fn default_discovery_interval_secs() -> u64 {
+    30
 }
 fn default_true() -> bool {
     true
@@ -184,8 +207,29 @@ impl UpstreamConfig {
                 "must be greater than 0",
             ));
         }
-        Ok(())
+        if self.password.is_some() && self.username.is_none() {
+            return Err(invalid(
+                &format!("{prefix}.username"),
+                "required when a password is set",
+            ));
+        }
+        if self.discovery_interval_secs == 0 {
+            return Err(invalid(
+                &format!("{prefix}.discovery_interval_secs"),
+                "must be greater than 0",
+            ));
+        }
+        self.limits
+            .validate(prefix_limits(prefix).as_str())
+            .map_err(|message| {
+                let (field, message) = message.split_once(": ").unwrap_or(("", &message));
+                invalid(field, message)
+            })
     }
+}
+
+fn prefix_limits(prefix: &str) -> String {
+    format!("{prefix}.limits")
 }
 
 impl GatewayConfig {

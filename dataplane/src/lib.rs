@@ -18,8 +18,10 @@
 
 pub mod admin;
 pub mod config;
+pub mod limits;
 pub mod proxy;
 pub mod server;
+pub mod upstream;
 
 pub use config::GatewayConfig;
 pub use server::{GatewayHandle, spawn};

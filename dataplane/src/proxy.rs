@@ -5,74 +5,37 @@
 //! client gets a JSON error body shaped like the search engines' own errors,
 //! so existing client libraries surface a readable message.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
-use pingora::upstreams::peer::ALPN;
 
-use crate::config::{Endpoint, UpstreamConfig};
+use crate::limits::{LimitExceeded, NodePermit};
+use crate::upstream::{ExchangeError, Upstream};
 
 /// Per-request state shared between proxy phases.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
-    /// Upstream address the request was sent to, for logs and errors.
-    upstream: Option<SocketAddr>,
-}
-
-/// A resolved upstream with its connection settings.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    endpoint: Endpoint,
-    config: UpstreamConfig,
-}
-
-impl Upstream {
-    /// Builds an upstream from validated configuration.
-    pub fn new(endpoint: Endpoint, config: UpstreamConfig) -> Self {
-        Upstream { endpoint, config }
-    }
-
-    async fn resolve(&self) -> Result<SocketAddr> {
-        let target = (self.endpoint.host.as_str(), self.endpoint.port);
-        tokio::net::lookup_host(target)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                Error::explain(
-                    ErrorType::ConnectNoRoute,
-                    format!("cannot resolve upstream host {}", self.endpoint.host),
-                )
-            })
-    }
-
-    async fn peer(&self) -> Result<(HttpPeer, SocketAddr)> {
-        let addr = self.resolve().await?;
-        let mut peer = HttpPeer::new(addr, self.endpoint.tls, self.endpoint.host.clone());
-        // HTTP/1.1 only: Pingora may retry non-idempotent requests on HTTP/2
-        // stream errors, which would duplicate writes.
-        peer.options.alpn = ALPN::H1;
-        peer.options.connection_timeout = Some(self.config.connect_timeout());
-        peer.options.read_timeout = Some(self.config.read_timeout());
-        peer.options.verify_cert = self.config.tls_verify;
-        peer.options.verify_hostname = self.config.tls_verify;
-        Ok((peer, addr))
-    }
+    /// Upstream node the request was sent to, for logs and errors.
+    upstream: Option<String>,
+    /// Connection-limit slot, held until the request ends.
+    permit: Option<NodePermit>,
+    /// Set when a per-node limit refused the request.
+    limited: Option<LimitExceeded>,
 }
 
 /// The gateway's [`ProxyHttp`] implementation.
 #[derive(Debug)]
 pub struct GatewayProxy {
-    primary: Upstream,
+    primary: Arc<Upstream>,
 }
 
 impl GatewayProxy {
     /// A proxy forwarding to `primary`.
-    pub fn new(primary: Upstream) -> Self {
+    pub fn new(primary: Arc<Upstream>) -> Self {
         GatewayProxy { primary }
     }
 }
@@ -100,12 +63,32 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let (peer, addr) = self.primary.peer().await?;
-        ctx.upstream = Some(addr);
-        Ok(Box::new(peer))
+        // Pingora may call this again to retry; release the previous slot.
+        ctx.permit = None;
+        let body_bytes = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        match self.primary.select(body_bytes).await {
+            Ok(selected) => {
+                ctx.upstream = Some(selected.node.label());
+                ctx.permit = Some(selected.permit);
+                Ok(Box::new(selected.peer))
+            }
+            Err(ExchangeError::Limited(limited)) => {
+                ctx.limited = Some(limited);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(429),
+                    "over a per-node limit",
+                ))
+            }
+            Err(other) => Err(Error::explain(ErrorType::ConnectNoRoute, other.to_string())),
+        }
     }
 
     async fn fail_to_proxy(
@@ -117,6 +100,16 @@ impl ProxyHttp for GatewayProxy {
     where
         Self::CTX: Send + Sync,
     {
+        if let Some(limited) = ctx.limited.take() {
+            let body = error_body(429, "tandem_rate_limited", &limited.to_string());
+            if let Err(write_err) = write_limited(session, &limited, body).await {
+                tracing::debug!(error = %write_err, "could not send 429 response");
+            }
+            return FailToProxy {
+                error_code: 429,
+                can_reuse_downstream: false,
+            };
+        }
         let (status, kind) = match e.etype() {
             ErrorType::HTTPStatus(code) => (*code, "tandem_http_error"),
             ErrorType::ConnectTimedout
@@ -139,8 +132,8 @@ impl ProxyHttp for GatewayProxy {
         if !downstream_gone {
             let upstream = ctx
                 .upstream
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| self.primary.endpoint.host.clone());
+                .clone()
+                .unwrap_or_else(|| self.primary.config().url.clone());
             let reason = format!("primary cluster at {upstream}: {e}");
             if let Err(write_err) =
                 write_json(session, status, error_body(status, kind, &reason)).await
@@ -183,6 +176,26 @@ pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> Resu
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header("content-type", "application/json; charset=UTF-8")?;
     header.insert_header("content-length", body.len().to_string())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes a 429 with `Retry-After` for a request refused by a limit.
+async fn write_limited(session: &mut Session, limited: &LimitExceeded, body: Bytes) -> Result<()> {
+    let mut header = ResponseHeader::build(429, Some(4))?;
+    header.insert_header("content-type", "application/json; charset=UTF-8")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header(
+        "retry-after",
+        limited
+            .retry_after
+            .as_secs_f64()
+            .ceil()
+            .max(1.0)
+            .to_string(),
+    )?;
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 
 use crate::admin::AdminApp;
 use crate::config::GatewayConfig;
-use crate::proxy::{GatewayProxy, Upstream};
+use crate::proxy::GatewayProxy;
+use crate::upstream::Upstream;
 
 /// A gateway running on its own thread; dropping it does not stop it, call
 /// [`GatewayHandle::shutdown`].
@@ -83,10 +84,18 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let primary = Upstream::new(
+    let primary = Arc::new(Upstream::new(
+        "primary",
         config.primary.endpoint("primary.url")?,
         config.primary.clone(),
-    );
+    ));
+    if config.primary.discovery {
+        let discovery = primary.clone();
+        server.add_service(pingora::services::background::background_service(
+            "primary node discovery",
+            DiscoveryService(discovery),
+        ));
+    }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         GatewayProxy::new(primary),
@@ -121,4 +130,17 @@ pub fn spawn(config: &GatewayConfig, unix_signals: bool) -> anyhow::Result<Gatew
         stop,
         thread: Some(thread),
     })
+}
+
+/// Runs an upstream's node discovery as a Pingora background service.
+struct DiscoveryService(Arc<Upstream>);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for DiscoveryService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.clone().discovery_loop() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
