@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod upstream;

@@ -14,6 +14,7 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
 use crate::limits::{LimitExceeded, NodePermit};
+use crate::metrics::Metrics;
 use crate::upstream::{ExchangeError, Upstream};
 
 /// Per-request state shared between proxy phases.
@@ -25,18 +26,21 @@ pub struct RequestCtx {
     permit: Option<NodePermit>,
     /// Set when a per-node limit refused the request.
     limited: Option<LimitExceeded>,
+    /// When the request arrived.
+    started: Option<std::time::Instant>,
 }
 
 /// The gateway's [`ProxyHttp`] implementation.
 #[derive(Debug)]
 pub struct GatewayProxy {
     primary: Arc<Upstream>,
+    metrics: Arc<Metrics>,
 }
 
 impl GatewayProxy {
-    /// A proxy forwarding to `primary`.
-    pub fn new(primary: Arc<Upstream>) -> Self {
-        GatewayProxy { primary }
+    /// A proxy forwarding to `primary`, reporting into `metrics`.
+    pub fn new(primary: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
+        GatewayProxy { primary, metrics }
     }
 }
 
@@ -58,7 +62,10 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::default()
+        RequestCtx {
+            started: Some(std::time::Instant::now()),
+            ..RequestCtx::default()
+        }
     }
 
     async fn upstream_peer(
@@ -76,11 +83,18 @@ impl ProxyHttp for GatewayProxy {
             .unwrap_or(0);
         match self.primary.select(body_bytes).await {
             Ok(selected) => {
+                self.metrics.observe_limiter_wait(
+                    "read",
+                    self.primary.role,
+                    selected.permit.waited,
+                );
                 ctx.upstream = Some(selected.node.label());
                 ctx.permit = Some(selected.permit);
                 Ok(Box::new(selected.peer))
             }
             Err(ExchangeError::Limited(limited)) => {
+                self.metrics
+                    .observe_limiter_rejection(self.primary.role, limited.kind.as_str());
                 ctx.limited = Some(limited);
                 Err(Error::explain(
                     ErrorType::HTTPStatus(429),
@@ -151,6 +165,10 @@ impl ProxyHttp for GatewayProxy {
         let status = session
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
+        if let Some(started) = ctx.started {
+            self.metrics
+                .observe_request("read", self.primary.role, status, started.elapsed());
+        }
         let req = session.req_header();
         match e {
             Some(err) => tracing::warn!(

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::admin::AdminApp;
 use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
 use crate::upstream::Upstream;
 
@@ -84,6 +85,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let metrics = Arc::new(Metrics::new());
     let primary = Arc::new(Upstream::new(
         "primary",
         config.primary.endpoint("primary.url")?,
@@ -98,13 +100,13 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
     }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(primary),
+        GatewayProxy::new(primary, metrics.clone()),
         "tandem proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
 
-    let mut admin = Service::new("tandem admin".to_string(), AdminApp);
+    let mut admin = Service::new("tandem admin".to_string(), AdminApp::new(metrics));
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);
     Ok(server)

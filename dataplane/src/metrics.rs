@@ -1,0 +1,294 @@
+//! Prometheus metrics of one gateway, served at the admin `/metrics`.
+//!
+//! Each gateway owns its own [`Registry`] (no process globals), so several
+//! gateways can run in one process — the integration tests do.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a proxied request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Request class: read, bulk, doc_write, index_meta, query_scoped, ...
+    pub class: String,
+    /// Upstream role: primary or backup.
+    pub upstream: String,
+    /// Status class: 2xx, 4xx, 5xx, or `error` when no response came back.
+    pub status: String,
+}
+
+/// Labels of a latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// Request class.
+    pub class: String,
+    /// Upstream role.
+    pub upstream: String,
+}
+
+/// Labels of limiter metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// Upstream role.
+    pub upstream: String,
+    /// Which limit: max_qps_per_node, max_bytes_per_sec_per_node, ...
+    pub limit: String,
+}
+
+/// Labels of replay metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// Operation kind: index, delete, read_repair, index_meta, query_scoped.
+    pub kind: String,
+}
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by class, upstream and status class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// End-to-end latency seen by clients, by class.
+    pub request_duration: Family<ClassLabels, Histogram>,
+    /// Requests that waited for a per-node limit.
+    pub limiter_waits: Family<ClassLabels, Counter>,
+    /// Total time spent waiting for limits, in seconds.
+    pub limiter_wait_seconds: Family<ClassLabels, Counter<f64, AtomicU64>>,
+    /// Requests refused by a limit.
+    pub limiter_rejections: Family<LimitLabels, Counter>,
+    /// Operations recorded in the queue.
+    pub recorded_ops: Family<OpLabels, Counter>,
+    /// Operations applied to the backup.
+    pub replayed_ops: Family<OpLabels, Counter>,
+    /// Replay attempts that failed and will be retried.
+    pub replay_retries: Counter,
+    /// Operations currently in the dead-letter store.
+    pub dead_letters: Gauge,
+    /// Unreplayed records in the queue.
+    pub queue_depth_records: Gauge,
+    /// Bytes of unreplayed records on disk.
+    pub queue_depth_bytes: Gauge,
+    /// Age of the oldest unreplayed record, in seconds.
+    pub queue_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    /// Records the replayer is behind the writer.
+    pub replay_lag_records: Gauge,
+    /// How far behind the replayer is, in seconds of enqueue time.
+    pub replay_lag_seconds: Gauge<f64, AtomicU64>,
+    /// 1 while the replayer is paused.
+    pub replay_paused: Gauge,
+    /// 1 while the replayer is halted on a corrupt record.
+    pub replay_halted: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered under `tandem_`.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tandem");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests answered to clients", requests.clone());
+        let request_duration = Family::<ClassLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Client-visible request latency",
+            request_duration.clone(),
+        );
+        let limiter_waits = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "limiter_waits",
+            "Requests that waited for a per-node limit",
+            limiter_waits.clone(),
+        );
+        let limiter_wait_seconds = Family::<ClassLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "limiter_wait_seconds",
+            "Time spent waiting for per-node limits",
+            limiter_wait_seconds.clone(),
+        );
+        let limiter_rejections = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limiter_rejections",
+            "Requests refused by a per-node limit",
+            limiter_rejections.clone(),
+        );
+        let recorded_ops = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "recorded_ops",
+            "Operations accepted by the primary and recorded in the queue",
+            recorded_ops.clone(),
+        );
+        let replayed_ops = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "replayed_ops",
+            "Operations applied to the backup",
+            replayed_ops.clone(),
+        );
+        let replay_retries = Counter::default();
+        registry.register(
+            "replay_retries",
+            "Replay attempts that failed and were retried",
+            replay_retries.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "dead_letters",
+            "Operations in the dead-letter store",
+            dead_letters.clone(),
+        );
+        let queue_depth_records = Gauge::default();
+        registry.register(
+            "queue_depth_records",
+            "Unreplayed records in the queue",
+            queue_depth_records.clone(),
+        );
+        let queue_depth_bytes = Gauge::default();
+        registry.register(
+            "queue_depth_bytes",
+            "Bytes of queue segments on disk",
+            queue_depth_bytes.clone(),
+        );
+        let queue_oldest_age_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest unreplayed record",
+            queue_oldest_age_seconds.clone(),
+        );
+        let replay_lag_records = Gauge::default();
+        registry.register(
+            "replay_lag_records",
+            "Records the replayer is behind",
+            replay_lag_records.clone(),
+        );
+        let replay_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "replay_lag_seconds",
+            "Seconds the replayer is behind",
+            replay_lag_seconds.clone(),
+        );
+        let replay_paused = Gauge::default();
+        registry.register(
+            "replay_paused",
+            "1 while the replayer is paused",
+            replay_paused.clone(),
+        );
+        let replay_halted = Gauge::default();
+        registry.register(
+            "replay_halted",
+            "1 while the replayer is halted on a corrupt record",
+            replay_halted.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            limiter_waits,
+            limiter_wait_seconds,
+            limiter_rejections,
+            recorded_ops,
+            replayed_ops,
+            replay_retries,
+            dead_letters,
+            queue_depth_records,
+            queue_depth_bytes,
+            queue_oldest_age_seconds,
+            replay_lag_records,
+            replay_lag_seconds,
+            replay_paused,
+            replay_halted,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, class: &str, upstream: &str, status: u16, elapsed: Duration) {
+        let status = match status {
+            0 => "error".to_string(),
+            s => format!("{}xx", s / 100),
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                class: class.to_string(),
+                upstream: upstream.to_string(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&ClassLabels {
+                class: class.to_string(),
+                upstream: upstream.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records time a request waited for a per-node limit.
+    pub fn observe_limiter_wait(&self, class: &str, upstream: &str, waited: Duration) {
+        if waited < Duration::from_micros(100) {
+            return;
+        }
+        let labels = ClassLabels {
+            class: class.to_string(),
+            upstream: upstream.to_string(),
+        };
+        self.limiter_waits.get_or_create(&labels).inc();
+        self.limiter_wait_seconds
+            .get_or_create(&labels)
+            .inc_by(waited.as_secs_f64());
+    }
+
+    /// Records a request refused by a limit.
+    pub fn observe_limiter_rejection(&self, upstream: &str, limit: &str) {
+        self.limiter_rejections
+            .get_or_create(&LimitLabels {
+                upstream: upstream.to_string(),
+                limit: limit.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_contains_observed_requests() {
+        let metrics = Metrics::new();
+        metrics.observe_request("bulk", "primary", 200, Duration::from_millis(3));
+        metrics.observe_request("read", "primary", 0, Duration::from_millis(1));
+        metrics.queue_depth_records.set(42);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"tandem_requests_total{class="bulk",upstream="primary",status="2xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"status="error""#), "{text}");
+        assert!(text.contains("tandem_queue_depth_records 42"), "{text}");
+        assert!(
+            text.contains("tandem_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
