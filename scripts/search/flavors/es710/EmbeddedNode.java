@@ -1,0 +1,1 @@
+../es7/EmbeddedNode.java
