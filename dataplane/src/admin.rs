@@ -1,32 +1,175 @@
-//! Admin HTTP endpoint: liveness, readiness and (later) metrics.
+//! Admin HTTP endpoint (loopback by default; not for applications).
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/health` | the process is up |
+//! | GET | `/ready` | accepting traffic |
+//! | GET | `/metrics` | Prometheus text format |
+//! | GET | `/replication` | replayer state, queue depth, lag, dead letters |
+//! | POST | `/replication/pause` | stop replaying (writes are still recorded) |
+//! | POST | `/replication/resume` | replay again |
+//! | POST | `/replication/repair?dry_run=true` | skip the corrupt queue region the replayer is halted on; reports exactly what is lost |
+//! | GET | `/replication/dead-letters` | list dead letters |
+//! | POST | `/replication/dead-letters/retry` | body `{"ids":[..]}` or `{"all":true}`: re-apply |
+//! | POST | `/replication/dead-letters/skip` | body `{"ids":[..]}` or `{"all":true}`: discard |
+//!
+//! Errors are JSON: `{"error": "...", "status": N}`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
+use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
+use crate::replication::{Replication, repair_json};
 
-/// Serves `/health` (process is up), `/ready` (accepting traffic) and
-/// `/metrics` (Prometheus text format).
+/// The admin application.
 #[derive(Debug)]
 pub struct AdminApp {
     metrics: Arc<Metrics>,
+    replication: Option<Arc<Replication>>,
 }
 
 impl AdminApp {
-    /// An admin app exposing `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> AdminApp {
-        AdminApp { metrics }
+    /// An admin app exposing `metrics` and, when configured, the
+    /// replication controls.
+    pub fn new(metrics: Arc<Metrics>, replication: Option<Arc<Replication>>) -> AdminApp {
+        AdminApp {
+            metrics,
+            replication,
+        }
     }
+
+    async fn route(&self, session: &mut ServerSession) -> (u16, Value) {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let query = session.req_header().uri.query().unwrap_or("").to_string();
+        match (method.clone(), path.as_str()) {
+            (Method::GET, "/health" | "/ready") => (200, json!({ "status": "ok" })),
+            (_, p) if p.starts_with("/replication") => {
+                let Some(replication) = &self.replication else {
+                    return error(
+                        404,
+                        "replication is not configured on this gateway (no [backup] section)",
+                    );
+                };
+                self.replication_route(session, replication, &method, p, &query)
+                    .await
+            }
+            (_, other) => error(
+                404,
+                &format!(
+                    "no admin endpoint {method} {other}; see /health, /ready, /metrics, /replication"
+                ),
+            ),
+        }
+    }
+
+    async fn replication_route(
+        &self,
+        session: &mut ServerSession,
+        replication: &Replication,
+        method: &Method,
+        path: &str,
+        query: &str,
+    ) -> (u16, Value) {
+        match (method, path) {
+            (&Method::GET, "/replication") => (200, replication.status_json()),
+            (&Method::POST, "/replication/pause") => {
+                replication.pause();
+                (200, replication.status_json())
+            }
+            (&Method::POST, "/replication/resume") => {
+                replication.resume();
+                (200, replication.status_json())
+            }
+            (&Method::POST, "/replication/repair") => {
+                let dry_run = query
+                    .split('&')
+                    .any(|kv| kv == "dry_run=true" || kv == "dry_run");
+                match replication.repair(dry_run) {
+                    Ok(report) => (200, repair_json(&report)),
+                    Err(err) => error(409, &format!("repair not possible: {err}")),
+                }
+            }
+            (&Method::GET, "/replication/dead-letters") => {
+                let entries = replication.dead_letters.list();
+                (
+                    200,
+                    json!({ "count": entries.len(), "dead_letters": entries }),
+                )
+            }
+            (
+                &Method::POST,
+                "/replication/dead-letters/retry" | "/replication/dead-letters/skip",
+            ) => {
+                let selection = match read_selection(session).await {
+                    Ok(selection) => selection,
+                    Err(message) => return error(400, &message),
+                };
+                if path.ends_with("/retry") {
+                    match replication.retry_dead_letters(selection.as_deref()).await {
+                        Ok(report) => (200, json!(report)),
+                        Err(err) => error(503, &format!("retry failed: {err:#}")),
+                    }
+                } else {
+                    match replication.skip_dead_letters(selection.as_deref()) {
+                        Ok(skipped) => (200, json!({ "skipped": skipped })),
+                        Err(err) => error(500, &format!("skip failed: {err:#}")),
+                    }
+                }
+            }
+            _ => error(404, &format!("no admin endpoint {method} {path}")),
+        }
+    }
+}
+
+/// Reads `{"ids":[...]}` (→ `Some(ids)`) or `{"all":true}` (→ `None`).
+async fn read_selection(session: &mut ServerSession) -> Result<Option<Vec<u64>>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| format!("cannot read the request body: {e}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > 1 << 20 {
+            return Err("request body too large".into());
+        }
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        format!("body must be JSON like {{\"ids\":[1,2]}} or {{\"all\":true}}: {e}")
+    })?;
+    if value.get("all").and_then(Value::as_bool) == Some(true) {
+        return Ok(None);
+    }
+    let ids = value
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or("body needs \"ids\" (array of dead-letter ids) or \"all\": true")?;
+    ids.iter()
+        .map(|id| {
+            id.as_u64()
+                .ok_or_else(|| format!("ids: {id} is not a dead-letter id"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn error(status: u16, message: &str) -> (u16, Value) {
+    (status, json!({ "error": message, "status": status }))
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         if session.req_header().uri.path() == "/metrics" {
+            if let Some(replication) = &self.replication {
+                replication.update_gauges();
+            }
             let body = self.metrics.encode().into_bytes();
             return Response::builder()
                 .status(200)
@@ -35,13 +178,7 @@ impl ServeHttp for AdminApp {
                 .body(body)
                 .expect("static response parts are valid");
         }
-        let (status, body) = match session.req_header().uri.path() {
-            "/health" | "/ready" => (200, serde_json::json!({ "status": "ok" })),
-            other => (
-                404,
-                serde_json::json!({ "error": format!("no admin endpoint at {other}; try /health, /ready or /metrics") }),
-            ),
-        };
+        let (status, body) = self.route(session).await;
         let body = body.to_string().into_bytes();
         Response::builder()
             .status(status)

@@ -11,12 +11,14 @@
 //! `TANDEM_GATEWAY__PRIMARY__URL=http://10.0.0.5:9200`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::limits::LimitsConfig;
+use crate::queue::{OverflowPolicy, QueueConfig};
+use crate::replication::ReplayConfig;
 
 /// Prefix of environment variables that override configuration values.
 pub const ENV_PREFIX: &str = "TANDEM_GATEWAY__";
@@ -67,6 +69,103 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// The cluster every request is forwarded to synchronously.
     pub primary: UpstreamConfig,
+    /// The cluster accepted writes are replayed to. Without it the gateway
+    /// is a plain proxy and records nothing.
+    #[serde(default)]
+    pub backup: Option<UpstreamConfig>,
+    /// Where the queue and dead letters live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Largest request body accepted for a write, in bytes; larger ones get
+    /// HTTP 413 and are not forwarded.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Queue limits.
+    #[serde(default)]
+    pub queue: QueueSettings,
+    /// Replayer settings.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+}
+
+/// `[queue]`: limits of the durable queue and what happens when they are
+/// reached. The queue never drops an accepted write: over a limit, new
+/// writes are refused (HTTP 507) or wait for space and then are refused.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Size of one segment file, in bytes.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Total size of queue files before new writes are refused; unset =
+    /// bounded by the disk only.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Age of the oldest unreplayed write before new writes are refused,
+    /// in seconds; unset = no age limit.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// `reject` (refuse at once with 507) or `block` (wait up to
+    /// `max_wait_ms` for the replayer to free space, then refuse).
+    #[serde(default)]
+    pub overflow: OverflowSetting,
+    /// Longest wait for space under `overflow = "block"`, in milliseconds.
+    #[serde(default = "default_queue_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+/// Policy when the queue is over a limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowSetting {
+    /// Refuse new writes at once.
+    #[default]
+    Reject,
+    /// Wait for space, then refuse.
+    Block,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            segment_bytes: default_segment_bytes(),
+            max_bytes: None,
+            max_age_secs: None,
+            overflow: OverflowSetting::Reject,
+            max_wait_ms: default_queue_max_wait_ms(),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The queue's own configuration.
+    pub fn to_queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            segment_max_bytes: self.segment_bytes,
+            max_bytes: self.max_bytes,
+            max_age: self.max_age_secs.map(Duration::from_secs),
+            overflow: match self.overflow {
+                OverflowSetting::Reject => OverflowPolicy::Reject,
+                OverflowSetting::Block => OverflowPolicy::Block {
+                    max_wait: Duration::from_millis(self.max_wait_ms),
+                },
+            },
+            ..QueueConfig::default()
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("tandem-data")
+}
+fn default_max_body_bytes() -> usize {
+    100 << 20
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_queue_max_wait_ms() -> u64 {
+    5_000
 }
 
 /// One upstream search cluster.
@@ -277,7 +376,24 @@ impl GatewayConfig {
                 format!("must differ from listen ({})", self.listen),
             ));
         }
-        self.primary.validate("primary")
+        self.primary.validate("primary")?;
+        if let Some(backup) = &self.backup {
+            backup.validate("backup")?;
+            if backup.url == self.primary.url {
+                return Err(invalid("backup.url", "must differ from primary.url"));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be greater than 0"));
+        }
+        self.queue
+            .to_queue_config()
+            .validate()
+            .map_err(|e| invalid("queue", e.to_string()))?;
+        self.replay.validate().map_err(|message| {
+            let (field, message) = message.split_once(": ").unwrap_or(("replay", &message));
+            invalid(field, message)
+        })
     }
 }
 

@@ -18,11 +18,16 @@
 
 pub mod admin;
 pub mod config;
+pub mod dead_letters;
+pub mod es;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod queue;
+pub mod replication;
 pub mod server;
 pub mod upstream;
+pub mod write_path;
 
 pub use config::GatewayConfig;
 pub use server::{GatewayHandle, spawn};

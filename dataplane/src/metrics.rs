@@ -85,6 +85,12 @@ pub struct Metrics {
     pub replay_paused: Gauge,
     /// 1 while the replayer is halted on a corrupt record.
     pub replay_halted: Gauge,
+    /// Writes the primary applied that could not be recorded (the clusters
+    /// differ until a comparison repairs them).
+    pub unrecorded_writes: Counter,
+    /// Writes whose connection to the primary failed mid-exchange, so the
+    /// client could not be told whether they were applied.
+    pub unknown_outcome_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -191,8 +197,22 @@ impl Metrics {
             "1 while the replayer is halted on a corrupt record",
             replay_halted.clone(),
         );
+        let unrecorded_writes = Counter::default();
+        registry.register(
+            "unrecorded_writes",
+            "Writes applied on the primary that could not be recorded for the backup",
+            unrecorded_writes.clone(),
+        );
+        let unknown_outcome_writes = Counter::default();
+        registry.register(
+            "unknown_outcome_writes",
+            "Writes whose connection to the primary failed after they were sent",
+            unknown_outcome_writes.clone(),
+        );
         Metrics {
             registry,
+            unrecorded_writes,
+            unknown_outcome_writes,
             requests,
             request_duration,
             limiter_waits,

@@ -13,9 +13,11 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
+use crate::es::classify::{RequestClass, classify};
 use crate::limits::{LimitExceeded, NodePermit};
 use crate::metrics::Metrics;
 use crate::upstream::{ExchangeError, Upstream};
+use crate::write_path::WritePath;
 
 /// Per-request state shared between proxy phases.
 #[derive(Debug, Default)]
@@ -28,6 +30,8 @@ pub struct RequestCtx {
     limited: Option<LimitExceeded>,
     /// When the request arrived.
     started: Option<std::time::Instant>,
+    /// Set when the write path answered the request itself.
+    handled: bool,
 }
 
 /// The gateway's [`ProxyHttp`] implementation.
@@ -35,12 +39,22 @@ pub struct RequestCtx {
 pub struct GatewayProxy {
     primary: Arc<Upstream>,
     metrics: Arc<Metrics>,
+    writes: Option<Arc<WritePath>>,
 }
 
 impl GatewayProxy {
-    /// A proxy forwarding to `primary`, reporting into `metrics`.
-    pub fn new(primary: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
-        GatewayProxy { primary, metrics }
+    /// A proxy forwarding to `primary`, reporting into `metrics`, and
+    /// recording writes through `writes` when replication is configured.
+    pub fn new(
+        primary: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        writes: Option<Arc<WritePath>>,
+    ) -> Self {
+        GatewayProxy {
+            primary,
+            metrics,
+            writes,
+        }
     }
 }
 
@@ -65,6 +79,44 @@ impl ProxyHttp for GatewayProxy {
         RequestCtx {
             started: Some(std::time::Instant::now()),
             ..RequestCtx::default()
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool>
+    where
+        Self::CTX: Send + Sync,
+    {
+        let Some(writes) = &self.writes else {
+            return Ok(false);
+        };
+        let req = session.req_header();
+        let class = classify(&req.method, req.uri.path(), req.uri.query());
+        match &class {
+            RequestClass::Read | RequestClass::Passthrough => Ok(false),
+            RequestClass::Unsupported { reason } => {
+                let reason = format!(
+                    "{reason} (refused by the Tandem gateway: it cannot be replicated to the backup)"
+                );
+                write_json(
+                    session,
+                    400,
+                    error_body(400, "tandem_unsupported_write", &reason),
+                )
+                .await?;
+                ctx.handled = true;
+                self.metrics.observe_request(
+                    "unsupported",
+                    self.primary.role,
+                    400,
+                    ctx.started.map(|s| s.elapsed()).unwrap_or_default(),
+                );
+                Ok(true)
+            }
+            _ => {
+                writes.handle(session, &class).await?;
+                ctx.handled = true;
+                Ok(true)
+            }
         }
     }
 
@@ -165,7 +217,7 @@ impl ProxyHttp for GatewayProxy {
         let status = session
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
-        if let Some(started) = ctx.started {
+        if let Some(started) = ctx.started.filter(|_| !ctx.handled) {
             self.metrics
                 .observe_request("read", self.primary.role, status, started.elapsed());
         }

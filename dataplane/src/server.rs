@@ -19,7 +19,9 @@ use crate::admin::AdminApp;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
+use crate::replication::Replication;
 use crate::upstream::Upstream;
+use crate::write_path::WritePath;
 
 /// A gateway running on its own thread; dropping it does not stop it, call
 /// [`GatewayHandle::shutdown`].
@@ -98,15 +100,55 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
             DiscoveryService(discovery),
         ));
     }
+    let replication = match &config.backup {
+        None => None,
+        Some(backup_config) => {
+            let backup = Arc::new(Upstream::new(
+                "backup",
+                backup_config.endpoint("backup.url")?,
+                backup_config.clone(),
+            ));
+            if backup_config.discovery {
+                server.add_service(pingora::services::background::background_service(
+                    "backup node discovery",
+                    DiscoveryService(backup.clone()),
+                ));
+            }
+            let replication = Replication::open(
+                config.data_dir.clone(),
+                config.queue.to_queue_config(),
+                config.replay.clone(),
+                primary.clone(),
+                backup,
+                metrics.clone(),
+            )?;
+            server.add_service(pingora::services::background::background_service(
+                "replayer",
+                ReplayerService(replication.clone()),
+            ));
+            Some(replication)
+        }
+    };
+    let writes = replication.as_ref().map(|replication| {
+        Arc::new(WritePath {
+            primary: primary.clone(),
+            replication: replication.clone(),
+            metrics: metrics.clone(),
+            max_body_bytes: config.max_body_bytes,
+        })
+    });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(primary, metrics.clone()),
+        GatewayProxy::new(primary, metrics.clone(), writes),
         "tandem proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
 
-    let mut admin = Service::new("tandem admin".to_string(), AdminApp::new(metrics));
+    let mut admin = Service::new(
+        "tandem admin".to_string(),
+        AdminApp::new(metrics, replication),
+    );
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);
     Ok(server)
@@ -142,6 +184,19 @@ impl pingora::services::background::BackgroundService for DiscoveryService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         tokio::select! {
             _ = self.0.clone().discovery_loop() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Runs the replayer as a Pingora background service.
+struct ReplayerService(Arc<Replication>);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for ReplayerService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.clone().run() => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -342,4 +342,6 @@ mod tests {
     }
 }
 
+pub mod compare;
 pub mod gateway;
+pub mod relay;

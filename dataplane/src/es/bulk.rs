@@ -1,0 +1,865 @@
+//! `_bulk` request parsing, and pairing of a bulk request with the
+//! primary's response to find the items it accepted.
+//!
+//! Parsing follows Elasticsearch's `BulkRequestParser`: lines are split on
+//! `\n`, blank lines are skipped, a trailing `\r` on a source line is
+//! dropped, `index`/`create`/`update` take the next line as their body, and
+//! a body that does not end with `\n` is rejected with Elasticsearch's own
+//! message. Line numbers in errors are 1-based physical lines, like
+//! Elasticsearch's. Only the JSON (NDJSON) format is understood; a gateway
+//! must not feed SMILE/CBOR bulk bodies here.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::classify::{DocOp, pipeline_param};
+use super::json::{is_single_json_value, scalar_i64, scalar_text};
+use super::ops::{AcceptError, DocWriteRequest, ReplicationOp, doc_op_from_result};
+
+/// URL-level defaults of a bulk request (`/{index}/{type}/_bulk?routing=..
+/// &pipeline=..`); item metadata overrides them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkDefaults {
+    /// Default `_index`.
+    pub index: Option<String>,
+    /// Default `_type` (5.x/6.x typed bulk). `_doc` is reported as `None`.
+    pub doc_type: Option<String>,
+    /// Default routing.
+    pub routing: Option<String>,
+    /// Default ingest pipeline (`_none` is reported as `None`).
+    pub pipeline: Option<String>,
+}
+
+/// One action of a bulk request, with its metadata and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkItem {
+    /// `index`, `create`, `update` or `delete` (`index` with
+    /// `"op_type":"create"` is reported as `create`).
+    pub action: DocOp,
+    /// `_index` of the item, else the URL's index.
+    pub index: String,
+    /// `_type` of the item, else the URL's type, as sent.
+    pub doc_type: Option<String>,
+    /// `_id`; `None` for auto-generated ids (the primary's response has it).
+    pub id: Option<String>,
+    /// `routing`/`_routing`, else `parent`/`_parent`, else the URL default.
+    pub routing: Option<String>,
+    /// `parent`/`_parent` (5.x/6.x parent-child), as sent.
+    pub parent: Option<String>,
+    /// Client-supplied `version`/`_version` (noted; the primary's resulting
+    /// `_version` is what gets replayed).
+    pub version: Option<i64>,
+    /// Client-supplied `version_type`/`_version_type`.
+    pub version_type: Option<String>,
+    /// Client-supplied `if_seq_no` (optimistic concurrency on the primary).
+    pub if_seq_no: Option<i64>,
+    /// Client-supplied `if_primary_term`.
+    pub if_primary_term: Option<i64>,
+    /// Ingest pipeline of the item, else the URL default; `_none` → `None`.
+    pub pipeline: Option<String>,
+    /// The body line without its line terminator: the document for
+    /// `index`/`create`, the update request for `update`; `None` for
+    /// `delete`.
+    pub source: Option<Bytes>,
+    /// 1-based line number of the action line.
+    pub line: usize,
+    /// Byte range of the item in the request body: the action line through
+    /// the end of the body line, terminators included.
+    pub range: Range<usize>,
+}
+
+/// Why a bulk body could not be parsed. Each variant names the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BulkError {
+    /// The action line is not a JSON object of the form `{"action":{...}}`,
+    /// or one of its metadata values has the wrong shape.
+    #[error("Malformed action/metadata line [{line}]: {reason}")]
+    MalformedAction {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The action is not `index`, `create`, `update` or `delete`.
+    #[error(
+        "Malformed action/metadata line [{line}], expected field [create], [delete], [index] or [update] but found [{action}]"
+    )]
+    UnknownAction {
+        /// 1-based line number.
+        line: usize,
+        /// The action name found.
+        action: String,
+    },
+    /// `index`, `create` or `update` is the last line: its body is missing.
+    #[error("action [{}] on line [{line}] is not followed by a source line", action.as_str())]
+    MissingSource {
+        /// 1-based line number of the action line.
+        line: usize,
+        /// The action.
+        action: DocOp,
+    },
+    /// Neither the item nor the URL names an index.
+    #[error("action on line [{line}] names no _index and the request path has none")]
+    MissingIndex {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// `delete` and `update` need an `_id`.
+    #[error("action [{}] on line [{line}] has no _id", action.as_str())]
+    MissingId {
+        /// 1-based line number.
+        line: usize,
+        /// The action.
+        action: DocOp,
+    },
+    /// Bytes follow the last `\n` (Elasticsearch 7+ rejects this).
+    #[error("The bulk request must be terminated by a newline [\\n]")]
+    MissingFinalNewline,
+}
+
+/// Parses an NDJSON `_bulk` body with the URL's default index and type.
+///
+/// Copies `body` once; use [`parse_bulk_bytes`] to share an existing
+/// buffer instead.
+pub fn parse_bulk(
+    body: &[u8],
+    default_index: Option<&str>,
+    default_type: Option<&str>,
+) -> Result<Vec<BulkItem>, BulkError> {
+    let defaults = BulkDefaults {
+        index: default_index.map(str::to_owned),
+        doc_type: default_type.map(str::to_owned),
+        routing: None,
+        pipeline: None,
+    };
+    parse_bulk_bytes(&Bytes::copy_from_slice(body), &defaults)
+}
+
+/// Parses an NDJSON `_bulk` body; item sources are zero-copy slices of
+/// `body`.
+pub fn parse_bulk_bytes(body: &Bytes, defaults: &BulkDefaults) -> Result<Vec<BulkItem>, BulkError> {
+    let mut items = Vec::new();
+    let mut lines = Lines {
+        data: body,
+        pos: 0,
+        line: 0,
+    };
+    while let Some(action_line) = lines.next_line()? {
+        let raw = &body[action_line.clone()];
+        if raw.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+            continue;
+        }
+        let line = lines.line;
+        let meta = parse_action_line(raw, line, defaults)?;
+        let (source, end) = if meta.action == DocOp::Delete {
+            (None, lines.pos)
+        } else {
+            let Some(source_line) = lines.next_line()? else {
+                return Err(BulkError::MissingSource {
+                    line,
+                    action: meta.action,
+                });
+            };
+            let mut source_end = source_line.end;
+            if source_end > source_line.start && body[source_end - 1] == b'\r' {
+                source_end -= 1;
+            }
+            (Some(body.slice(source_line.start..source_end)), lines.pos)
+        };
+        items.push(BulkItem {
+            action: meta.action,
+            index: meta.index,
+            doc_type: meta.doc_type,
+            id: meta.id,
+            routing: meta.routing,
+            parent: meta.parent,
+            version: meta.version,
+            version_type: meta.version_type,
+            if_seq_no: meta.if_seq_no,
+            if_primary_term: meta.if_primary_term,
+            pipeline: meta.pipeline,
+            source,
+            line,
+            range: action_line.start..end,
+        });
+    }
+    Ok(items)
+}
+
+/// Line splitter that mirrors Elasticsearch's `findNextMarker`.
+struct Lines<'a> {
+    data: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl Lines<'_> {
+    /// The next line's range without its `\n`, `None` at the end of the
+    /// data, or an error when the data does not end with `\n`.
+    fn next_line(&mut self) -> Result<Option<Range<usize>>, BulkError> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        match memchr::memchr(b'\n', rest) {
+            Some(offset) => {
+                let range = self.pos..self.pos + offset;
+                self.pos += offset + 1;
+                self.line += 1;
+                Ok(Some(range))
+            }
+            None if rest.is_empty() => Ok(None),
+            None => Err(BulkError::MissingFinalNewline),
+        }
+    }
+}
+
+struct ActionMeta {
+    action: DocOp,
+    index: String,
+    doc_type: Option<String>,
+    id: Option<String>,
+    routing: Option<String>,
+    parent: Option<String>,
+    version: Option<i64>,
+    version_type: Option<String>,
+    if_seq_no: Option<i64>,
+    if_primary_term: Option<i64>,
+    pipeline: Option<String>,
+}
+
+fn parse_action_line(
+    raw: &[u8],
+    line: usize,
+    defaults: &BulkDefaults,
+) -> Result<ActionMeta, BulkError> {
+    let malformed = |reason: String| BulkError::MalformedAction { line, reason };
+    let value: Value =
+        serde_json::from_slice(raw).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
+    let Value::Object(outer) = value else {
+        return Err(malformed("expected a JSON object".into()));
+    };
+    let mut entries = outer.into_iter();
+    let (Some((action_name, params)), None) = (entries.next(), entries.next()) else {
+        return Err(malformed("expected exactly one action field".into()));
+    };
+    let mut action = match action_name.as_str() {
+        "index" => DocOp::Index,
+        "create" => DocOp::Create,
+        "update" => DocOp::Update,
+        "delete" => DocOp::Delete,
+        _ => {
+            return Err(BulkError::UnknownAction {
+                line,
+                action: action_name,
+            });
+        }
+    };
+    let params = match params {
+        Value::Object(map) => map,
+        other => {
+            return Err(malformed(format!(
+                "expected an object after [{action_name}] but found [{}]",
+                json_kind(&other)
+            )));
+        }
+    };
+
+    let mut index = None;
+    let mut doc_type = None;
+    let mut id = None;
+    let mut routing = None;
+    let mut parent = None;
+    let mut version = None;
+    let mut version_type = None;
+    let mut if_seq_no = None;
+    let mut if_primary_term = None;
+    let mut pipeline = None;
+    let mut op_type = None;
+    for (key, value) in &params {
+        let text = |v: &Value| -> Result<Option<String>, BulkError> {
+            match v {
+                Value::Null => Ok(None),
+                Value::Array(_) | Value::Object(_) => Err(malformed(format!(
+                    "expected a simple value for field [{key}] but found [{}]",
+                    json_kind(v)
+                ))),
+                scalar => Ok(scalar_text(scalar)),
+            }
+        };
+        let long = |v: &Value| -> Result<Option<i64>, BulkError> {
+            match v {
+                Value::Null => Ok(None),
+                other => scalar_i64(other)
+                    .map(Some)
+                    .ok_or_else(|| malformed(format!("expected an integer for field [{key}]"))),
+            }
+        };
+        match key.as_str() {
+            "_index" => index = text(value)?,
+            "_type" => doc_type = text(value)?,
+            "_id" => id = text(value)?,
+            "routing" | "_routing" => routing = text(value)?,
+            "parent" | "_parent" => parent = text(value)?,
+            "version" | "_version" => version = long(value)?,
+            "version_type" | "_version_type" => version_type = text(value)?,
+            "if_seq_no" => if_seq_no = long(value)?,
+            "if_primary_term" => if_primary_term = long(value)?,
+            "pipeline" => {
+                if let Some(p) = text(value)? {
+                    pipeline = Some(p);
+                }
+            }
+            "op_type" | "_op_type" => op_type = text(value)?,
+            // Other parameters (retry_on_conflict, _source, require_alias,
+            // dynamic_templates...) do not change what gets replayed. The
+            // primary is the judge of which ones it accepts.
+            _ => {}
+        }
+    }
+    if action == DocOp::Index && op_type.as_deref() == Some("create") {
+        action = DocOp::Create;
+    }
+    let Some(index) = index.or_else(|| defaults.index.clone()) else {
+        return Err(BulkError::MissingIndex { line });
+    };
+    if id.is_none() && matches!(action, DocOp::Delete | DocOp::Update) {
+        return Err(BulkError::MissingId { line, action });
+    }
+    let pipeline = match pipeline {
+        // An explicit item pipeline (even `_none`) overrides the URL's.
+        Some(item) => pipeline_param(Some(&item)),
+        None => defaults.pipeline.clone(),
+    };
+    Ok(ActionMeta {
+        action,
+        index,
+        doc_type: doc_type.or_else(|| defaults.doc_type.clone()),
+        id,
+        routing: routing
+            .or_else(|| parent.clone())
+            .or_else(|| defaults.routing.clone()),
+        parent,
+        version,
+        version_type,
+        if_seq_no,
+        if_primary_term,
+        pipeline,
+    })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Pairs the request items with the primary's `_bulk` response and returns
+/// the replication ops for the items the primary accepted, in request order.
+///
+/// Items are paired by position; the counts and the action of each pair
+/// must match, and every accepted item must carry `_index`, `_id` and
+/// `_version`, otherwise the whole response is refused with an error (the
+/// caller must not record a partial result). Items with a non-2xx `status`
+/// are left out (mapping conflicts, version conflicts, a delete of a
+/// missing document answered 404 `not_found`), as are `noop` updates.
+///
+/// The `_index` and `_id` of an op come from the response: aliases are
+/// resolved to the concrete index, auto-generated ids are known.
+/// Index/create items whose body went through an ingest pipeline, or whose
+/// body is not a single JSON value, become read-repair ops.
+pub fn accepted_ops(
+    items: &[BulkItem],
+    response: &Value,
+) -> Result<Vec<ReplicationOp>, AcceptError> {
+    let Some(results) = response.get("items").and_then(Value::as_array) else {
+        return Err(AcceptError::NoItems);
+    };
+    if results.len() != items.len() {
+        return Err(AcceptError::CountMismatch {
+            request: items.len(),
+            response: results.len(),
+        });
+    }
+    let mut ops = Vec::new();
+    for (position, (item, result)) in items.iter().zip(results).enumerate() {
+        let malformed = |reason: String| AcceptError::Malformed {
+            item: Some(position),
+            reason,
+        };
+        let Some(obj) = result.as_object() else {
+            return Err(malformed("response item is not an object".into()));
+        };
+        let mut entries = obj.iter();
+        let (Some((key, body)), None) = (entries.next(), entries.next()) else {
+            return Err(malformed(
+                "response item must have exactly one action key".into(),
+            ));
+        };
+        if key != item.action.as_str() {
+            return Err(AcceptError::ActionMismatch {
+                item: position,
+                request: item.action.as_str(),
+                response: key.clone(),
+            });
+        }
+        let Some(body) = body.as_object() else {
+            return Err(malformed(format!("[{key}] is not an object")));
+        };
+        let Some(status) = body.get("status").and_then(Value::as_u64) else {
+            return Err(malformed("missing numeric status".into()));
+        };
+        if !(200..300).contains(&status) {
+            continue;
+        }
+        let source = item.source.as_ref().filter(|s| is_single_json_value(s));
+        let request = DocWriteRequest {
+            op: item.action,
+            doc_type: item.doc_type.as_deref(),
+            routing: item.routing.as_deref(),
+            index_source: match item.action {
+                DocOp::Index | DocOp::Create if item.pipeline.is_none() => source.cloned(),
+                _ => None,
+            },
+        };
+        if let Some(op) = doc_op_from_result(&request, body, Some(position))? {
+            ops.push(op);
+        }
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: &str) -> Result<Vec<BulkItem>, BulkError> {
+        parse_bulk(body.as_bytes(), None, None)
+    }
+
+    fn src(item: &BulkItem) -> &str {
+        std::str::from_utf8(item.source.as_deref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn parses_all_four_actions() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n",
+            "{\"f\":1}\n",
+            "{\"create\":{\"_index\":\"a\",\"_id\":\"2\",\"routing\":\"r\"}}\n",
+            "{\"f\":2}\n",
+            "{\"update\":{\"_index\":\"a\",\"_id\":\"3\",\"retry_on_conflict\":3}}\n",
+            "{\"doc\":{\"f\":3}}\n",
+            "{\"delete\":{\"_index\":\"a\",\"_id\":\"4\"}}\n",
+        );
+        let items = parse(body).unwrap();
+        assert_eq!(items.len(), 4);
+        let actions: Vec<_> = items.iter().map(|i| i.action).collect();
+        assert_eq!(
+            actions,
+            [DocOp::Index, DocOp::Create, DocOp::Update, DocOp::Delete]
+        );
+        assert_eq!(src(&items[0]), "{\"f\":1}");
+        assert_eq!(items[1].routing.as_deref(), Some("r"));
+        assert_eq!(src(&items[2]), "{\"doc\":{\"f\":3}}");
+        assert_eq!(items[3].source, None);
+        assert_eq!(
+            items.iter().map(|i| i.line).collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
+        // Ranges tile the body.
+        assert_eq!(items[0].range.start, 0);
+        for pair in items.windows(2) {
+            assert_eq!(pair[0].range.end, pair[1].range.start);
+        }
+        assert_eq!(items[3].range.end, body.len());
+        assert_eq!(
+            &body[items[1].range.clone()],
+            "{\"create\":{\"_index\":\"a\",\"_id\":\"2\",\"routing\":\"r\"}}\n{\"f\":2}\n"
+        );
+    }
+
+    #[test]
+    fn url_defaults_apply_and_item_metadata_overrides_them() {
+        let defaults = BulkDefaults {
+            index: Some("url-idx".into()),
+            doc_type: Some("tweet".into()),
+            routing: Some("url-r".into()),
+            pipeline: Some("url-p".into()),
+        };
+        let body = Bytes::from_static(
+            b"{\"index\":{}}\n{}\n{\"index\":{\"_index\":\"b\",\"_type\":\"t2\",\"_routing\":\"r2\",\"pipeline\":\"_none\"}}\n{}\n",
+        );
+        let items = parse_bulk_bytes(&body, &defaults).unwrap();
+        assert_eq!(items[0].index, "url-idx");
+        assert_eq!(items[0].doc_type.as_deref(), Some("tweet"));
+        assert_eq!(items[0].routing.as_deref(), Some("url-r"));
+        assert_eq!(items[0].pipeline.as_deref(), Some("url-p"));
+        assert_eq!(items[0].id, None);
+        assert_eq!(items[1].index, "b");
+        assert_eq!(items[1].doc_type.as_deref(), Some("t2"));
+        assert_eq!(items[1].routing.as_deref(), Some("r2"));
+        assert_eq!(items[1].pipeline, None);
+    }
+
+    #[test]
+    fn notes_client_versioning_and_legacy_keys() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"a\",\"_id\":7,\"_version\":\"5\",\"_version_type\":\"external\",\"_parent\":\"p1\"}}\n",
+            "{}\n",
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"8\",\"if_seq_no\":3,\"if_primary_term\":1,\"op_type\":\"create\",\"routing\":null}}\n",
+            "{}\n",
+        );
+        let items = parse(body).unwrap();
+        assert_eq!(items[0].id.as_deref(), Some("7"));
+        assert_eq!(items[0].version, Some(5));
+        assert_eq!(items[0].version_type.as_deref(), Some("external"));
+        assert_eq!(items[0].parent.as_deref(), Some("p1"));
+        assert_eq!(items[0].routing.as_deref(), Some("p1"));
+        assert_eq!(items[1].if_seq_no, Some(3));
+        assert_eq!(items[1].if_primary_term, Some(1));
+        assert_eq!(items[1].action, DocOp::Create);
+        assert_eq!(items[1].routing, None);
+    }
+
+    #[test]
+    fn crlf_and_blank_lines() {
+        let body = "\r\n{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\r\n{\"f\":1}\r\n\n  \n{\"delete\":{\"_index\":\"a\",\"_id\":\"2\"}}\r\n";
+        let items = parse(body).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(src(&items[0]), "{\"f\":1}");
+        assert_eq!(items[0].line, 2);
+        assert_eq!(items[1].line, 6);
+    }
+
+    #[test]
+    fn unicode_ids_and_sources() {
+        let body = "{\"index\":{\"_index\":\"índice\",\"_id\":\"日本/é\\u00e9\"}}\n{\"t\":\"✓\"}\n";
+        let items = parse(body).unwrap();
+        assert_eq!(items[0].index, "índice");
+        assert_eq!(items[0].id.as_deref(), Some("日本/éé"));
+        assert_eq!(src(&items[0]), "{\"t\":\"✓\"}");
+    }
+
+    #[test]
+    fn empty_body_has_no_items() {
+        assert_eq!(parse("").unwrap(), vec![]);
+        assert_eq!(parse("\n\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn missing_final_newline_is_rejected_like_elasticsearch() {
+        let err = parse("{\"delete\":{\"_index\":\"a\",\"_id\":\"1\"}}").unwrap_err();
+        assert_eq!(err, BulkError::MissingFinalNewline);
+        assert_eq!(
+            err.to_string(),
+            "The bulk request must be terminated by a newline [\\n]"
+        );
+        assert_eq!(
+            parse("{\"index\":{\"_index\":\"a\"}}\n{\"f\":1}").unwrap_err(),
+            BulkError::MissingFinalNewline
+        );
+        assert_eq!(
+            parse("{\"delete\":{\"_index\":\"a\",\"_id\":\"1\"}}\n ").unwrap_err(),
+            BulkError::MissingFinalNewline
+        );
+    }
+
+    #[test]
+    fn malformed_action_lines_name_the_line() {
+        let cases = [
+            ("{\"index\":{}}\n{}\n{not json}\n", 3),
+            ("[1,2]\n", 1),
+            ("\"index\"\n", 1),
+            ("{}\n", 1),
+            ("{\"index\":{},\"delete\":{}}\n{}\n", 1),
+            ("{\"index\":null}\n{}\n", 1),
+            ("{\"index\":{\"_index\":\"a\",\"_id\":[1]}}\n{}\n", 1),
+            ("{\"index\":{\"_index\":\"a\",\"version\":\"x\"}}\n{}\n", 1),
+            ("{\"index\":{\"_index\":\"a\"}} trailing\n{}\n", 1),
+        ];
+        for (body, line) in cases {
+            match parse_bulk(body.as_bytes(), Some("default"), None) {
+                Err(BulkError::MalformedAction { line: got, .. }) => {
+                    assert_eq!(got, line, "{body:?}")
+                }
+                other => panic!("{body:?}: expected MalformedAction, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_action() {
+        let err = parse("{\"upsert\":{\"_index\":\"a\"}}\n{}\n").unwrap_err();
+        assert_eq!(
+            err,
+            BulkError::UnknownAction {
+                line: 1,
+                action: "upsert".into()
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("expected field [create], [delete], [index] or [update]")
+        );
+    }
+
+    #[test]
+    fn missing_source_line() {
+        let body =
+            "{\"delete\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"index\":{\"_index\":\"a\"}}\n";
+        assert_eq!(
+            parse(body).unwrap_err(),
+            BulkError::MissingSource {
+                line: 2,
+                action: DocOp::Index
+            }
+        );
+    }
+
+    #[test]
+    fn missing_index_and_missing_id() {
+        assert_eq!(
+            parse("{\"index\":{\"_id\":\"1\"}}\n{}\n").unwrap_err(),
+            BulkError::MissingIndex { line: 1 }
+        );
+        assert_eq!(
+            parse("{\"delete\":{\"_index\":\"a\"}}\n").unwrap_err(),
+            BulkError::MissingId {
+                line: 1,
+                action: DocOp::Delete
+            }
+        );
+        assert_eq!(
+            parse("{\"update\":{\"_index\":\"a\"}}\n{}\n").unwrap_err(),
+            BulkError::MissingId {
+                line: 1,
+                action: DocOp::Update
+            }
+        );
+    }
+
+    #[test]
+    fn parse_never_panics_on_garbage() {
+        const PIECES: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"\"",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"index",
+            b"create",
+            b"update",
+            b"delete",
+            b"\"_index\"",
+            b"\"_id\"",
+            b":",
+            b",",
+            b"[",
+            b"]",
+            b"null",
+            b"1",
+            b"\\",
+            b" ",
+            "é".as_bytes(),
+            &[0xff],
+            &[0],
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut body = Vec::new();
+            for _ in 0..(next() % 24) {
+                body.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let _ = parse_bulk(&body, Some("d"), None);
+            let _ = parse_bulk(&body, None, None);
+        }
+    }
+
+    fn ok_item(
+        action: &str,
+        index: &str,
+        id: &str,
+        version: i64,
+        status: u16,
+        result: &str,
+    ) -> Value {
+        json!({ action: {
+            "_index": index, "_type": "_doc", "_id": id, "_version": version,
+            "result": result, "_seq_no": version - 1, "_primary_term": 1, "status": status
+        }})
+    }
+
+    #[test]
+    fn bulk_items_rejected_by_primary_are_not_replayed() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"n\":1}\n",
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"2\"}}\n{\"n\":\"not a number\"}\n",
+            "{\"create\":{\"_index\":\"a\",\"_id\":\"3\"}}\n{\"n\":3}\n",
+            "{\"delete\":{\"_index\":\"a\",\"_id\":\"4\"}}\n",
+            "{\"delete\":{\"_index\":\"a\",\"_id\":\"5\"}}\n",
+        );
+        let items = parse(body).unwrap();
+        let response = json!({"took": 3, "errors": true, "items": [
+            ok_item("index", "a", "1", 1, 201, "created"),
+            {"index": {"_index": "a", "_type": "_doc", "_id": "2", "status": 400,
+                "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"}}},
+            {"create": {"_index": "a", "_type": "_doc", "_id": "3", "status": 409,
+                "error": {"type": "version_conflict_engine_exception", "reason": "document already exists"}}},
+            {"delete": {"_index": "a", "_type": "_doc", "_id": "4", "_version": 2, "result": "not_found", "status": 404}},
+            ok_item("delete", "a", "5", 3, 200, "deleted"),
+        ]});
+        let ops = accepted_ops(&items, &response).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                ReplicationOp::Index {
+                    index: "a".into(),
+                    doc_type: None,
+                    id: "1".into(),
+                    routing: None,
+                    version: 1,
+                    seq_no: Some(0),
+                    primary_term: Some(1),
+                    source: Bytes::from_static(b"{\"n\":1}"),
+                },
+                ReplicationOp::Delete {
+                    index: "a".into(),
+                    doc_type: None,
+                    id: "5".into(),
+                    routing: None,
+                    version: 3,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_generated_ids_and_concrete_indices_come_from_the_response() {
+        let body = "{\"index\":{\"_index\":\"write-alias\",\"routing\":\"r\"}}\n{\"n\":1}\n";
+        let items = parse(body).unwrap();
+        let response =
+            json!({"items": [ok_item("index", "logs-000002", "AVx9z", 1, 201, "created")]});
+        let ops = accepted_ops(&items, &response).unwrap();
+        let [
+            ReplicationOp::Index {
+                index, id, routing, ..
+            },
+        ] = ops.as_slice()
+        else {
+            panic!("{ops:?}");
+        };
+        assert_eq!(index, "logs-000002");
+        assert_eq!(id, "AVx9z");
+        assert_eq!(routing.as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn updates_become_read_repair_and_noops_are_dropped() {
+        let body = concat!(
+            "{\"update\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"doc\":{\"x\":1}}\n",
+            "{\"update\":{\"_index\":\"a\",\"_id\":\"2\"}}\n{\"doc\":{\"x\":1}}\n",
+        );
+        let items = parse(body).unwrap();
+        let response = json!({"items": [
+            ok_item("update", "a", "1", 4, 200, "updated"),
+            ok_item("update", "a", "2", 2, 200, "noop"),
+        ]});
+        let ops = accepted_ops(&items, &response).unwrap();
+        assert_eq!(
+            ops,
+            vec![ReplicationOp::ReadRepair {
+                index: "a".into(),
+                doc_type: None,
+                id: "1".into(),
+                routing: None,
+                version: 4,
+            }]
+        );
+    }
+
+    #[test]
+    fn pipelines_and_non_json_sources_become_read_repair() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"1\",\"pipeline\":\"geoip\"}}\n{\"ip\":\"1.2.3.4\"}\n",
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"2\"}}\n{\"a\":1} {\"b\":2}\n",
+        );
+        let items = parse(body).unwrap();
+        let response = json!({"items": [
+            ok_item("index", "a", "1", 1, 201, "created"),
+            ok_item("index", "a", "2", 1, 201, "created"),
+        ]});
+        let ops = accepted_ops(&items, &response).unwrap();
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, ReplicationOp::ReadRepair { .. })),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn typed_items_keep_their_type() {
+        let items = parse("{\"index\":{\"_index\":\"a\",\"_type\":\"tweet\",\"_id\":\"1\"}}\n{}\n")
+            .unwrap();
+        let response = json!({"items": [{"index": {"_index": "a", "_type": "tweet", "_id": "1",
+            "_version": 1, "result": "created", "status": 201}}]});
+        let ops = accepted_ops(&items, &response).unwrap();
+        assert!(matches!(&ops[0], ReplicationOp::Index { doc_type: Some(t), .. } if t == "tweet"));
+    }
+
+    #[test]
+    fn pairing_errors_refuse_the_whole_response() {
+        let items = parse("{\"delete\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"delete\":{\"_index\":\"a\",\"_id\":\"2\"}}\n").unwrap();
+        assert_eq!(
+            accepted_ops(
+                &items,
+                &json!({"items": [ok_item("delete", "a", "1", 2, 200, "deleted")]})
+            ),
+            Err(AcceptError::CountMismatch {
+                request: 2,
+                response: 1
+            })
+        );
+        assert_eq!(
+            accepted_ops(&items, &json!({"error": {"type": "x"}, "status": 400})),
+            Err(AcceptError::NoItems)
+        );
+        assert!(matches!(
+            accepted_ops(
+                &items,
+                &json!({"items": [
+                    ok_item("delete", "a", "1", 2, 200, "deleted"),
+                    ok_item("index", "a", "2", 2, 200, "created"),
+                ]})
+            ),
+            Err(AcceptError::ActionMismatch { item: 1, .. })
+        ));
+        // An accepted item without a version cannot be fenced.
+        assert!(matches!(
+            accepted_ops(
+                &items,
+                &json!({"items": [
+                    ok_item("delete", "a", "1", 2, 200, "deleted"),
+                    {"delete": {"_index": "a", "_id": "2", "result": "deleted", "status": 200}},
+                ]})
+            ),
+            Err(AcceptError::Malformed { item: Some(1), .. })
+        ));
+        assert!(matches!(
+            accepted_ops(&items, &json!({"items": [1, 2]})),
+            Err(AcceptError::Malformed { item: Some(0), .. })
+        ));
+    }
+}

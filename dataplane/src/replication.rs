@@ -1,0 +1,931 @@
+//! Replication: recording accepted writes and replaying them to the backup.
+//!
+//! [`Replication`] owns one task's durable queue, its dead-letter store and
+//! the replayer. The write path calls [`Replication::record`] after the
+//! primary accepted a write and before the client gets its answer; the
+//! replayer ([`Replication::run`]) reads the queue in order and applies
+//! every op to the backup:
+//!
+//! - index / delete ops go in `_bulk` batches with external versioning
+//!   (`version_type=external_gte`, the primary's `_version`), so the backup
+//!   converges whatever order ops reach it in;
+//! - read-repair ops (partial and scripted updates) re-read the document
+//!   from the primary and become a versioned index (or delete when gone);
+//! - index-metadata and query-scoped ops are barriers: everything before
+//!   them is applied first, then they are sent alone, rewritten for the
+//!   backup's version;
+//! - 429 / 5xx / connection failures are retried with exponential backoff,
+//!   forever: a backup that is down makes the queue grow, never lose data;
+//! - an op the backup refuses for good goes to the dead-letter store.
+//!
+//! Queue records are acknowledged only after each of their ops was applied
+//! or dead-lettered, so after a crash the replayer resumes at the last
+//! acknowledgement and re-applies at most a batch (harmless: document ops
+//! are idempotent under external versioning).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use parking_lot::Mutex;
+use pingora::http::RequestHeader;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+use crate::dead_letters::DeadLetterStore;
+use crate::es::ops::ReplicationOp;
+use crate::es::replay::{
+    ItemOutcome, ReadRepairError, ReplayTarget, build_replay_bulk, parse_bulk_response_for_replay,
+    read_repair_get_path, read_repair_op, request_outcome,
+};
+use crate::es::rewrite::replay_request;
+use crate::es::version::ClusterVersion;
+use crate::metrics::Metrics;
+use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
+use crate::upstream::Upstream;
+
+/// Name of the replayer's consumer in the queue.
+pub const REPLAYER: &str = "replayer";
+
+/// Replayer settings (`[replay]` in the gateway config).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Start with the consumer paused: writes are recorded but not replayed
+    /// until resumed (the full-migration workflow).
+    #[serde(default)]
+    pub start_paused: bool,
+    /// Most ops sent in one `_bulk` to the backup.
+    #[serde(default = "default_max_batch_ops")]
+    pub max_batch_ops: usize,
+    /// Most payload bytes read from the queue per batch.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// First retry delay after a failure, in milliseconds.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// `index.gc_deletes` set on every backup index the replayer writes to,
+    /// so delete tombstones outlive the replay window (e.g. `"1h"`); empty
+    /// to leave the setting alone.
+    #[serde(default = "default_gc_deletes")]
+    pub gc_deletes: String,
+}
+
+fn default_max_batch_ops() -> usize {
+    1000
+}
+fn default_max_batch_bytes() -> usize {
+    8 << 20
+}
+fn default_retry_initial_ms() -> u64 {
+    100
+}
+fn default_retry_max_ms() -> u64 {
+    5_000
+}
+fn default_gc_deletes() -> String {
+    "1h".to_string()
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            start_paused: false,
+            max_batch_ops: default_max_batch_ops(),
+            max_batch_bytes: default_max_batch_bytes(),
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            gc_deletes: default_gc_deletes(),
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Checks values; errors name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_batch_ops == 0 {
+            return Err("replay.max_batch_ops: must be at least 1".into());
+        }
+        if self.max_batch_bytes == 0 {
+            return Err("replay.max_batch_bytes: must be at least 1".into());
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            return Err(
+                "replay.retry_max_ms: must be at least retry_initial_ms, which must be positive"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What the replayer is doing, for the admin API and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayStatus {
+    /// Set while halted on corrupt queue data (needs a repair).
+    pub halted: Option<String>,
+    /// The last failure talking to the backup (cleared on success).
+    pub last_error: Option<String>,
+    /// Ops applied since start.
+    pub applied_ops: u64,
+    /// The backup's version, once known.
+    pub backup_version: Option<String>,
+    /// The last repair, if any.
+    pub last_repair: Option<RepairReport>,
+}
+
+/// Result of an operator's dead-letter retry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetryReport {
+    /// Entries retried.
+    pub retried: usize,
+    /// Entries applied and removed from the store.
+    pub applied: usize,
+    /// Entries that failed again (kept, with the new reason).
+    pub still_failing: usize,
+}
+
+/// Why a batch stopped before it was done.
+enum Interrupted {
+    /// The replayer was paused; the batch is re-read on resume.
+    Paused,
+}
+
+/// One replication task on this gateway.
+pub struct Replication {
+    /// The durable queue of accepted writes.
+    pub queue: Queue,
+    /// Ops the backup refused for good.
+    pub dead_letters: DeadLetterStore,
+    primary: Arc<Upstream>,
+    backup: Arc<Upstream>,
+    config: ReplayConfig,
+    metrics: Arc<Metrics>,
+    paused: watch::Sender<bool>,
+    repaired: Notify,
+    status: Mutex<ReplayStatus>,
+    gc_done: Mutex<HashSet<String>>,
+    versions: Mutex<VersionCache>,
+}
+
+/// Cluster versions, re-read at most once a minute.
+#[derive(Default)]
+struct VersionCache {
+    primary: Option<(ClusterVersion, std::time::Instant)>,
+    backup: Option<(ClusterVersion, std::time::Instant)>,
+}
+
+const VERSION_TTL: Duration = Duration::from_secs(60);
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replication {
+    /// Opens the queue and dead-letter store under `dir` (recovering the
+    /// queue after a crash).
+    pub fn open(
+        dir: PathBuf,
+        queue_config: QueueConfig,
+        config: ReplayConfig,
+        primary: Arc<Upstream>,
+        backup: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Replication>> {
+        let queue = Queue::open(dir.join("queue"), queue_config)
+            .map_err(|e| anyhow::anyhow!("opening the queue in {}: {e}", dir.display()))?;
+        let dead_letters = DeadLetterStore::open(&dir.join("dead_letters"))?;
+        metrics.dead_letters.set(dead_letters.len() as i64);
+        let (paused, _) = watch::channel(config.start_paused);
+        Ok(Arc::new(Replication {
+            queue,
+            dead_letters,
+            primary,
+            backup,
+            config,
+            metrics,
+            paused,
+            repaired: Notify::new(),
+            status: Mutex::new(ReplayStatus::default()),
+            gc_done: Mutex::new(HashSet::new()),
+            versions: Mutex::new(VersionCache::default()),
+        }))
+    }
+
+    /// Records ops the primary accepted; returns once they are durable.
+    pub async fn record(&self, ops: &[ReplicationOp]) -> Result<(), QueueError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let payloads = ops.iter().map(|op| Bytes::from(op.encode())).collect();
+        self.queue.append_accepted(payloads).await?;
+        for op in ops {
+            self.metrics
+                .recorded_ops
+                .get_or_create(&crate::metrics::OpLabels {
+                    kind: op.kind_name().to_string(),
+                })
+                .inc();
+        }
+        Ok(())
+    }
+
+    /// Pauses the replayer (writes are still recorded).
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+        self.metrics.replay_paused.set(1);
+    }
+
+    /// Resumes the replayer.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+        self.metrics.replay_paused.set(0);
+    }
+
+    /// Whether the replayer is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// A snapshot of the replayer's status.
+    pub fn status(&self) -> ReplayStatus {
+        self.status.lock().clone()
+    }
+
+    /// Skips the corrupt region the replayer is halted on (or reports what
+    /// would be skipped, with `dry_run`). The report states exactly which
+    /// offsets are lost.
+    pub fn repair(&self, dry_run: bool) -> Result<RepairReport, QueueError> {
+        if dry_run {
+            return self.queue.repair_dry_run(REPLAYER);
+        }
+        let report = self.queue.repair(REPLAYER)?;
+        tracing::warn!(
+            first_lost = report.first_lost_offset,
+            last_lost = report.last_lost_offset,
+            records_lost = report.records_lost,
+            bytes_skipped = report.bytes_skipped,
+            "queue repaired: corrupt records skipped"
+        );
+        {
+            let mut status = self.status.lock();
+            status.halted = None;
+            status.last_repair = Some(report.clone());
+        }
+        self.metrics.replay_halted.set(0);
+        self.repaired.notify_waiters();
+        Ok(report)
+    }
+
+    /// Refreshes queue gauges from the queue's current state.
+    pub fn update_gauges(&self) {
+        let stats = self.queue.stats();
+        self.metrics.queue_depth_records.set(stats.records as i64);
+        self.metrics.queue_depth_bytes.set(stats.bytes as i64);
+        self.metrics.queue_oldest_age_seconds.set(
+            stats
+                .oldest_unacked_age
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        if let Some(consumer) = stats.consumers.iter().find(|c| c.name == REPLAYER) {
+            self.metrics
+                .replay_lag_records
+                .set(consumer.lag_records as i64);
+            self.metrics
+                .replay_lag_seconds
+                .set(consumer.lag.as_secs_f64());
+        }
+        self.metrics
+            .dead_letters
+            .set(self.dead_letters.len() as i64);
+        self.metrics.replay_paused.set(self.is_paused() as i64);
+    }
+
+    /// Status, queue and dead-letter summary as JSON (admin API).
+    pub fn status_json(&self) -> Value {
+        self.update_gauges();
+        let stats = self.queue.stats();
+        let status = self.status();
+        let consumer = stats.consumers.iter().find(|c| c.name == REPLAYER);
+        json!({
+            "paused": self.is_paused(),
+            "halted": status.halted,
+            "last_error": status.last_error,
+            "applied_ops": status.applied_ops,
+            "backup_version": status.backup_version,
+            "queue": {
+                "records": stats.records,
+                "bytes": stats.bytes,
+                "oldest_unacked_age_secs": stats.oldest_unacked_age.map(|d| d.as_secs_f64()),
+                "first_offset": stats.first_offset,
+                "next_offset": stats.next_offset,
+                "segments": stats.segments,
+            },
+            "replayer": consumer.map(|c| json!({
+                "acked_offset": c.acked_offset,
+                "lag_records": c.lag_records,
+                "lag_secs": c.lag.as_secs_f64(),
+                "records_lost": c.records_lost,
+            })),
+            "dead_letters": self.dead_letters.len(),
+            "last_repair": status.last_repair.map(|r| repair_json(&r)),
+        })
+    }
+
+    /// Re-applies the dead letters with `ids` (all when `None`); applied
+    /// ones leave the store.
+    pub async fn retry_dead_letters(&self, ids: Option<&[u64]>) -> anyhow::Result<RetryReport> {
+        let target = self.backup_target().await?;
+        let mut report = RetryReport::default();
+        for entry in self.dead_letters.select(ids) {
+            report.retried += 1;
+            let outcome = match entry.op() {
+                Ok(op) => self.apply_once(&op, &target).await,
+                Err(reason) => ItemOutcome::Failed { status: 0, reason },
+            };
+            match outcome {
+                ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
+                    self.dead_letters.remove(&[entry.id])?;
+                    report.applied += 1;
+                }
+                ItemOutcome::Retryable { status, reason }
+                | ItemOutcome::Failed { status, reason } => {
+                    self.dead_letters
+                        .record_retry_failure(entry.id, status, &reason)?;
+                    report.still_failing += 1;
+                }
+            }
+        }
+        self.metrics
+            .dead_letters
+            .set(self.dead_letters.len() as i64);
+        Ok(report)
+    }
+
+    /// Discards the dead letters with `ids` (all when `None`); returns how
+    /// many were discarded.
+    pub fn skip_dead_letters(&self, ids: Option<&[u64]>) -> anyhow::Result<usize> {
+        let selected: Vec<u64> = self.dead_letters.select(ids).iter().map(|e| e.id).collect();
+        let removed = self.dead_letters.remove(&selected)?;
+        if removed > 0 {
+            tracing::warn!(count = removed, ids = ?selected, "dead letters skipped by operator");
+        }
+        self.metrics
+            .dead_letters
+            .set(self.dead_letters.len() as i64);
+        Ok(removed)
+    }
+
+    /// The replayer loop; runs until the future is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut reader = loop {
+            match self.queue.reader(REPLAYER) {
+                Ok(reader) => break reader,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot open the replay consumer; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        self.metrics.replay_paused.set(self.is_paused() as i64);
+        loop {
+            self.wait_while_paused().await;
+            let target = match self.backup_target().await {
+                Ok(target) => target,
+                Err(err) => {
+                    self.note_error(format!("backup unreachable: {err:#}"));
+                    let _ = self
+                        .pause_aware_sleep(Duration::from_millis(self.config.retry_max_ms))
+                        .await;
+                    continue;
+                }
+            };
+            let mut paused = self.paused.subscribe();
+            let batch = tokio::select! {
+                batch = reader.next_batch(self.config.max_batch_ops, self.config.max_batch_bytes) => batch,
+                _ = paused.wait_for(|p| *p) => continue,
+            };
+            match batch {
+                Ok(records) => {
+                    if let Err(Interrupted::Paused) =
+                        self.apply_records(&mut reader, records, &target).await
+                    {
+                        // Re-read from the last acknowledgement on resume.
+                        if let Err(err) = reader.seek_to_committed() {
+                            tracing::error!(error = %err, "cannot rewind the replay consumer");
+                        }
+                    }
+                    self.update_gauges();
+                }
+                Err(err @ QueueError::Corrupt { .. }) => {
+                    let message = err.to_string();
+                    tracing::error!(error = %message, "replayer halted on corrupt queue data; run a repair");
+                    self.status.lock().halted = Some(message);
+                    self.metrics.replay_halted.set(1);
+                    let repaired = self.repaired.notified();
+                    // Also poll: a repair may come from another handle.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), repaired).await;
+                }
+                Err(err) => {
+                    self.note_error(format!("reading the queue: {err}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn wait_while_paused(&self) {
+        let mut paused = self.paused.subscribe();
+        let _ = paused.wait_for(|p| !*p).await;
+    }
+
+    /// Sleeps for `delay`, returning early (with `Err`) when paused.
+    async fn pause_aware_sleep(&self, delay: Duration) -> Result<(), Interrupted> {
+        let mut paused = self.paused.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = paused.wait_for(|p| *p) => Err(Interrupted::Paused),
+        }
+    }
+
+    fn note_error(&self, message: String) {
+        tracing::warn!(error = %message, "replay attempt failed; will retry");
+        self.metrics.replay_retries.inc();
+        self.status.lock().last_error = Some(message);
+    }
+
+    fn note_applied(&self, op: &ReplicationOp) {
+        self.metrics
+            .replayed_ops
+            .get_or_create(&crate::metrics::OpLabels {
+                kind: op.kind_name().to_string(),
+            })
+            .inc();
+        let mut status = self.status.lock();
+        status.applied_ops += 1;
+        status.last_error = None;
+    }
+
+    async fn version_of(&self, primary: bool) -> anyhow::Result<ClusterVersion> {
+        {
+            let cache = self.versions.lock();
+            let slot = if primary {
+                &cache.primary
+            } else {
+                &cache.backup
+            };
+            if let Some((version, at)) = slot
+                && at.elapsed() < VERSION_TTL
+            {
+                return Ok(*version);
+            }
+        }
+        let upstream = if primary { &self.primary } else { &self.backup };
+        let version = cluster_version(upstream).await?;
+        let mut cache = self.versions.lock();
+        let slot = if primary {
+            &mut cache.primary
+        } else {
+            &mut cache.backup
+        };
+        *slot = Some((version, std::time::Instant::now()));
+        Ok(version)
+    }
+
+    async fn backup_target(&self) -> anyhow::Result<ReplayTarget> {
+        let version = self.version_of(false).await?;
+        self.status.lock().backup_version = Some(format!(
+            "{:?} {}.{}",
+            version.distribution, version.major, version.minor
+        ));
+        Ok(ReplayTarget::new(version))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ms = self
+            .config
+            .retry_initial_ms
+            .saturating_mul(1u64 << attempt.min(16))
+            .min(self.config.retry_max_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// Applies every op of `records` in order, acknowledging as it goes.
+    async fn apply_records(
+        &self,
+        reader: &mut Reader,
+        records: Vec<crate::queue::Record>,
+        target: &ReplayTarget,
+    ) -> Result<(), Interrupted> {
+        let Some(last) = records.last().map(|r| r.offset) else {
+            return Ok(());
+        };
+        let mut group: Vec<(u64, ReplicationOp)> = Vec::new();
+        for record in records {
+            let op = match ReplicationOp::decode(&record.payload) {
+                Ok(op) => op,
+                Err(err) => {
+                    // The record passed its checksum, so this is a format
+                    // this build does not read: keep it for an operator.
+                    tracing::error!(offset = record.offset, error = %err, "undecodable queue record");
+                    self.dead_letter_raw(record.offset, &record.payload, &err.to_string());
+                    continue;
+                }
+            };
+            match op {
+                ReplicationOp::Index { .. } | ReplicationOp::Delete { .. } => {
+                    group.push((record.offset, op));
+                }
+                ReplicationOp::ReadRepair { .. } => {
+                    if let Some(resolved) = self.resolve_read_repair(record.offset, &op).await? {
+                        group.push((record.offset, resolved));
+                    }
+                }
+                ReplicationOp::IndexMeta { .. } | ReplicationOp::QueryScoped { .. } => {
+                    self.flush(&mut group, target).await?;
+                    self.apply_request(record.offset, &op, target).await?;
+                    self.ack(reader, record.offset);
+                }
+            }
+            if group.len() >= self.config.max_batch_ops {
+                self.flush(&mut group, target).await?;
+            }
+        }
+        self.flush(&mut group, target).await?;
+        self.ack(reader, last);
+        Ok(())
+    }
+
+    fn ack(&self, reader: &mut Reader, offset: u64) {
+        if let Err(err) = reader.ack(offset) {
+            // Not fatal: the records are re-applied after a restart.
+            tracing::error!(offset, error = %err, "cannot persist the replay position");
+        }
+    }
+
+    fn dead_letter(&self, offset: u64, op: &ReplicationOp, status: u16, reason: &str) {
+        tracing::warn!(offset, kind = op.kind_name(), index = ?op.index(), id = ?op.id(), status, reason, "op dead-lettered");
+        // The store must hold the op before the queue forgets it: retry
+        // until it does (a full disk is worth waiting out).
+        loop {
+            match self.dead_letters.add(offset, op, status, reason) {
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot store a dead letter; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        self.metrics
+            .dead_letters
+            .set(self.dead_letters.len() as i64);
+    }
+
+    fn dead_letter_raw(&self, offset: u64, payload: &[u8], reason: &str) {
+        let op = ReplicationOp::QueryScoped {
+            method: Method::POST,
+            path: format!("/_tandem/undecodable/{offset}"),
+            body: Bytes::copy_from_slice(payload),
+        };
+        self.dead_letter(offset, &op, 0, &format!("undecodable record: {reason}"));
+    }
+
+    /// Reads a read-repair op's document from the primary: the versioned
+    /// op to apply, or `None` when it was dead-lettered.
+    async fn resolve_read_repair(
+        &self,
+        offset: u64,
+        op: &ReplicationOp,
+    ) -> Result<Option<ReplicationOp>, Interrupted> {
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let version = self.version_of(true).await?;
+                let path = read_repair_get_path(op, &version)
+                    .ok_or_else(|| anyhow::anyhow!("not a read-repair op"))?;
+                let header = RequestHeader::build(Method::GET, path.as_bytes(), None)?;
+                let response = self.primary.exchange(header, Bytes::new(), true).await?;
+                Ok::<_, anyhow::Error>(read_repair_op(
+                    op,
+                    response.header.status.as_u16(),
+                    &response.body,
+                ))
+            }
+            .await;
+            match result {
+                Ok(Ok(resolved)) => return Ok(Some(resolved)),
+                Ok(Err(ReadRepairError::Failed { status, reason })) => {
+                    self.dead_letter(offset, op, status, &format!("read-repair: {reason}"));
+                    return Ok(None);
+                }
+                Ok(Err(ReadRepairError::NotReadRepair)) => return Ok(None),
+                Ok(Err(ReadRepairError::Retryable { status, reason })) => {
+                    self.note_error(format!("read-repair on the primary ({status}): {reason}"));
+                }
+                Err(err) => self.note_error(format!("read-repair on the primary: {err:#}")),
+            }
+            self.pause_aware_sleep(self.backoff(attempt)).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Applies a group of index/delete ops with one `_bulk` per attempt,
+    /// retrying only the items that may succeed later.
+    async fn flush(
+        &self,
+        group: &mut Vec<(u64, ReplicationOp)>,
+        target: &ReplayTarget,
+    ) -> Result<(), Interrupted> {
+        let mut remaining = std::mem::take(group);
+        let mut attempt = 0;
+        while !remaining.is_empty() {
+            let body = match build_replay_bulk(remaining.iter().map(|(_, op)| op), target) {
+                Ok(body) => body,
+                Err(_) => {
+                    // Find and dead-letter the op(s) that cannot be encoded.
+                    remaining.retain(|(offset, op)| {
+                        match build_replay_bulk(std::iter::once(op), target) {
+                            Ok(_) => true,
+                            Err(err) => {
+                                self.dead_letter(*offset, op, 0, &err.to_string());
+                                false
+                            }
+                        }
+                    });
+                    continue;
+                }
+            };
+            let indices: Vec<String> = remaining
+                .iter()
+                .filter_map(|(_, op)| op.index().map(|i| i.into_owned()))
+                .collect();
+            self.ensure_gc_deletes(&indices).await;
+            match self.send_bulk(body).await {
+                Err(reason) => self.note_error(reason),
+                Ok(outcomes) if outcomes.len() != remaining.len() => self.note_error(format!(
+                    "backup answered {} bulk items for {} ops",
+                    outcomes.len(),
+                    remaining.len()
+                )),
+                Ok(outcomes) => {
+                    let mut retry = Vec::new();
+                    let mut retry_reason = None;
+                    for ((offset, op), outcome) in remaining.into_iter().zip(outcomes) {
+                        match outcome {
+                            ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
+                                self.note_applied(&op)
+                            }
+                            ItemOutcome::Retryable { status, reason } => {
+                                retry_reason = Some(format!("{status}: {reason}"));
+                                retry.push((offset, op));
+                            }
+                            ItemOutcome::Failed { status, reason } => {
+                                self.dead_letter(offset, &op, status, &reason)
+                            }
+                        }
+                    }
+                    remaining = retry;
+                    match retry_reason {
+                        Some(reason) => self.note_error(format!(
+                            "{} bulk items to retry, e.g. {reason}",
+                            remaining.len()
+                        )),
+                        None => break,
+                    }
+                }
+            }
+            // Newly created indices get their gc_deletes on the next pass.
+            self.ensure_gc_deletes(&indices).await;
+            self.pause_aware_sleep(self.backoff(attempt)).await?;
+            attempt += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends a replay `_bulk`; `Err` means the whole request should be
+    /// retried.
+    async fn send_bulk(&self, body: Vec<u8>) -> Result<Vec<ItemOutcome>, String> {
+        let mut header =
+            RequestHeader::build(Method::POST, b"/_bulk", None).map_err(|e| e.to_string())?;
+        header
+            .insert_header("content-type", "application/x-ndjson")
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .backup
+            .exchange(header, Bytes::from(body), true)
+            .await
+            .map_err(|e| format!("backup _bulk: {e}"))?;
+        let status = response.header.status.as_u16();
+        if status != 200 {
+            return Err(format!(
+                "backup _bulk answered {status}: {}",
+                String::from_utf8_lossy(&response.body[..response.body.len().min(300)])
+            ));
+        }
+        let json: Value = serde_json::from_slice(&response.body)
+            .map_err(|e| format!("backup _bulk answer is not JSON: {e}"))?;
+        Ok(parse_bulk_response_for_replay(&json))
+    }
+
+    /// Applies a metadata or query-scoped op, retrying while it may succeed.
+    async fn apply_request(
+        &self,
+        offset: u64,
+        op: &ReplicationOp,
+        target: &ReplayTarget,
+    ) -> Result<(), Interrupted> {
+        let mut attempt = 0;
+        loop {
+            match self.apply_once(op, target).await {
+                ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
+                    self.note_applied(op);
+                    return Ok(());
+                }
+                ItemOutcome::Failed { status, reason } => {
+                    self.dead_letter(offset, op, status, &reason);
+                    return Ok(());
+                }
+                ItemOutcome::Retryable { status, reason } => {
+                    self.note_error(format!("{} ({status}): {reason}", op.kind_name()));
+                }
+            }
+            self.pause_aware_sleep(self.backoff(attempt)).await?;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt at applying any op on its own.
+    async fn apply_once(&self, op: &ReplicationOp, target: &ReplayTarget) -> ItemOutcome {
+        match op {
+            ReplicationOp::Index { .. } | ReplicationOp::Delete { .. } => {
+                let body = match build_replay_bulk(std::iter::once(op), target) {
+                    Ok(body) => body,
+                    Err(err) => {
+                        return ItemOutcome::Failed {
+                            status: 0,
+                            reason: err.to_string(),
+                        };
+                    }
+                };
+                match self.send_bulk(body).await {
+                    Ok(mut outcomes) if outcomes.len() == 1 => outcomes.remove(0),
+                    Ok(_) => ItemOutcome::Retryable {
+                        status: 0,
+                        reason: "unpaired bulk answer".into(),
+                    },
+                    Err(reason) => ItemOutcome::Retryable { status: 0, reason },
+                }
+            }
+            ReplicationOp::ReadRepair { .. } => match self.resolve_read_repair_once(op).await {
+                Ok(resolved) => Box::pin(self.apply_once(&resolved, target)).await,
+                Err(outcome) => outcome,
+            },
+            ReplicationOp::IndexMeta { .. } | ReplicationOp::QueryScoped { .. } => {
+                let request = match replay_request(op, target) {
+                    Ok(request) => request,
+                    Err(err) => {
+                        return ItemOutcome::Failed {
+                            status: 0,
+                            reason: err.to_string(),
+                        };
+                    }
+                };
+                let header =
+                    match build_header(&request.method, &request.path, !request.body.is_empty()) {
+                        Ok(header) => header,
+                        Err(reason) => return ItemOutcome::Failed { status: 0, reason },
+                    };
+                match self.backup.exchange(header, request.body, true).await {
+                    Ok(response) => {
+                        let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+                        request_outcome(op, response.header.status.as_u16(), &json)
+                    }
+                    Err(err) => ItemOutcome::Retryable {
+                        status: 0,
+                        reason: err.to_string(),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn resolve_read_repair_once(
+        &self,
+        op: &ReplicationOp,
+    ) -> Result<ReplicationOp, ItemOutcome> {
+        let retryable = |reason: String| ItemOutcome::Retryable { status: 0, reason };
+        let version = self
+            .version_of(true)
+            .await
+            .map_err(|e| retryable(format!("{e:#}")))?;
+        let path = read_repair_get_path(op, &version).ok_or_else(|| ItemOutcome::Failed {
+            status: 0,
+            reason: "not a read-repair op".into(),
+        })?;
+        let header = build_header(&Method::GET, &path, false).map_err(retryable)?;
+        let response = self
+            .primary
+            .exchange(header, Bytes::new(), true)
+            .await
+            .map_err(|e| retryable(e.to_string()))?;
+        read_repair_op(op, response.header.status.as_u16(), &response.body).map_err(|e| match e {
+            ReadRepairError::Retryable { status, reason } => {
+                ItemOutcome::Retryable { status, reason }
+            }
+            ReadRepairError::Failed { status, reason } => ItemOutcome::Failed { status, reason },
+            ReadRepairError::NotReadRepair => ItemOutcome::Failed {
+                status: 0,
+                reason: "not a read-repair op".into(),
+            },
+        })
+    }
+
+    /// Raises `index.gc_deletes` on backup indices not yet handled, so
+    /// versioned delete tombstones outlive the replay window. Best effort:
+    /// an index that does not exist yet is retried on the next call.
+    async fn ensure_gc_deletes(&self, indices: &[String]) {
+        if self.config.gc_deletes.is_empty() {
+            return;
+        }
+        let todo: Vec<String> = {
+            let done = self.gc_done.lock();
+            let mut todo: Vec<String> = indices
+                .iter()
+                .filter(|i| !done.contains(*i))
+                .cloned()
+                .collect();
+            todo.sort();
+            todo.dedup();
+            todo
+        };
+        for index in todo {
+            let path = format!("/{}/_settings", crate::es::uri::encode_path_segment(&index));
+            let body = json!({ "index": { "gc_deletes": self.config.gc_deletes } }).to_string();
+            let Ok(header) = build_header(&Method::PUT, &path, true) else {
+                continue;
+            };
+            match self.backup.exchange(header, Bytes::from(body), true).await {
+                Ok(r) if r.header.status.is_success() => {
+                    self.gc_done.lock().insert(index);
+                }
+                Ok(r) if r.header.status.as_u16() == 404 => {}
+                Ok(r) => tracing::warn!(
+                    index,
+                    status = r.header.status.as_u16(),
+                    "cannot raise index.gc_deletes on the backup"
+                ),
+                Err(err) => {
+                    tracing::debug!(index, error = %err, "cannot raise index.gc_deletes yet")
+                }
+            }
+        }
+    }
+}
+
+fn build_header(method: &Method, path: &str, json_body: bool) -> Result<RequestHeader, String> {
+    let mut header =
+        RequestHeader::build(method.clone(), path.as_bytes(), None).map_err(|e| e.to_string())?;
+    if json_body {
+        header
+            .insert_header("content-type", "application/json")
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(header)
+}
+
+/// Asks a cluster for its version (`GET /` with the gateway's credentials).
+pub async fn cluster_version(upstream: &Upstream) -> anyhow::Result<ClusterVersion> {
+    let (status, body) = upstream.get_json("/").await?;
+    if status != 200 {
+        anyhow::bail!("GET / on the {} answered {status}", upstream.role);
+    }
+    ClusterVersion::from_root_response(&body)
+        .map_err(|e| anyhow::anyhow!("{} version: {e}", upstream.role))
+}
+
+/// A repair report as JSON.
+pub fn repair_json(report: &RepairReport) -> Value {
+    json!({
+        "segment": report.segment.display().to_string(),
+        "position": report.position,
+        "detail": report.detail,
+        "first_lost_offset": report.first_lost_offset,
+        "last_lost_offset": report.last_lost_offset,
+        "records_lost": report.records_lost,
+        "bytes_skipped": report.bytes_skipped,
+        "resume_offset": report.resume_offset,
+        "dry_run": report.dry_run,
+    })
+}

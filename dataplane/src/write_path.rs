@@ -1,0 +1,331 @@
+//! The write path: forward a write to the primary, record what it
+//! accepted, then answer the client.
+//!
+//! Writes are taken over in Pingora's async `request_filter` rather than
+//! streamed through the proxy phases, because the response may only be
+//! released after the accepted ops are durable in the queue, and Pingora's
+//! response-body hooks are synchronous. The sequence per write:
+//!
+//! 1. read the whole body (capped by `max_body_bytes` → 413), and for
+//!    `_bulk` parse it (malformed NDJSON → 400, nothing forwarded);
+//! 2. wait for (or refuse without) queue capacity (→ 507), so a write the
+//!    primary applies can always be recorded;
+//! 3. forward to the primary with the client's own headers and
+//!    credentials, over HTTP/1.1, never retried (→ 502 when unreachable,
+//!    nothing recorded);
+//! 4. pair the answer with the request and keep only what the primary
+//!    accepted (per-item 2xx for `_bulk`, with the primary's `_version`);
+//! 5. append those ops to the queue and wait for the group-commit fsync;
+//! 6. send the primary's answer to the client unchanged.
+//!
+//! Client credentials are never part of an op: ops carry index, id,
+//! version and document only, and metadata ops keep the request line in
+//! origin form.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use serde_json::Value;
+
+use crate::es::bulk::{BulkItem, accepted_ops, parse_bulk_bytes};
+use crate::es::classify::RequestClass;
+use crate::es::ops::{ReplicationOp, accepted_single};
+use crate::metrics::Metrics;
+use crate::proxy::{error_body, write_json};
+use crate::replication::Replication;
+use crate::upstream::{ExchangeError, Upstream};
+
+/// Headers that describe one hop and are not forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "content-length",
+];
+
+/// Everything the write path needs.
+#[derive(Debug)]
+pub struct WritePath {
+    /// The primary cluster.
+    pub primary: Arc<Upstream>,
+    /// Queue and replayer of the replication task.
+    pub replication: Arc<Replication>,
+    /// Gateway metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// How a write ended, for metrics and logs.
+#[derive(Debug)]
+pub struct WriteOutcome {
+    /// Status sent to the client.
+    pub status: u16,
+    /// Ops recorded for replay.
+    pub recorded: usize,
+}
+
+impl WritePath {
+    /// Handles one replicated write end to end and answers the client.
+    pub async fn handle(
+        &self,
+        session: &mut Session,
+        class: &RequestClass,
+    ) -> Result<WriteOutcome> {
+        let started = Instant::now();
+        let outcome = self.handle_inner(session, class).await;
+        let status = match &outcome {
+            Ok(o) => o.status,
+            Err(_) => 0,
+        };
+        self.metrics.observe_request(
+            class_name(class),
+            self.primary.role,
+            status,
+            started.elapsed(),
+        );
+        outcome
+    }
+
+    async fn handle_inner(
+        &self,
+        session: &mut Session,
+        class: &RequestClass,
+    ) -> Result<WriteOutcome> {
+        if let Some(encoding) = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.eq_ignore_ascii_case("identity"))
+        {
+            let reason = format!(
+                "compressed request bodies (content-encoding: {encoding}) are not supported for writes through the gateway; send the body uncompressed"
+            );
+            return reply_error(session, 415, "tandem_unsupported_encoding", &reason).await;
+        }
+
+        let body = match read_body(session, self.max_body_bytes).await? {
+            Some(body) => body,
+            None => {
+                let reason = format!(
+                    "request body exceeds the gateway's max_body_bytes ({} bytes); split the request",
+                    self.max_body_bytes
+                );
+                return reply_error(session, 413, "tandem_request_too_large", &reason).await;
+            }
+        };
+
+        let items: Option<Vec<BulkItem>> = match class {
+            RequestClass::Bulk(defaults) => match parse_bulk_bytes(&body, defaults) {
+                Ok(items) => Some(items),
+                Err(err) => {
+                    return reply_error(
+                        session,
+                        400,
+                        "illegal_argument_exception",
+                        &err.to_string(),
+                    )
+                    .await;
+                }
+            },
+            _ => None,
+        };
+
+        // Make sure whatever the primary accepts can be recorded.
+        if let Err(err) = self
+            .replication
+            .queue
+            .ensure_capacity(body.len() as u64)
+            .await
+        {
+            let reason = format!(
+                "the gateway's replication queue is over its limit ({err}); the write was not sent to the primary, retry later"
+            );
+            return reply_error(session, 507, "tandem_queue_full", &reason).await;
+        }
+
+        let header = forwarded_header(session.req_header())?;
+        let response = match self.primary.exchange(header, body.clone(), false).await {
+            Ok(response) => response,
+            Err(ExchangeError::Limited(limited)) => {
+                self.metrics
+                    .observe_limiter_rejection(self.primary.role, limited.kind.as_str());
+                let body = error_body(429, "tandem_rate_limited", &limited.to_string());
+                let mut header = json_header(429, body.len())?;
+                header.insert_header(
+                    "retry-after",
+                    limited
+                        .retry_after
+                        .as_secs_f64()
+                        .ceil()
+                        .max(1.0)
+                        .to_string(),
+                )?;
+                send(session, header, body).await?;
+                return Ok(WriteOutcome {
+                    status: 429,
+                    recorded: 0,
+                });
+            }
+            Err(err) if err.nothing_sent() => {
+                let reason = format!("primary cluster unreachable, nothing was written: {err}");
+                return reply_error(session, 502, "tandem_primary_unavailable", &reason).await;
+            }
+            Err(err) => {
+                self.metrics.unknown_outcome_writes.inc();
+                let reason = format!(
+                    "connection to the primary failed after the request was sent; the write may or may not have been applied: {err}"
+                );
+                return reply_error(session, 502, "tandem_primary_error", &reason).await;
+            }
+        };
+        let status = response.header.status.as_u16();
+
+        let ops = self.accepted(class, items.as_deref(), &body, status, &response.body);
+        let mut recorded = 0;
+        let mut warning = None;
+        match ops {
+            Ok(ops) if !ops.is_empty() => {
+                if let Err(err) = self.replication.record(&ops).await {
+                    self.metrics.unrecorded_writes.inc();
+                    tracing::error!(error = %err, ops = ops.len(), "write applied on the primary but not recorded");
+                    let reason = format!(
+                        "the write was applied on the primary but could not be recorded for the backup ({err}); the clusters differ until a comparison repairs it"
+                    );
+                    return reply_error(session, 500, "tandem_record_failed", &reason).await;
+                }
+                recorded = ops.len();
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                self.metrics.unrecorded_writes.inc();
+                tracing::error!(%reason, status, "cannot pair the primary's answer with the request; nothing recorded");
+                warning = Some(format!(
+                    "299 tandem \"not recorded for the backup: {reason}\""
+                ));
+            }
+        }
+
+        let mut header = client_header(&response.header, response.body.len())?;
+        if let Some(warning) = warning {
+            header.insert_header("warning", warning)?;
+        }
+        send(session, header, response.body).await?;
+        Ok(WriteOutcome { status, recorded })
+    }
+
+    fn accepted(
+        &self,
+        class: &RequestClass,
+        items: Option<&[BulkItem]>,
+        body: &[u8],
+        status: u16,
+        response: &[u8],
+    ) -> std::result::Result<Vec<ReplicationOp>, String> {
+        if !(200..300).contains(&status) {
+            // Nothing was applied (a 4xx/5xx for the whole request).
+            return Ok(Vec::new());
+        }
+        let json: Value = serde_json::from_slice(response)
+            .map_err(|e| format!("primary answered {status} with a body that is not JSON: {e}"))?;
+        match items {
+            Some(items) => accepted_ops(items, &json).map_err(|e| e.to_string()),
+            None => accepted_single(class, body, status, &json)
+                .map(|op| op.into_iter().collect())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Short class name for metrics labels.
+pub fn class_name(class: &RequestClass) -> &'static str {
+    match class {
+        RequestClass::Read => "read",
+        RequestClass::Bulk(_) => "bulk",
+        RequestClass::DocWrite(_) => "doc_write",
+        RequestClass::IndexMeta { .. } => "index_meta",
+        RequestClass::QueryScoped { .. } => "query_scoped",
+        RequestClass::Unsupported { .. } => "unsupported",
+        RequestClass::Passthrough => "passthrough",
+    }
+}
+
+/// Reads the whole request body; `None` when it exceeds `cap`.
+async fn read_body(session: &mut Session, cap: usize) -> Result<Option<Bytes>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > cap) {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+fn forwarded_header(req: &RequestHeader) -> Result<RequestHeader> {
+    let mut header = req.clone();
+    for name in HOP_BY_HOP {
+        header.remove_header(*name);
+    }
+    Ok(header)
+}
+
+fn client_header(upstream: &ResponseHeader, body_len: usize) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(upstream.status, Some(upstream.headers.len()))?;
+    for (name, value) in upstream.headers.iter() {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header("content-length", body_len.to_string())?;
+    Ok(header)
+}
+
+fn json_header(status: u16, body_len: usize) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header("content-type", "application/json; charset=UTF-8")?;
+    header.insert_header("content-length", body_len.to_string())?;
+    Ok(header)
+}
+
+async fn send(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    let empty = body.is_empty();
+    session
+        .write_response_header(Box::new(header), empty)
+        .await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+async fn reply_error(
+    session: &mut Session,
+    status: u16,
+    kind: &str,
+    reason: &str,
+) -> Result<WriteOutcome> {
+    write_json(session, status, error_body(status, kind, reason)).await?;
+    Ok(WriteOutcome {
+        status,
+        recorded: 0,
+    })
+}

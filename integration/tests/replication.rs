@@ -1,0 +1,276 @@
+//! Dual writing through the gateway and convergent replay to the backup,
+//! against real clusters of two major versions.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tandem_integration::compare::{assert_index_equal, documents};
+use tandem_integration::gateway::{GatewayOptions, TestGateway, drain, replication_status};
+use tandem_integration::{SearchCluster, env, http, unique_index};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every ordered pair of distinct clusters in the environment.
+fn pairs() -> Vec<(&'static SearchCluster, &'static SearchCluster)> {
+    let clusters = &env().clusters;
+    let mut pairs = Vec::new();
+    for a in clusters {
+        for b in clusters {
+            if a.flavor != b.flavor {
+                pairs.push((a, b));
+            }
+        }
+    }
+    assert!(!pairs.is_empty(), "need two clusters");
+    pairs
+}
+
+fn supports_painless(cluster: &SearchCluster) -> bool {
+    // Elasticsearch 7.17's painless module is not on Maven Central, so the
+    // es7 test node has no scripting (see scripts/search/README.md).
+    cluster.flavor != "es7"
+}
+
+async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut request = http().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn bulk(gateway: &str, lines: &[Value]) -> (u16, Value) {
+    let mut body = String::new();
+    for line in lines {
+        body.push_str(&line.to_string());
+        body.push('\n');
+    }
+    let response = http()
+        .post(format!("{gateway}/_bulk"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .expect("bulk");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("bulk JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_converges_on_the_backup_in_both_directions() {
+    use reqwest::Method;
+    for (primary, backup) in pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+        // Record everything first, replay afterwards (the seed workflow).
+        options.paused = true;
+        let gw = TestGateway::start_with(options).await;
+        let index = unique_index("mixed");
+        let alias = format!("{index}-alias");
+        let g = &gw.url;
+
+        let (status, body) = send(
+            Method::PUT,
+            format!("{g}/{index}"),
+            Some(json!({
+                "settings": { "number_of_shards": 1, "number_of_replicas": 0 },
+                "mappings": { "properties": { "name": { "type": "keyword" }, "n": { "type": "long" } } }
+            })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = send(
+            Method::POST,
+            format!("{g}/_aliases"),
+            Some(json!({ "actions": [ { "add": { "index": index, "alias": alias } } ] })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // _bulk: index (some through the alias), create, auto ids, update,
+        // delete.
+        let mut lines = Vec::new();
+        for i in 1..=40 {
+            let target = if i % 2 == 0 { &alias } else { &index };
+            lines.push(json!({ "index": { "_index": target, "_id": i.to_string() } }));
+            lines.push(json!({ "name": format!("doc-{i}"), "n": i }));
+        }
+        for i in 41..=45 {
+            lines.push(json!({ "create": { "_index": index, "_id": i.to_string() } }));
+            lines.push(json!({ "name": format!("created-{i}"), "n": i }));
+        }
+        for _ in 0..5 {
+            lines.push(json!({ "index": { "_index": index } }));
+            lines.push(json!({ "name": "auto-id", "n": 0 }));
+        }
+        for i in 1..=10 {
+            lines.push(json!({ "update": { "_index": index, "_id": i.to_string() } }));
+            lines.push(json!({ "doc": { "n": i * 100 } }));
+        }
+        for i in 11..=15 {
+            lines.push(json!({ "delete": { "_index": index, "_id": i.to_string() } }));
+        }
+        let (status, body) = bulk(g, &lines).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["errors"], false, "{body}");
+
+        // Single-document writes.
+        let (status, _) = send(
+            Method::PUT,
+            format!("{g}/{index}/_doc/100"),
+            Some(json!({ "name": "single", "n": 1 })),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, _) = send(
+            Method::POST,
+            format!("{g}/{index}/_update/100"),
+            Some(json!({ "doc": { "n": 2 } })),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = send(
+            Method::POST,
+            format!("{g}/{index}/_update/200"),
+            Some(json!({ "doc": { "name": "upserted", "n": 7 }, "doc_as_upsert": true })),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, _) = send(Method::DELETE, format!("{g}/{index}/_doc/20"), None).await;
+        assert_eq!(status, 200);
+        let (status, _) = send(
+            Method::POST,
+            format!("{g}/{index}/_doc"),
+            Some(json!({ "name": "single-auto", "n": 3 })),
+        )
+        .await;
+        assert_eq!(status, 201);
+        // Overwrite: version 2 on the primary.
+        let (status, _) = send(
+            Method::PUT,
+            format!("{g}/{alias}/_doc/21"),
+            Some(json!({ "name": "overwritten", "n": 21 })),
+        )
+        .await;
+        assert_eq!(status, 200);
+        if supports_painless(primary) {
+            let (status, body) = send(
+                Method::POST,
+                format!("{g}/{index}/_update/3"),
+                Some(
+                    json!({ "script": { "source": "ctx._source.n += 1000", "lang": "painless" } }),
+                ),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+
+        // Nothing replayed while paused: the backup has no such index yet.
+        let status = replication_status(&gw.admin_url).await;
+        assert_eq!(status["paused"], true);
+        assert!(
+            status["replayer"]["lag_records"].as_u64().unwrap() > 50,
+            "{status}"
+        );
+        let (missing, _) = send(Method::GET, format!("{}/{index}", backup.url), None).await;
+        assert_eq!(missing, 404, "backup must not be written while paused");
+
+        let status = drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+        assert_eq!(status["dead_letters"], 0, "{status}");
+        let count = assert_index_equal(&primary.url, &backup.url, &index).await;
+        // 40 indexed + 5 created + 5 auto ids - 5 deleted, then 100, 200
+        // and one more auto id, minus 20.
+        assert_eq!(count, 47, "{} → {}", primary.flavor, backup.flavor);
+
+        let (alias_status, body) =
+            send(Method::GET, format!("{}/_alias/{alias}", backup.url), None).await;
+        assert_eq!(alias_status, 200, "alias replayed: {body}");
+        let (mapping_status, mapping) = send(
+            Method::GET,
+            format!("{}/{index}/_mapping", backup.url),
+            None,
+        )
+        .await;
+        assert_eq!(mapping_status, 200);
+        assert_eq!(
+            mapping[&index]["mappings"]["properties"]["name"]["type"], "keyword",
+            "mapping replayed before the documents: {mapping}"
+        );
+        let (settings_status, settings) = send(
+            Method::GET,
+            format!("{}/{index}/_settings/index.gc_deletes", backup.url),
+            None,
+        )
+        .await;
+        assert_eq!(settings_status, 200);
+        assert_eq!(
+            settings[&index]["settings"]["index"]["gc_deletes"], "1h",
+            "gc_deletes raised on the backup: {settings}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_items_rejected_by_the_primary_are_not_replayed() {
+    let (primary, backup) = pairs()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start_with(GatewayOptions::replicating(
+        &primary.url,
+        &backup.url,
+        dir.path(),
+    ))
+    .await;
+    let index = unique_index("partial");
+    let (status, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/{index}", gw.url),
+        Some(json!({ "mappings": { "properties": { "n": { "type": "long" } } } })),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let mut lines = Vec::new();
+    for i in 0..20 {
+        lines.push(json!({ "index": { "_index": index, "_id": i.to_string() } }));
+        // Every third document conflicts with the mapping.
+        if i % 3 == 0 {
+            lines.push(json!({ "n": "not a number" }));
+        } else {
+            lines.push(json!({ "n": i }));
+        }
+    }
+    // A create of an existing document is a 409 on the primary.
+    lines.push(json!({ "create": { "_index": index, "_id": "1" } }));
+    lines.push(json!({ "n": 999 }));
+    let (status, body) = bulk(&gw.url, &lines).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"], true);
+    let failed = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| {
+            item.as_object().unwrap().values().next().unwrap()["status"].as_u64() >= Some(300)
+        })
+        .count();
+    assert_eq!(failed, 8, "{body}");
+
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    let on_backup = documents(&backup.url, &index).await;
+    let expected: Vec<String> = (0..20)
+        .filter(|i| i % 3 != 0)
+        .map(|i| i.to_string())
+        .collect();
+    let mut ids: Vec<String> = on_backup.keys().cloned().collect();
+    ids.sort_by_key(|id| id.parse::<u32>().unwrap());
+    assert_eq!(ids, expected);
+    assert_eq!(
+        on_backup["1"].1,
+        json!({ "n": 1 }),
+        "rejected create not replayed"
+    );
+    let status = replication_status(&gw.admin_url).await;
+    assert_eq!(status["dead_letters"], 0, "{status}");
+}
