@@ -54,7 +54,13 @@ case "$cmd" in
     if [[ -f "$state/url" ]] && as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
       cat "$state/url"; exit 0
     fi
-    [[ $(id -u) -eq 0 ]] && chown -R postgres: "$state"
+    if [[ $(id -u) -eq 0 ]]; then
+      chown -R postgres: "$state"
+      runuser -u postgres -- test -x "$state" || {
+        echo "postgres: user 'postgres' cannot reach $state; make its parent directories traversable (chmod o+x)" >&2
+        exit 1
+      }
+    fi
     if [[ ! -f "$data/PG_VERSION" ]]; then
       pwfile="$state/pwfile"
       echo tandem > "$pwfile"
