@@ -22,7 +22,9 @@ pub struct GatewayOptions {
     pub data_dir: Option<PathBuf>,
     /// Start with the replayer paused.
     pub paused: bool,
-    /// Extra TOML appended to the generated config (e.g. `[queue]` limits).
+    /// Extra top-level keys (e.g. `max_body_bytes = 4096`).
+    pub top_level_toml: String,
+    /// Extra TOML tables appended to the generated config (e.g. `[queue]`).
     pub extra_toml: String,
 }
 
@@ -34,6 +36,7 @@ impl GatewayOptions {
             backup: None,
             data_dir: None,
             paused: false,
+            top_level_toml: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -50,6 +53,8 @@ impl GatewayOptions {
     fn toml(&self, port: u16, admin_port: u16) -> String {
         let mut toml =
             format!("listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n");
+        toml.push_str(&self.top_level_toml);
+        toml.push('\n');
         if let Some(dir) = &self.data_dir {
             toml.push_str(&format!("data_dir = {:?}\n", dir.display().to_string()));
         }

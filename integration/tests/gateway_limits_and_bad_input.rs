@@ -1,0 +1,261 @@
+//! Per-node limits measured through the gateway, and bad input: clear
+//! errors, and nothing recorded that the primary did not accept.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tandem_integration::gateway::{GatewayOptions, TestGateway, replication_status};
+use tandem_integration::{SearchCluster, env, http, unique_index};
+
+fn primary_and_backup() -> (&'static SearchCluster, &'static SearchCluster) {
+    let clusters = &env().clusters;
+    (&clusters[0], &clusters[1])
+}
+
+async fn next_offset(admin_url: &str) -> u64 {
+    replication_status(admin_url).await["queue"]["next_offset"]
+        .as_u64()
+        .expect("next_offset")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measured_qps_stays_within_20_percent_of_the_per_node_limit() {
+    let (primary, _) = primary_and_backup();
+    let mut options = GatewayOptions::proxy(&primary.url);
+    options.extra_toml = "[primary.limits]\nmax_qps_per_node = 40\n".into();
+    let gw = TestGateway::start_with(options).await;
+    let client = http();
+    // Warm the connection pool, then send 160 requests from 8 clients.
+    client.get(&gw.url).send().await.unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), gw.url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let status = client.get(&url).send().await.unwrap().status();
+                assert_eq!(status, 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let qps = 160.0 / started.elapsed().as_secs_f64();
+    assert!(
+        (32.0..=48.0).contains(&qps),
+        "measured {qps:.1} requests/s for a limit of 40"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measured_bytes_per_second_stay_within_20_percent_of_the_per_node_limit() {
+    let (primary, backup) = primary_and_backup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.paused = true;
+    options.extra_toml = "[primary.limits]\nmax_bytes_per_sec_per_node = 200000\n".into();
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("bytes-limit");
+    // 25 bulk requests of ~40 kB: 1 MB at 200 kB/s is about 5 s.
+    let mut body = String::new();
+    for i in 0..100 {
+        body.push_str(&json!({ "index": { "_index": index, "_id": i.to_string() } }).to_string());
+        body.push('\n');
+        body.push_str(&json!({ "pad": "x".repeat(340) }).to_string());
+        body.push('\n');
+    }
+    let client = http();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    for _ in 0..25 {
+        let response = client
+            .post(format!("{}/_bulk", gw.url))
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        sent += body.len();
+    }
+    // The last request's bytes are paid by the next one: count what was
+    // paid for.
+    let paid = sent - body.len();
+    let rate = paid as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        (160_000.0..=240_000.0).contains(&rate),
+        "measured {rate:.0} bytes/s for a limit of 200000"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_with_reject_policy_gets_429_with_retry_after() {
+    let (primary, _) = primary_and_backup();
+    let mut options = GatewayOptions::proxy(&primary.url);
+    options.extra_toml = "[primary.limits]\nmax_qps_per_node = 1\nover_limit = \"reject\"\n".into();
+    let gw = TestGateway::start_with(options).await;
+    let client = http();
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..5 {
+        let response = client.get(&gw.url).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let retry_after = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let body: Value = response.json().await.unwrap();
+            refused = Some((retry_after, body));
+        }
+    }
+    assert_eq!(statuses[0], 200);
+    let (retry_after, body) = refused.unwrap_or_else(|| panic!("no 429 in {statuses:?}"));
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
+    assert_eq!(body["error"]["type"], "tandem_rate_limited");
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_qps_per_node")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_record_nothing() {
+    let (primary, backup) = primary_and_backup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.paused = true;
+    options.top_level_toml = "max_body_bytes = 4096".into();
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("bad-input");
+    let client = http();
+    let before = next_offset(&gw.admin_url).await;
+
+    // Malformed NDJSON: refused before the primary sees it.
+    let response = client
+        .post(format!("{}/_bulk", gw.url))
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"1\"}}}}\n{{\"a\":1}}\n{{not json\n{{\"b\":2}}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    let reason = body["error"]["reason"].as_str().unwrap();
+    assert!(reason.contains("line [3]"), "{reason}");
+
+    // Missing final newline, as Elasticsearch itself requires.
+    let response = client
+        .post(format!("{}/{index}/_bulk", gw.url))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"index\":{\"_id\":\"1\"}}\n{\"a\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("newline"),
+        "{body}"
+    );
+
+    // Oversized body: 413, not forwarded.
+    let big = json!({ "pad": "x".repeat(10_000) });
+    let response = client
+        .put(format!("{}/{index}/_doc/big", gw.url))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "tandem_request_too_large");
+
+    // A write the gateway cannot replicate is refused, not passed through.
+    let response = client
+        .post(format!("{}/_reindex", gw.url))
+        .json(&json!({ "source": { "index": "a" }, "dest": { "index": "b" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "tandem_unsupported_write");
+
+    // A write the primary rejects is answered as the primary answered and
+    // not recorded.
+    let response = client
+        .put(format!(
+            "{}/{index}/_doc/1?version=5&version_type=bogus",
+            gw.url
+        ))
+        .json(&json!({ "a": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+
+    assert_eq!(next_offset(&gw.admin_url).await, before, "nothing recorded");
+    let missing = client
+        .get(format!("{}/{index}/_doc/big", primary.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "oversized write never reached the primary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_refuses_new_writes_with_507_and_keeps_every_acked_one() {
+    let (primary, backup) = primary_and_backup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.paused = true;
+    options.extra_toml = "[queue]\nsegment_bytes = 4096\nmax_bytes = 8192\n".into();
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("queue-full");
+    let client = http();
+    let mut acked = 0;
+    let mut refused = None;
+    for i in 0..200 {
+        let response = client
+            .put(format!("{}/{index}/_doc/{i}", gw.url))
+            .json(&json!({ "pad": "y".repeat(200) }))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            201 => acked += 1,
+            507 => {
+                refused = Some((i, response.json::<Value>().await.unwrap()));
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let (refused_id, body) = refused.expect("the queue filled up");
+    assert_eq!(body["error"]["type"], "tandem_queue_full");
+    // The refused write never reached the primary...
+    let status = client
+        .get(format!("{}/{index}/_doc/{refused_id}", primary.url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    // ...and every acknowledged one is in the queue (the index was
+    // auto-created by the first write: one record per document).
+    let recorded = replication_status(&gw.admin_url).await["replayer"]["lag_records"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(recorded, acked);
+}
