@@ -485,6 +485,28 @@ mod tests {
     }
 
     #[test]
+    fn example_config_in_the_repository_is_valid() {
+        let text = include_str!("../gateway.example.toml");
+        let config = GatewayConfig::from_toml_with_env(text, []).unwrap();
+        assert!(config.backup.is_some());
+        assert_eq!(config.queue.overflow, OverflowSetting::Reject);
+    }
+
+    #[test]
+    fn backup_equal_to_primary_is_rejected() {
+        let text = format!("{MINIMAL}\n[backup]\nurl = \"http://127.0.0.1:9201\"\n");
+        let err = GatewayConfig::from_toml_with_env(&text, []).unwrap_err();
+        assert!(err.to_string().starts_with("backup.url:"), "{err}");
+    }
+
+    #[test]
+    fn queue_limits_are_validated() {
+        let text = format!("{MINIMAL}\n[queue]\nsegment_bytes = 1000\nmax_bytes = 1500\n");
+        let err = GatewayConfig::from_toml_with_env(&text, []).unwrap_err();
+        assert!(err.to_string().contains("max_bytes"), "{err}");
+    }
+
+    #[test]
     fn zero_threads_is_rejected() {
         let env = [("TANDEM_GATEWAY__THREADS".to_string(), "0".to_string())];
         let err = GatewayConfig::from_toml_with_env(MINIMAL, env).unwrap_err();
