@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// Flavors started when `TANDEM_TEST_CLUSTERS` is not set: two different
-/// major versions of two distributions, so cross-version paths are real.
-pub const DEFAULT_FLAVORS: &[&str] = &["es7", "os2"];
+/// Flavors started when `TANDEM_TEST_CLUSTERS` is not set: three major
+/// versions of two distributions, so cross-version paths (mapping types
+/// included) are real. Tests that need "any two" clusters use the first two.
+pub const DEFAULT_FLAVORS: &[&str] = &["es7", "os2", "es6"];
 
 /// A running search cluster.
 #[derive(Debug, Clone)]

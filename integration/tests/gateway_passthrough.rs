@@ -23,11 +23,18 @@ async fn documents_written_through_the_gateway_are_readable_on_every_version() {
         let client = http();
         let index = unique_index("passthrough");
 
+        let properties = json!({ "properties": { "name": { "type": "keyword" } } });
+        // 5.x/6.x mappings are keyed by type.
+        let mappings = if cluster.major() < 7 && cluster.distribution == "elasticsearch" {
+            json!({ "_doc": properties })
+        } else {
+            properties
+        };
         let created = client
             .put(format!("{}/{index}", gateway.url))
             .json(&json!({
                 "settings": { "number_of_shards": 1, "number_of_replicas": 0 },
-                "mappings": { "properties": { "name": { "type": "keyword" } } }
+                "mappings": mappings
             }))
             .send()
             .await
