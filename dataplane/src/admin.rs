@@ -5,6 +5,7 @@
 //! | GET | `/health` | the process is up |
 //! | GET | `/ready` | accepting traffic |
 //! | GET | `/metrics` | Prometheus text format |
+//! | GET | `/upstreams` | primary and backup nodes (after discovery) |
 //! | GET | `/replication` | replayer state, queue depth, lag, dead letters |
 //! | POST | `/replication/pause` | stop replaying (writes are still recorded) |
 //! | POST | `/replication/resume` | replay again |
@@ -25,22 +26,45 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::replication::{Replication, repair_json};
+use crate::upstream::Upstream;
 
 /// The admin application.
 #[derive(Debug)]
 pub struct AdminApp {
     metrics: Arc<Metrics>,
     replication: Option<Arc<Replication>>,
+    upstreams: Vec<Arc<Upstream>>,
 }
 
 impl AdminApp {
     /// An admin app exposing `metrics` and, when configured, the
     /// replication controls.
-    pub fn new(metrics: Arc<Metrics>, replication: Option<Arc<Replication>>) -> AdminApp {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        replication: Option<Arc<Replication>>,
+        upstreams: Vec<Arc<Upstream>>,
+    ) -> AdminApp {
         AdminApp {
             metrics,
             replication,
+            upstreams,
         }
+    }
+
+    fn upstreams_json(&self) -> Value {
+        let upstreams: Vec<Value> = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                json!({
+                    "role": u.role,
+                    "url": u.config().url,
+                    "discovery": u.config().discovery,
+                    "nodes": u.nodes().iter().map(|n| n.label()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "upstreams": upstreams })
     }
 
     async fn route(&self, session: &mut ServerSession) -> (u16, Value) {
@@ -49,6 +73,7 @@ impl AdminApp {
         let query = session.req_header().uri.query().unwrap_or("").to_string();
         match (method.clone(), path.as_str()) {
             (Method::GET, "/health" | "/ready") => (200, json!({ "status": "ok" })),
+            (Method::GET, "/upstreams") => (200, self.upstreams_json()),
             (_, p) if p.starts_with("/replication") => {
                 let Some(replication) = &self.replication else {
                     return error(
@@ -62,7 +87,7 @@ impl AdminApp {
             (_, other) => error(
                 404,
                 &format!(
-                    "no admin endpoint {method} {other}; see /health, /ready, /metrics, /replication"
+                    "no admin endpoint {method} {other}; see /health, /ready, /metrics, /upstreams, /replication"
                 ),
             ),
         }

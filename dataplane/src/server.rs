@@ -100,6 +100,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
             DiscoveryService(discovery),
         ));
     }
+    let mut upstreams = vec![primary.clone()];
     let replication = match &config.backup {
         None => None,
         Some(backup_config) => {
@@ -114,6 +115,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
                     DiscoveryService(backup.clone()),
                 ));
             }
+            upstreams.push(backup.clone());
             let replication = Replication::open(
                 config.data_dir.clone(),
                 config.queue.to_queue_config(),
@@ -147,7 +149,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
 
     let mut admin = Service::new(
         "tandem admin".to_string(),
-        AdminApp::new(metrics, replication),
+        AdminApp::new(metrics, replication, upstreams),
     );
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);

@@ -259,3 +259,35 @@ async fn full_queue_refuses_new_writes_with_507_and_keeps_every_acked_one() {
         .unwrap();
     assert_eq!(recorded, acked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_discovery_lists_the_clusters_http_nodes() {
+    let (primary, _) = primary_and_backup();
+    let mut options = GatewayOptions::proxy(&primary.url);
+    // Point the seed at "localhost": discovery must replace it with the
+    // node's published address.
+    options.primary = primary.url.replace("127.0.0.1", "localhost");
+    options.extra_toml = "discovery = true\ndiscovery_interval_secs = 1\n".into();
+    let gw = TestGateway::start_with(options).await;
+    let port = primary.url.rsplit(':').next().unwrap().to_string();
+    let mut nodes = Value::Null;
+    for _ in 0..50 {
+        let body: Value = http()
+            .get(format!("{}/upstreams", gw.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        nodes = body["upstreams"][0]["nodes"].clone();
+        if nodes == json!([format!("127.0.0.1:{port}")]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(nodes, json!([format!("127.0.0.1:{port}")]));
+    // Requests still go through.
+    let status = http().get(&gw.url).send().await.unwrap().status();
+    assert_eq!(status, 200);
+}
