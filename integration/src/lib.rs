@@ -343,6 +343,7 @@ mod tests {
     }
 }
 
+pub mod client;
 pub mod compare;
 pub mod gateway;
 pub mod relay;

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use tandem_integration::client::{bulk, call};
 use tandem_integration::compare::assert_index_equal;
 use tandem_integration::gateway::{GatewayOptions, TestGateway, drain};
-use tandem_integration::{SearchCluster, env, http, unique_index};
+use tandem_integration::{SearchCluster, env, unique_index};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -25,29 +26,6 @@ fn typeless() -> &'static SearchCluster {
         .iter()
         .find(|c| c.distribution == "opensearch")
         .expect("an OpenSearch cluster")
-}
-
-async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut request = http().request(method, url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn bulk(url: String, lines: &[Value]) -> Value {
-    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let response = http()
-        .post(url)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,9 +57,9 @@ async fn typed_writes_on_elasticsearch_6_replay_to_a_typeless_backup() {
         lines.push(json!({ "index": { "_index": index, "_type": "item", "_id": i.to_string() } }));
         lines.push(json!({ "name": format!("n{i}"), "n": i }));
     }
-    let result = bulk(format!("{g}/_bulk"), &lines).await;
+    let (_, result) = bulk(format!("{g}/_bulk"), &lines).await;
     assert_eq!(result["errors"], false, "{result}");
-    let result = bulk(
+    let (_, result) = bulk(
         format!("{g}/{index}/item/_bulk"),
         &[
             json!({ "index": { "_id": "20" } }),
@@ -171,7 +149,7 @@ async fn typeless_writes_replay_to_an_elasticsearch_6_backup() {
         lines.push(json!({ "name": format!("n{i}") }));
     }
     lines.push(json!({ "delete": { "_index": index, "_id": "9" } }));
-    let result = bulk(format!("{g}/_bulk"), &lines).await;
+    let (_, result) = bulk(format!("{g}/_bulk"), &lines).await;
     assert_eq!(result["errors"], false, "{result}");
     let (status, _) = call(
         Method::POST,

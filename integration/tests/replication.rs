@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use tandem_integration::client::{bulk, call};
 use tandem_integration::compare::{assert_index_equal, documents};
 use tandem_integration::gateway::{GatewayOptions, TestGateway, drain, replication_status};
-use tandem_integration::{SearchCluster, env, http, unique_index};
+use tandem_integration::{SearchCluster, env, unique_index};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -37,33 +38,6 @@ fn supports_painless(cluster: &SearchCluster) -> bool {
     cluster.flavor != "es7"
 }
 
-async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut request = http().request(method, url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn bulk(gateway: &str, lines: &[Value]) -> (u16, Value) {
-    let mut body = String::new();
-    for line in lines {
-        body.push_str(&line.to_string());
-        body.push('\n');
-    }
-    let response = http()
-        .post(format!("{gateway}/_bulk"))
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .await
-        .expect("bulk");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("bulk JSON"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_converges_on_the_backup_in_both_directions() {
     use reqwest::Method;
@@ -77,7 +51,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
         let alias = format!("{index}-alias");
         let g = &gw.url;
 
-        let (status, body) = send(
+        let (status, body) = call(
             Method::PUT,
             format!("{g}/{index}"),
             Some(json!({
@@ -87,7 +61,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let (status, body) = send(
+        let (status, body) = call(
             Method::POST,
             format!("{g}/_aliases"),
             Some(json!({ "actions": [ { "add": { "index": index, "alias": alias } } ] })),
@@ -118,35 +92,35 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
         for i in 11..=15 {
             lines.push(json!({ "delete": { "_index": index, "_id": i.to_string() } }));
         }
-        let (status, body) = bulk(g, &lines).await;
+        let (status, body) = bulk(format!("{g}/_bulk"), &lines).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["errors"], false, "{body}");
 
         // Single-document writes.
-        let (status, _) = send(
+        let (status, _) = call(
             Method::PUT,
             format!("{g}/{index}/_doc/100"),
             Some(json!({ "name": "single", "n": 1 })),
         )
         .await;
         assert_eq!(status, 201);
-        let (status, _) = send(
+        let (status, _) = call(
             Method::POST,
             format!("{g}/{index}/_update/100"),
             Some(json!({ "doc": { "n": 2 } })),
         )
         .await;
         assert_eq!(status, 200);
-        let (status, _) = send(
+        let (status, _) = call(
             Method::POST,
             format!("{g}/{index}/_update/200"),
             Some(json!({ "doc": { "name": "upserted", "n": 7 }, "doc_as_upsert": true })),
         )
         .await;
         assert_eq!(status, 201);
-        let (status, _) = send(Method::DELETE, format!("{g}/{index}/_doc/20"), None).await;
+        let (status, _) = call(Method::DELETE, format!("{g}/{index}/_doc/20"), None).await;
         assert_eq!(status, 200);
-        let (status, _) = send(
+        let (status, _) = call(
             Method::POST,
             format!("{g}/{index}/_doc"),
             Some(json!({ "name": "single-auto", "n": 3 })),
@@ -154,7 +128,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
         .await;
         assert_eq!(status, 201);
         // Overwrite: version 2 on the primary.
-        let (status, _) = send(
+        let (status, _) = call(
             Method::PUT,
             format!("{g}/{alias}/_doc/21"),
             Some(json!({ "name": "overwritten", "n": 21 })),
@@ -162,7 +136,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
         .await;
         assert_eq!(status, 200);
         if supports_painless(primary) {
-            let (status, body) = send(
+            let (status, body) = call(
                 Method::POST,
                 format!("{g}/{index}/_update/3"),
                 Some(
@@ -180,7 +154,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
             status["replayer"]["lag_records"].as_u64().unwrap() > 50,
             "{status}"
         );
-        let (missing, _) = send(Method::GET, format!("{}/{index}", backup.url), None).await;
+        let (missing, _) = call(Method::GET, format!("{}/{index}", backup.url), None).await;
         assert_eq!(missing, 404, "backup must not be written while paused");
 
         let status = drain(&gw.admin_url, DRAIN_TIMEOUT).await;
@@ -191,9 +165,9 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
         assert_eq!(count, 47, "{} → {}", primary.flavor, backup.flavor);
 
         let (alias_status, body) =
-            send(Method::GET, format!("{}/_alias/{alias}", backup.url), None).await;
+            call(Method::GET, format!("{}/_alias/{alias}", backup.url), None).await;
         assert_eq!(alias_status, 200, "alias replayed: {body}");
-        let (mapping_status, mapping) = send(
+        let (mapping_status, mapping) = call(
             Method::GET,
             format!("{}/{index}/_mapping", backup.url),
             None,
@@ -204,7 +178,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
             mapping[&index]["mappings"]["properties"]["name"]["type"], "keyword",
             "mapping replayed before the documents: {mapping}"
         );
-        let (settings_status, settings) = send(
+        let (settings_status, settings) = call(
             Method::GET,
             format!("{}/{index}/_settings/index.gc_deletes", backup.url),
             None,
@@ -229,7 +203,7 @@ async fn bulk_items_rejected_by_the_primary_are_not_replayed() {
     ))
     .await;
     let index = unique_index("partial");
-    let (status, _) = send(
+    let (status, _) = call(
         reqwest::Method::PUT,
         format!("{}/{index}", gw.url),
         Some(json!({ "mappings": { "properties": { "n": { "type": "long" } } } })),
@@ -250,7 +224,7 @@ async fn bulk_items_rejected_by_the_primary_are_not_replayed() {
     // A create of an existing document is a 409 on the primary.
     lines.push(json!({ "create": { "_index": index, "_id": "1" } }));
     lines.push(json!({ "n": 999 }));
-    let (status, body) = bulk(&gw.url, &lines).await;
+    let (status, body) = bulk(format!("{}/_bulk", gw.url), &lines).await;
     assert_eq!(status, 200);
     assert_eq!(body["errors"], true);
     let failed = body["items"]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use reqwest::Method;
 use serde_json::{Value, json};
+use tandem_integration::client::{admin_post, call, create_index, index_numbered_docs, put_doc};
 use tandem_integration::compare::{assert_index_equal, documents};
 use tandem_integration::gateway::{
     GatewayOptions, GatewayProcess, TestGateway, drain, replication_status,
@@ -21,30 +23,6 @@ fn primary_and_backup() -> (&'static SearchCluster, &'static SearchCluster) {
     let clusters = &env().clusters;
     assert!(clusters.len() >= 2, "need two clusters");
     (&clusters[0], &clusters[1])
-}
-
-async fn create_index(url: &str, index: &str, mappings: Value) {
-    let response = http()
-        .put(format!("{url}/{index}"))
-        .json(&json!({
-            "settings": { "number_of_shards": 1, "number_of_replicas": 0 },
-            "mappings": mappings
-        }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    assert!(status.is_success(), "{}", response.text().await.unwrap());
-}
-
-async fn put_doc(gateway: &str, index: &str, id: &str, body: Value) -> u16 {
-    http()
-        .put(format!("{gateway}/{index}/_doc/{id}"))
-        .json(&body)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,21 +108,11 @@ async fn queue_grows_while_the_backup_is_down_and_drains_when_it_returns() {
         json!({ "properties": { "i": { "type": "long" } } }),
     )
     .await;
-    for i in 0..50 {
-        assert_eq!(
-            put_doc(&gw.url, &index, &i.to_string(), json!({ "i": i })).await,
-            201
-        );
-    }
+    index_numbered_docs(&gw.url, &index, 0..50).await;
 
     relay.set_down();
-    for i in 50..250 {
-        // Clients are unaffected while the backup is away.
-        assert_eq!(
-            put_doc(&gw.url, &index, &i.to_string(), json!({ "i": i })).await,
-            201
-        );
-    }
+    // Clients are unaffected while the backup is away.
+    index_numbered_docs(&gw.url, &index, 50..250).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = replication_status(&gw.admin_url).await;
     let lag = status["replayer"]["lag_records"].as_u64().unwrap();
@@ -190,12 +158,7 @@ async fn corrupt_record_halts_replay_until_repair_reports_the_exact_loss() {
         json!({ "properties": { "i": { "type": "long" } } }),
     )
     .await;
-    for i in 0..10 {
-        assert_eq!(
-            put_doc(&gw.url, &index, &i.to_string(), json!({ "i": i })).await,
-            201
-        );
-    }
+    index_numbered_docs(&gw.url, &index, 0..10).await;
     gw.stop();
 
     // Record 0 is the index creation, record k+1 is document k: damage the
@@ -214,12 +177,7 @@ async fn corrupt_record_halts_replay_until_repair_reports_the_exact_loss() {
     std::fs::write(&segment_path, &segment).unwrap();
 
     let gw = TestGateway::start_with(options).await;
-    let client = http();
-    client
-        .post(format!("{}/replication/resume", gw.admin_url))
-        .send()
-        .await
-        .unwrap();
+    admin_post(&gw.admin_url, "/replication/resume", None).await;
     let mut status = Value::Null;
     for _ in 0..100 {
         status = replication_status(&gw.admin_url).await;
@@ -236,24 +194,10 @@ async fn corrupt_record_halts_replay_until_repair_reports_the_exact_loss() {
     let before: Vec<String> = documents(&backup.url, &index).await.into_keys().collect();
     assert_eq!(before, vec!["0", "1", "2", "3"]);
 
-    let dry: Value = client
-        .post(format!("{}/replication/repair?dry_run=true", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dry = admin_post(&gw.admin_url, "/replication/repair?dry_run=true", None).await;
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["records_lost"], 1, "{dry}");
-    let report: Value = client
-        .post(format!("{}/replication/repair", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = admin_post(&gw.admin_url, "/replication/repair", None).await;
     assert_eq!(report["first_lost_offset"], 5, "{report}");
     assert_eq!(report["last_lost_offset"], 5, "{report}");
     assert_eq!(report["records_lost"], 1, "{report}");
@@ -367,15 +311,12 @@ async fn ops_the_backup_refuses_are_dead_lettered_then_retried_or_skipped() {
     let status = drain(&gw.admin_url, DRAIN_TIMEOUT).await;
     assert_eq!(status["dead_letters"], 2, "{status}");
 
-    let client = http();
-    let listed: Value = client
-        .get(format!("{}/replication/dead-letters", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = call(
+        Method::GET,
+        format!("{}/replication/dead-letters", gw.admin_url),
+        None,
+    )
+    .await;
     let entries = listed["dead_letters"].as_array().unwrap();
     let ids: Vec<&str> = entries
         .iter()
@@ -393,55 +334,42 @@ async fn ops_the_backup_refuses_are_dead_lettered_then_retried_or_skipped() {
 
     // Retrying without fixing the cause keeps the entry, with its reason.
     let first = entries[0]["id"].as_u64().unwrap();
-    let report: Value = client
-        .post(format!("{}/replication/dead-letters/retry", gw.admin_url))
-        .json(&json!({ "ids": [first] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = admin_post(
+        &gw.admin_url,
+        "/replication/dead-letters/retry",
+        Some(json!({ "ids": [first] })),
+    )
+    .await;
     assert_eq!(
         report,
         json!({ "retried": 1, "applied": 0, "still_failing": 1 })
     );
 
     // Fix the backup's mapping, retry one, skip the other.
-    let deleted = client
-        .delete(format!("{}/{index}", backup.url))
-        .send()
-        .await
-        .unwrap();
-    assert!(deleted.status().is_success());
+    let (deleted, _) = call(Method::DELETE, format!("{}/{index}", backup.url), None).await;
+    assert_eq!(deleted, 200);
     create_index(
         &backup.url,
         &index,
         json!({ "properties": { "code": { "type": "keyword" } } }),
     )
     .await;
-    let report: Value = client
-        .post(format!("{}/replication/dead-letters/retry", gw.admin_url))
-        .json(&json!({ "ids": [first] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = admin_post(
+        &gw.admin_url,
+        "/replication/dead-letters/retry",
+        Some(json!({ "ids": [first] })),
+    )
+    .await;
     assert_eq!(
         report,
         json!({ "retried": 1, "applied": 1, "still_failing": 0 })
     );
-    let skipped: Value = client
-        .post(format!("{}/replication/dead-letters/skip", gw.admin_url))
-        .json(&json!({ "all": true }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let skipped = admin_post(
+        &gw.admin_url,
+        "/replication/dead-letters/skip",
+        Some(json!({ "all": true })),
+    )
+    .await;
     assert_eq!(skipped, json!({ "skipped": 1 }));
     let status = replication_status(&gw.admin_url).await;
     assert_eq!(status["dead_letters"], 0);
@@ -450,11 +378,11 @@ async fn ops_the_backup_refuses_are_dead_lettered_then_retried_or_skipped() {
     assert_eq!(on_backup["bad-1"].1, json!({ "code": "x-1" }));
     assert!(!on_backup.contains_key("bad-2"), "skipped op not applied");
 
-    let bad = client
-        .post(format!("{}/replication/dead-letters/retry", gw.admin_url))
-        .json(&json!({ "ids": "all" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let (bad, body) = call(
+        Method::POST,
+        format!("{}/replication/dead-letters/retry", gw.admin_url),
+        Some(json!({ "ids": "all" })),
+    )
+    .await;
+    assert_eq!(bad, 400, "{body}");
 }
