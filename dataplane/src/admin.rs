@@ -9,6 +9,7 @@
 //! | GET | `/replication` | replayer state, queue depth, lag, dead letters |
 //! | POST | `/replication/pause` | stop replaying (writes are still recorded) |
 //! | POST | `/replication/resume` | replay again |
+//! | POST | `/replication/cutover?max_lag=N&max_hold_ms=M` | refused (409) while lag > N (default 1000); else hold writes up to M ms, drain, swap primary and backup, release (again to roll back) |
 //! | POST | `/replication/repair?dry_run=true` | skip the corrupt queue region the replayer is halted on; reports exactly what is lost |
 //! | GET | `/replication/dead-letters` | list dead letters |
 //! | POST | `/replication/dead-letters/retry` | body `{"ids":[..]}` or `{"all":true}`: re-apply |
@@ -25,8 +26,12 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
-use crate::replication::{Replication, repair_json};
+use crate::replication::{CutoverError, Replication, repair_json};
 use crate::upstream::Upstream;
+
+/// Replay lag (records) above which a cutover is refused when the request
+/// does not say; below it, the cutover's write hold drains the rest.
+pub const DEFAULT_CUTOVER_MAX_LAG: u64 = 1000;
 
 /// The admin application.
 #[derive(Debug)]
@@ -110,6 +115,30 @@ impl AdminApp {
             (&Method::POST, "/replication/resume") => {
                 replication.resume();
                 (200, replication.status_json())
+            }
+            (&Method::POST, "/replication/cutover") => {
+                let param = |name: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                        .map(|v| {
+                            v.parse::<u64>()
+                                .map_err(|_| format!("{name}: not a number: {v:?}"))
+                        })
+                        .transpose()
+                };
+                let (max_lag, max_hold_ms) = match (param("max_lag"), param("max_hold_ms")) {
+                    (Ok(lag), Ok(hold)) => (lag.unwrap_or(DEFAULT_CUTOVER_MAX_LAG), hold),
+                    (Err(message), _) | (_, Err(message)) => return error(400, &message),
+                };
+                let max_hold = std::time::Duration::from_millis(
+                    max_hold_ms.unwrap_or(replication.max_hold().as_millis() as u64),
+                );
+                match replication.cutover(max_lag, max_hold).await {
+                    Ok(report) => (200, json!(report)),
+                    Err(err @ CutoverError::Precondition(_)) => error(409, &err.to_string()),
+                    Err(err @ CutoverError::Timeout(_)) => error(503, &err.to_string()),
+                }
             }
             (&Method::POST, "/replication/repair") => {
                 let dry_run = query

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod replication;
+pub mod roles;
 pub mod server;
 pub mod upstream;
 pub mod write_path;

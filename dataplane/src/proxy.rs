@@ -16,7 +16,8 @@ use pingora::proxy::FailToProxy;
 use crate::es::classify::{RequestClass, classify};
 use crate::limits::{LimitExceeded, NodePermit};
 use crate::metrics::Metrics;
-use crate::upstream::{ExchangeError, Upstream};
+use crate::roles::Roles;
+use crate::upstream::{ExchangeError, Selected};
 use crate::write_path::WritePath;
 
 /// Per-request state shared between proxy phases.
@@ -26,8 +27,8 @@ pub struct RequestCtx {
     upstream: Option<String>,
     /// Connection-limit slot, held until the request ends.
     permit: Option<NodePermit>,
-    /// Set when a per-node limit refused the request.
-    limited: Option<LimitExceeded>,
+    /// The node chosen (and admitted) in `request_filter`.
+    selected: Option<Selected>,
     /// When the request arrived.
     started: Option<std::time::Instant>,
     /// Set when the write path answered the request itself.
@@ -37,21 +38,17 @@ pub struct RequestCtx {
 /// The gateway's [`ProxyHttp`] implementation.
 #[derive(Debug)]
 pub struct GatewayProxy {
-    primary: Arc<Upstream>,
+    roles: Arc<Roles>,
     metrics: Arc<Metrics>,
     writes: Option<Arc<WritePath>>,
 }
 
 impl GatewayProxy {
-    /// A proxy forwarding to `primary`, reporting into `metrics`, and
+    /// A proxy forwarding to the current primary, reporting into `metrics`, and
     /// recording writes through `writes` when replication is configured.
-    pub fn new(
-        primary: Arc<Upstream>,
-        metrics: Arc<Metrics>,
-        writes: Option<Arc<WritePath>>,
-    ) -> Self {
+    pub fn new(roles: Arc<Roles>, metrics: Arc<Metrics>, writes: Option<Arc<WritePath>>) -> Self {
         GatewayProxy {
-            primary,
+            roles,
             metrics,
             writes,
         }
@@ -86,34 +83,75 @@ impl ProxyHttp for GatewayProxy {
     where
         Self::CTX: Send + Sync,
     {
-        let Some(writes) = &self.writes else {
-            return Ok(false);
-        };
-        let req = session.req_header();
-        let class = classify(&req.method, req.uri.path(), req.uri.query());
-        match &class {
-            RequestClass::Read | RequestClass::Passthrough => Ok(false),
-            RequestClass::Unsupported { reason } => {
-                let reason = format!(
-                    "{reason} (refused by the Tandem gateway: it cannot be replicated to the backup)"
-                );
-                write_json(
-                    session,
-                    400,
-                    error_body(400, "tandem_unsupported_write", &reason),
-                )
-                .await?;
+        if let Some(writes) = &self.writes {
+            let req = session.req_header();
+            let class = classify(&req.method, req.uri.path(), req.uri.query());
+            match &class {
+                RequestClass::Read | RequestClass::Passthrough => {}
+                RequestClass::Unsupported { reason } => {
+                    let reason = format!(
+                        "{reason} (refused by the Tandem gateway: it cannot be replicated to the backup)"
+                    );
+                    write_json(
+                        session,
+                        400,
+                        error_body(400, "tandem_unsupported_write", &reason),
+                    )
+                    .await?;
+                    ctx.handled = true;
+                    self.metrics.observe_request(
+                        "unsupported",
+                        "primary",
+                        400,
+                        ctx.started.map(|s| s.elapsed()).unwrap_or_default(),
+                    );
+                    return Ok(true);
+                }
+                _ => {
+                    writes.handle(session, &class).await?;
+                    ctx.handled = true;
+                    return Ok(true);
+                }
+            }
+        }
+        // Proxied requests pass the per-node limits here, before Pingora
+        // connects, so a refusal is an ordinary response on a connection
+        // the client may keep using.
+        let body_bytes = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        match self.roles.current().primary.select(body_bytes).await {
+            Ok(selected) => {
+                self.metrics
+                    .observe_limiter_wait("read", "primary", selected.permit.waited);
+                ctx.selected = Some(selected);
+                Ok(false)
+            }
+            Err(ExchangeError::Limited(limited)) => {
+                self.metrics
+                    .observe_limiter_rejection("primary", limited.kind.as_str());
+                let body = error_body(429, "tandem_rate_limited", &limited.to_string());
+                write_limited(session, &limited, body).await?;
                 ctx.handled = true;
                 self.metrics.observe_request(
-                    "unsupported",
-                    self.primary.role,
-                    400,
+                    "read",
+                    "primary",
+                    429,
                     ctx.started.map(|s| s.elapsed()).unwrap_or_default(),
                 );
                 Ok(true)
             }
-            _ => {
-                writes.handle(session, &class).await?;
+            Err(other) => {
+                let reason = format!("primary cluster: {other}");
+                write_json(
+                    session,
+                    502,
+                    error_body(502, "tandem_primary_unavailable", &reason),
+                )
+                .await?;
                 ctx.handled = true;
                 Ok(true)
             }
@@ -122,39 +160,25 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        // Pingora may call this again to retry; release the previous slot.
-        ctx.permit = None;
-        let body_bytes = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        match self.primary.select(body_bytes).await {
-            Ok(selected) => {
-                self.metrics.observe_limiter_wait(
-                    "read",
-                    self.primary.role,
-                    selected.permit.waited,
-                );
-                ctx.upstream = Some(selected.node.label());
-                ctx.permit = Some(selected.permit);
-                Ok(Box::new(selected.peer))
-            }
-            Err(ExchangeError::Limited(limited)) => {
-                self.metrics
-                    .observe_limiter_rejection(self.primary.role, limited.kind.as_str());
-                ctx.limited = Some(limited);
-                Err(Error::explain(
-                    ErrorType::HTTPStatus(429),
-                    "over a per-node limit",
-                ))
-            }
-            Err(other) => Err(Error::explain(ErrorType::ConnectNoRoute, other.to_string())),
-        }
+        // Admitted in request_filter; on a Pingora retry, pick again without
+        // charging the limits twice for one client request.
+        let selected = match ctx.selected.take() {
+            Some(selected) => selected,
+            None => self
+                .roles
+                .current()
+                .primary
+                .select(0)
+                .await
+                .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?,
+        };
+        ctx.upstream = Some(selected.node.label());
+        let peer = selected.peer.clone();
+        ctx.permit = Some(selected.permit);
+        Ok(Box::new(peer))
     }
 
     async fn fail_to_proxy(
@@ -166,16 +190,6 @@ impl ProxyHttp for GatewayProxy {
     where
         Self::CTX: Send + Sync,
     {
-        if let Some(limited) = ctx.limited.take() {
-            let body = error_body(429, "tandem_rate_limited", &limited.to_string());
-            if let Err(write_err) = write_limited(session, &limited, body).await {
-                tracing::debug!(error = %write_err, "could not send 429 response");
-            }
-            return FailToProxy {
-                error_code: 429,
-                can_reuse_downstream: false,
-            };
-        }
         let (status, kind) = match e.etype() {
             ErrorType::HTTPStatus(code) => (*code, "tandem_http_error"),
             ErrorType::ConnectTimedout
@@ -199,7 +213,7 @@ impl ProxyHttp for GatewayProxy {
             let upstream = ctx
                 .upstream
                 .clone()
-                .unwrap_or_else(|| self.primary.config().url.clone());
+                .unwrap_or_else(|| self.roles.current().primary.config().url.clone());
             let reason = format!("primary cluster at {upstream}: {e}");
             if let Err(write_err) =
                 write_json(session, status, error_body(status, kind, &reason)).await
@@ -219,7 +233,7 @@ impl ProxyHttp for GatewayProxy {
             .map_or(0, |resp| resp.status.as_u16());
         if let Some(started) = ctx.started.filter(|_| !ctx.handled) {
             self.metrics
-                .observe_request("read", self.primary.role, status, started.elapsed());
+                .observe_request("read", "primary", status, started.elapsed());
         }
         let req = session.req_header();
         match e {

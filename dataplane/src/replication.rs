@@ -46,6 +46,7 @@ use crate::es::rewrite::replay_request;
 use crate::es::version::ClusterVersion;
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
+use crate::roles::Roles;
 use crate::upstream::Upstream;
 
 /// Name of the replayer's consumer in the queue.
@@ -76,6 +77,14 @@ pub struct ReplayConfig {
     /// to leave the setting alone.
     #[serde(default = "default_gc_deletes")]
     pub gc_deletes: String,
+    /// Longest a cutover may hold new writes while the queue drains, in
+    /// milliseconds; writes waiting behind it longer get 503.
+    #[serde(default = "default_max_hold_ms")]
+    pub max_hold_ms: u64,
+}
+
+fn default_max_hold_ms() -> u64 {
+    5_000
 }
 
 fn default_max_batch_ops() -> usize {
@@ -103,6 +112,7 @@ impl Default for ReplayConfig {
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
             gc_deletes: default_gc_deletes(),
+            max_hold_ms: default_max_hold_ms(),
         }
     }
 }
@@ -152,6 +162,37 @@ pub struct RetryReport {
     pub still_failing: usize,
 }
 
+/// What a cutover (or rollback) did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CutoverReport {
+    /// URL of the cluster that is primary now.
+    pub primary: String,
+    /// URL of the cluster that is backup now.
+    pub backup: String,
+    /// True when the roles are swapped relative to the configuration.
+    pub reversed: bool,
+    /// How long new writes were held.
+    #[serde(serialize_with = "millis")]
+    pub held_for: Duration,
+    /// Records replayed while writes were held.
+    pub drained_records: u64,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Why a cutover did not happen (roles unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum CutoverError {
+    /// Not allowed now (lag too high, replayer paused or halted).
+    #[error("cutover refused: {0}")]
+    Precondition(String),
+    /// The bounded hold ran out.
+    #[error("cutover aborted: {0}")]
+    Timeout(String),
+}
+
 /// Why a batch stopped before it was done.
 enum Interrupted {
     /// The replayer was paused; the batch is re-read on resume.
@@ -164,8 +205,7 @@ pub struct Replication {
     pub queue: Queue,
     /// Ops the backup refused for good.
     pub dead_letters: DeadLetterStore,
-    primary: Arc<Upstream>,
-    backup: Arc<Upstream>,
+    roles: Arc<Roles>,
     config: ReplayConfig,
     metrics: Arc<Metrics>,
     paused: watch::Sender<bool>,
@@ -199,10 +239,12 @@ impl Replication {
         dir: PathBuf,
         queue_config: QueueConfig,
         config: ReplayConfig,
-        primary: Arc<Upstream>,
-        backup: Arc<Upstream>,
+        roles: Arc<Roles>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Replication>> {
+        if roles.current().backup.is_none() {
+            anyhow::bail!("replication needs a backup cluster");
+        }
         let queue = Queue::open(dir.join("queue"), queue_config)
             .map_err(|e| anyhow::anyhow!("opening the queue in {}: {e}", dir.display()))?;
         let dead_letters = DeadLetterStore::open(&dir.join("dead_letters"))?;
@@ -211,8 +253,7 @@ impl Replication {
         Ok(Arc::new(Replication {
             queue,
             dead_letters,
-            primary,
-            backup,
+            roles,
             config,
             metrics,
             paused,
@@ -239,6 +280,105 @@ impl Replication {
                 .inc();
         }
         Ok(())
+    }
+
+    /// The cluster currently primary (read-repair source).
+    fn primary(&self) -> Arc<Upstream> {
+        self.roles.current().primary.clone()
+    }
+
+    /// The cluster currently backup (replay target).
+    fn backup(&self) -> Arc<Upstream> {
+        self.roles
+            .current()
+            .backup
+            .clone()
+            .expect("replication always has a backup")
+    }
+
+    /// Swaps primary and backup on this gateway (cutover, or rollback when
+    /// already swapped): refuses while the replay lag is above `max_lag`;
+    /// otherwise holds new writes (at most `max_hold`), lets in-flight
+    /// writes finish, replays the queue to zero lag, swaps, and releases.
+    /// On any failure the roles stay as they were and writes resume.
+    pub async fn cutover(
+        &self,
+        max_lag: u64,
+        max_hold: Duration,
+    ) -> Result<CutoverReport, CutoverError> {
+        if self.is_paused() {
+            return Err(CutoverError::Precondition(
+                "the replayer is paused; resume it so the queue can drain".into(),
+            ));
+        }
+        if let Some(halted) = self.status().halted {
+            return Err(CutoverError::Precondition(format!(
+                "the replayer is halted: {halted}"
+            )));
+        }
+        let lag = self.lag_records();
+        if lag > max_lag {
+            return Err(CutoverError::Precondition(format!(
+                "replay lag is {lag} records, above the allowed {max_lag}; wait for it to drop"
+            )));
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + max_hold;
+        let hold = self.roles.hold_writes(max_hold).await.ok_or_else(|| {
+            CutoverError::Timeout(format!(
+                "in-flight writes did not finish within {max_hold:?}"
+            ))
+        })?;
+        let drained = self.lag_records();
+        while self.lag_records() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CutoverError::Timeout(format!(
+                    "the queue did not drain within {max_hold:?} ({} records left); writes released, roles unchanged",
+                    self.lag_records()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let roles = self
+            .roles
+            .swap(&hold)
+            .ok_or_else(|| CutoverError::Precondition("no backup cluster".into()))?;
+        *self.versions.lock() = VersionCache::default();
+        self.gc_done.lock().clear();
+        drop(hold);
+        let report = CutoverReport {
+            primary: roles.primary.config().url.clone(),
+            backup: roles
+                .backup
+                .as_ref()
+                .map(|b| b.config().url.clone())
+                .unwrap_or_default(),
+            reversed: roles.reversed,
+            held_for: started.elapsed(),
+            drained_records: drained,
+        };
+        tracing::warn!(
+            primary = %report.primary,
+            backup = %report.backup,
+            held_ms = report.held_for.as_millis() as u64,
+            "roles swapped"
+        );
+        Ok(report)
+    }
+
+    /// The configured longest write hold of a cutover.
+    pub fn max_hold(&self) -> Duration {
+        Duration::from_millis(self.config.max_hold_ms)
+    }
+
+    fn lag_records(&self) -> u64 {
+        self.queue
+            .stats()
+            .consumers
+            .iter()
+            .find(|c| c.name == REPLAYER)
+            .map(|c| c.lag_records)
+            .unwrap_or(0)
     }
 
     /// Pauses the replayer (writes are still recorded).
@@ -325,6 +465,9 @@ impl Replication {
             "last_error": status.last_error,
             "applied_ops": status.applied_ops,
             "backup_version": status.backup_version,
+            "primary": self.primary().config().url,
+            "backup": self.backup().config().url,
+            "reversed": self.roles.current().reversed,
             "queue": {
                 "records": stats.records,
                 "bytes": stats.bytes,
@@ -402,16 +545,6 @@ impl Replication {
         self.metrics.replay_paused.set(self.is_paused() as i64);
         loop {
             self.wait_while_paused().await;
-            let target = match self.backup_target().await {
-                Ok(target) => target,
-                Err(err) => {
-                    self.note_error(format!("backup unreachable: {err:#}"));
-                    let _ = self
-                        .pause_aware_sleep(Duration::from_millis(self.config.retry_max_ms))
-                        .await;
-                    continue;
-                }
-            };
             let mut paused = self.paused.subscribe();
             let batch = tokio::select! {
                 batch = reader.next_batch(self.config.max_batch_ops, self.config.max_batch_bytes) => batch,
@@ -419,6 +552,21 @@ impl Replication {
             };
             match batch {
                 Ok(records) => {
+                    // Resolved per batch: a cutover may have swapped the
+                    // backup while the replayer waited for records.
+                    let target = match self.backup_target().await {
+                        Ok(target) => target,
+                        Err(err) => {
+                            self.note_error(format!("backup unreachable: {err:#}"));
+                            if let Err(err) = reader.seek_to_committed() {
+                                tracing::error!(error = %err, "cannot rewind the replay consumer");
+                            }
+                            let _ = self
+                                .pause_aware_sleep(Duration::from_millis(self.config.retry_max_ms))
+                                .await;
+                            continue;
+                        }
+                    };
                     if let Err(Interrupted::Paused) =
                         self.apply_records(&mut reader, records, &target).await
                     {
@@ -492,8 +640,12 @@ impl Replication {
                 return Ok(*version);
             }
         }
-        let upstream = if primary { &self.primary } else { &self.backup };
-        let version = cluster_version(upstream).await?;
+        let upstream = if primary {
+            self.primary()
+        } else {
+            self.backup()
+        };
+        let version = cluster_version(&upstream).await?;
         let mut cache = self.versions.lock();
         let slot = if primary {
             &mut cache.primary
@@ -616,7 +768,7 @@ impl Replication {
                 let path = read_repair_get_path(op, &version)
                     .ok_or_else(|| anyhow::anyhow!("not a read-repair op"))?;
                 let header = RequestHeader::build(Method::GET, path.as_bytes(), None)?;
-                let response = self.primary.exchange(header, Bytes::new(), true).await?;
+                let response = self.primary().exchange(header, Bytes::new(), true).await?;
                 Ok::<_, anyhow::Error>(read_repair_op(
                     op,
                     response.header.status.as_u16(),
@@ -723,7 +875,7 @@ impl Replication {
             .insert_header("content-type", "application/x-ndjson")
             .map_err(|e| e.to_string())?;
         let response = self
-            .backup
+            .backup()
             .exchange(header, Bytes::from(body), true)
             .await
             .map_err(|e| format!("backup _bulk: {e}"))?;
@@ -807,7 +959,7 @@ impl Replication {
                         Ok(header) => header,
                         Err(reason) => return ItemOutcome::Failed { status: 0, reason },
                     };
-                match self.backup.exchange(header, request.body, true).await {
+                match self.backup().exchange(header, request.body, true).await {
                     Ok(response) => {
                         let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
                         request_outcome(op, response.header.status.as_u16(), &json)
@@ -836,7 +988,7 @@ impl Replication {
         })?;
         let header = build_header(&Method::GET, &path, false).map_err(retryable)?;
         let response = self
-            .primary
+            .primary()
             .exchange(header, Bytes::new(), true)
             .await
             .map_err(|e| retryable(e.to_string()))?;
@@ -876,7 +1028,11 @@ impl Replication {
             let Ok(header) = build_header(&Method::PUT, &path, true) else {
                 continue;
             };
-            match self.backup.exchange(header, Bytes::from(body), true).await {
+            match self
+                .backup()
+                .exchange(header, Bytes::from(body), true)
+                .await
+            {
                 Ok(r) if r.header.status.is_success() => {
                     self.gc_done.lock().insert(index);
                 }

@@ -20,6 +20,7 @@ use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
 use crate::replication::Replication;
+use crate::roles::Roles;
 use crate::upstream::Upstream;
 use crate::write_path::WritePath;
 
@@ -101,7 +102,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
         ));
     }
     let mut upstreams = vec![primary.clone()];
-    let replication = match &config.backup {
+    let backup = match &config.backup {
         None => None,
         Some(backup_config) => {
             let backup = Arc::new(Upstream::new(
@@ -116,12 +117,18 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
                 ));
             }
             upstreams.push(backup.clone());
+            Some(backup)
+        }
+    };
+    let roles = Arc::new(Roles::new(primary, backup));
+    let replication = match &config.backup {
+        None => None,
+        Some(_) => {
             let replication = Replication::open(
                 config.data_dir.clone(),
                 config.queue.to_queue_config(),
                 config.replay.clone(),
-                primary.clone(),
-                backup,
+                roles.clone(),
                 metrics.clone(),
             )?;
             server.add_service(pingora::services::background::background_service(
@@ -133,15 +140,16 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
     };
     let writes = replication.as_ref().map(|replication| {
         Arc::new(WritePath {
-            primary: primary.clone(),
+            roles: roles.clone(),
             replication: replication.clone(),
             metrics: metrics.clone(),
             max_body_bytes: config.max_body_bytes,
+            max_hold_wait: std::time::Duration::from_millis(config.replay.max_hold_ms + 1_000),
         })
     });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(primary, metrics.clone(), writes),
+        GatewayProxy::new(roles, metrics.clone(), writes),
         "tandem proxy",
     );
     proxy.add_tcp(&config.listen.to_string());

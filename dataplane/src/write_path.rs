@@ -36,6 +36,7 @@ use crate::es::ops::{ReplicationOp, accepted_single};
 use crate::metrics::Metrics;
 use crate::proxy::{error_body, write_json};
 use crate::replication::Replication;
+use crate::roles::Roles;
 use crate::upstream::{ExchangeError, Upstream};
 
 /// Headers that describe one hop and are not forwarded.
@@ -54,14 +55,16 @@ const HOP_BY_HOP: &[&str] = &[
 /// Everything the write path needs.
 #[derive(Debug)]
 pub struct WritePath {
-    /// The primary cluster.
-    pub primary: Arc<Upstream>,
+    /// Current primary/backup roles and the write gate.
+    pub roles: Arc<Roles>,
     /// Queue and replayer of the replication task.
     pub replication: Arc<Replication>,
     /// Gateway metrics.
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Longest a write waits behind a cutover's write hold before 503.
+    pub max_hold_wait: std::time::Duration,
 }
 
 /// How a write ended, for metrics and logs.
@@ -81,17 +84,27 @@ impl WritePath {
         class: &RequestClass,
     ) -> Result<WriteOutcome> {
         let started = Instant::now();
-        let outcome = self.handle_inner(session, class).await;
+        // Held for the whole write, so a cutover never swaps roles between
+        // forwarding a write and recording it.
+        let outcome = match self.roles.write_permit(self.max_hold_wait).await {
+            Some(_permit) => {
+                let primary = self.roles.current().primary.clone();
+                self.handle_inner(session, class, &primary).await
+            }
+            None => {
+                let reason = format!(
+                    "writes are held for a cutover longer than {:?}; retry",
+                    self.max_hold_wait
+                );
+                reply_error(session, 503, "tandem_writes_held", &reason).await
+            }
+        };
         let status = match &outcome {
             Ok(o) => o.status,
             Err(_) => 0,
         };
-        self.metrics.observe_request(
-            class_name(class),
-            self.primary.role,
-            status,
-            started.elapsed(),
-        );
+        self.metrics
+            .observe_request(class_name(class), "primary", status, started.elapsed());
         outcome
     }
 
@@ -99,6 +112,7 @@ impl WritePath {
         &self,
         session: &mut Session,
         class: &RequestClass,
+        primary: &Upstream,
     ) -> Result<WriteOutcome> {
         if let Some(encoding) = session
             .req_header()
@@ -154,11 +168,11 @@ impl WritePath {
         }
 
         let header = forwarded_header(session.req_header())?;
-        let response = match self.primary.exchange(header, body.clone(), false).await {
+        let response = match primary.exchange(header, body.clone(), false).await {
             Ok(response) => response,
             Err(ExchangeError::Limited(limited)) => {
                 self.metrics
-                    .observe_limiter_rejection(self.primary.role, limited.kind.as_str());
+                    .observe_limiter_rejection("primary", limited.kind.as_str());
                 let body = error_body(429, "tandem_rate_limited", &limited.to_string());
                 let mut header = json_header(429, body.len())?;
                 header.insert_header(
