@@ -1,10 +1,33 @@
 //! Control-plane settings, from flags or environment variables.
+//!
+//! Two settings have no default and must be chosen explicitly:
+//!
+//! - **API authentication.** Every `tandem.v1` RPC needs
+//!   `authorization: Bearer <token>` with one of the `--auth-token` values
+//!   (`TANDEM_AUTH_TOKEN`, comma-separated to allow rotation). Without any
+//!   token the control plane refuses to start, unless `--insecure-no-auth`
+//!   says that an open API is really wanted (local development only). gRPC
+//!   health and reflection never need a token.
+//! - **The secret key** that seals stored cluster secrets: 32 bytes as
+//!   base64 or hex, in the file `--secret-key-file` (`TANDEM_SECRET_KEY_FILE`)
+//!   or in `TANDEM_SECRET_KEY`. With `--create-secret-key-file` a missing key
+//!   file is generated (mode 0600) — convenient for local development; in
+//!   production provision and back up the key yourself.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
+
+use crate::auth::BearerAuth;
+use crate::secrets::{SecretBox, SecretKey};
+
+/// Shortest accepted API token: shorter ones are guessable.
+pub const MIN_AUTH_TOKEN_CHARS: usize = 16;
+
 /// Everything the control plane needs to start.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct ControlPlaneConfig {
     /// Address of the gRPC API.
     #[arg(long, env = "TANDEM_CP_LISTEN", default_value = "127.0.0.1:50051")]
@@ -15,11 +38,217 @@ pub struct ControlPlaneConfig {
     /// How long to keep retrying the first Postgres connection, in seconds.
     #[arg(long, env = "TANDEM_DATABASE_WAIT_SECS", default_value_t = 30)]
     pub database_wait_secs: u64,
+    /// Bearer token(s) accepted on every `tandem.v1` RPC (at least 16
+    /// characters each). Repeat the flag, or separate tokens with commas in
+    /// the environment variable, to rotate tokens without downtime.
+    #[arg(
+        long = "auth-token",
+        env = "TANDEM_AUTH_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_tokens: Vec<String>,
+    /// Serve the API without authentication. For local development only;
+    /// without it the control plane refuses to start when no --auth-token is
+    /// configured.
+    #[arg(long, env = "TANDEM_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// File holding the 32-byte key that encrypts stored cluster secrets, as
+    /// base64 or 64 hex digits. Alternative: TANDEM_SECRET_KEY.
+    #[arg(long, env = "TANDEM_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The secret key itself (base64 or hex). Prefer --secret-key-file: a
+    /// flag value is visible to other local users in the process list.
+    #[arg(long, env = "TANDEM_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Generate a new random key into --secret-key-file when that file does
+    /// not exist yet (local development; back the file up otherwise).
+    #[arg(long, requires = "secret_key_file")]
+    pub create_secret_key_file: bool,
+    /// Timeout of each HTTP request when probing a cluster, in seconds.
+    #[arg(long, env = "TANDEM_PROBE_TIMEOUT_SECS", default_value_t = 10)]
+    pub probe_timeout_secs: u64,
+}
+
+impl Default for ControlPlaneConfig {
+    /// The flag defaults, with no database URL, no token and no key: set
+    /// those (tests use struct-update syntax from here).
+    fn default() -> Self {
+        ControlPlaneConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: String::new(),
+            database_wait_secs: 30,
+            auth_tokens: Vec::new(),
+            insecure_no_auth: false,
+            secret_key_file: None,
+            secret_key: None,
+            create_secret_key_file: false,
+            probe_timeout_secs: 10,
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlPlaneConfig {
+    // Hand-written so that tokens and keys never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneConfig")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field("database_wait_secs", &self.database_wait_secs)
+            .field(
+                "auth_tokens",
+                &format!("{} token(s)", self.auth_tokens.len()),
+            )
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .field("secret_key_file", &self.secret_key_file)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("create_secret_key_file", &self.create_secret_key_file)
+            .field("probe_timeout_secs", &self.probe_timeout_secs)
+            .finish()
+    }
 }
 
 impl ControlPlaneConfig {
     /// The first-connection retry window.
     pub fn database_wait(&self) -> Duration {
         Duration::from_secs(self.database_wait_secs)
+    }
+
+    /// Timeout of each probe request.
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_secs(self.probe_timeout_secs.max(1))
+    }
+
+    /// The API authentication policy, or why the configuration is refused.
+    pub fn auth(&self) -> anyhow::Result<BearerAuth> {
+        let tokens: Vec<String> = self
+            .auth_tokens
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        match (tokens.is_empty(), self.insecure_no_auth) {
+            (true, false) => anyhow::bail!(
+                "no API token configured: set --auth-token (env TANDEM_AUTH_TOKEN) to a random \
+                 string of at least {MIN_AUTH_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), \
+                 or pass --insecure-no-auth to serve the API without authentication (local development only)"
+            ),
+            (false, true) => anyhow::bail!(
+                "--insecure-no-auth conflicts with --auth-token (TANDEM_AUTH_TOKEN): choose one"
+            ),
+            (true, true) => Ok(BearerAuth::disabled()),
+            (false, false) => {
+                if let Some(n) = tokens
+                    .iter()
+                    .map(|t| t.chars().count())
+                    .find(|n| *n < MIN_AUTH_TOKEN_CHARS)
+                {
+                    anyhow::bail!(
+                        "--auth-token (TANDEM_AUTH_TOKEN): a token has {n} characters; \
+                         use at least {MIN_AUTH_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+                    );
+                }
+                Ok(BearerAuth::new(tokens))
+            }
+        }
+    }
+
+    /// The box sealing stored secrets, from the configured key.
+    pub fn secret_box(&self) -> anyhow::Result<SecretBox> {
+        let key = match (&self.secret_key_file, &self.secret_key) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "both --secret-key-file (TANDEM_SECRET_KEY_FILE) and --secret-key \
+                 (TANDEM_SECRET_KEY) are set: choose one"
+            ),
+            (Some(path), None) => SecretKey::load_file(path, self.create_secret_key_file)
+                .context("--secret-key-file (TANDEM_SECRET_KEY_FILE)")?,
+            (None, Some(text)) => {
+                SecretKey::parse(text).context("--secret-key (TANDEM_SECRET_KEY)")?
+            }
+            (None, None) => anyhow::bail!(
+                "no secret key for cluster credentials: set --secret-key-file <path> \
+                 (env TANDEM_SECRET_KEY_FILE) to a file holding 32 bytes as base64 or hex \
+                 (e.g. `openssl rand -base64 32 > tandem.key`), or TANDEM_SECRET_KEY to the key \
+                 itself; for local development add --create-secret-key-file to generate the file"
+            ),
+        };
+        Ok(SecretBox::new(&key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_needs_a_token_or_an_explicit_opt_out() {
+        let err = ControlPlaneConfig::default()
+            .auth()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--auth-token") && err.contains("--insecure-no-auth"));
+
+        let open = ControlPlaneConfig {
+            insecure_no_auth: true,
+            ..Default::default()
+        };
+        assert!(!open.auth().unwrap().is_enabled());
+
+        let short = ControlPlaneConfig {
+            auth_tokens: vec!["short".into()],
+            ..Default::default()
+        };
+        let err = short.auth().unwrap_err().to_string();
+        assert!(
+            err.contains("at least 16") && !err.contains("short"),
+            "{err}"
+        );
+
+        let both = ControlPlaneConfig {
+            auth_tokens: vec!["a".repeat(20)],
+            insecure_no_auth: true,
+            ..Default::default()
+        };
+        assert!(both.auth().is_err());
+    }
+
+    #[test]
+    fn secret_key_is_required_and_named_in_errors() {
+        let err = ControlPlaneConfig::default()
+            .secret_box()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--secret-key-file"), "{err}");
+
+        let bad = ControlPlaneConfig {
+            secret_key: Some("too-short".into()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", bad.secret_box().unwrap_err());
+        assert!(err.contains("TANDEM_SECRET_KEY"), "{err}");
+        assert!(!err.contains("too-short"), "key echoed: {err}");
+
+        let good = ControlPlaneConfig {
+            secret_key: Some(SecretKey::generate().to_base64()),
+            ..Default::default()
+        };
+        good.secret_box().unwrap();
+    }
+
+    #[test]
+    fn debug_hides_tokens_and_keys() {
+        let config = ControlPlaneConfig {
+            auth_tokens: vec!["t0ken-t0ken-t0ken-t0ken".into()],
+            secret_key: Some("k3y-k3y".into()),
+            database_url: "postgres://u:pw@h/db".into(),
+            ..Default::default()
+        };
+        let text = format!("{config:?}");
+        for secret in ["t0ken", "k3y", ":pw@"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
     }
 }

@@ -6,16 +6,31 @@
 //! inspection, and runs full-migration and comparison jobs.
 //!
 //! Modules:
-//! - [`config`]: command-line / environment settings.
-//! - [`store`]: Postgres pool and embedded migrations (`migrations/`).
+//! - [`config`]: command-line / environment settings (authentication and
+//!   the secret key have no default: see there).
+//! - [`auth`]: bearer-token check in front of every `tandem.v1` service.
+//! - [`secrets`]: sealing of stored secrets (XChaCha20-Poly1305).
+//! - [`validate`], [`pagination`]: request checks and the List convention
+//!   shared by every service.
+//! - [`probe`]: probing a search cluster over HTTP(S).
+//! - [`store`]: Postgres pool, embedded migrations (`migrations/`), tables.
+//! - [`services`]: the `tandem.v1` service implementations.
 //! - [`server`]: the gRPC server: every `tandem.v1` service plus gRPC health
 //!   and reflection.
 //!
-//! Start it with `tandem-controlplane --database-url postgres://...`; see
-//! [`serve`] to embed it (tests do).
+//! Start it with
+//! `tandem-controlplane --database-url postgres://... --auth-token <token> --secret-key-file <path>`
+//! (or `--insecure-no-auth --secret-key-file .tandem/secret.key --create-secret-key-file`
+//! on a development machine); see [`serve`] to embed it (tests do).
 
+pub mod auth;
 pub mod config;
+pub mod pagination;
+pub mod probe;
+pub mod secrets;
 pub mod server;
+pub mod services;
 pub mod store;
+pub mod validate;
 
 pub use server::serve;

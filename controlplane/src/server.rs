@@ -1,12 +1,13 @@
 //! The gRPC server: every `tandem.v1` service, gRPC health and reflection.
 //!
-//! Services whose RPCs are not implemented yet answer `UNIMPLEMENTED` (the
-//! generated default), so clients and `grpcurl` already see the whole
-//! contract.
+//! Every `tandem.v1` service sits behind the bearer-token check of
+//! [`crate::auth`]; health and reflection do not. Services whose RPCs are
+//! not implemented yet answer `UNIMPLEMENTED` (the generated default), so
+//! clients and `grpcurl` already see the whole contract.
 
 use std::future::Future;
 
-use tandem_proto::v1::cluster_service_server::{ClusterService, ClusterServiceServer};
+use tandem_proto::v1::cluster_service_server::ClusterServiceServer;
 use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceServer};
 use tandem_proto::v1::gateway_service_server::{GatewayService, GatewayServiceServer};
 use tandem_proto::v1::migration_service_server::{MigrationService, MigrationServiceServer};
@@ -18,6 +19,8 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
 use crate::config::ControlPlaneConfig;
+use crate::probe::Prober;
+use crate::secrets::SecretBox;
 use crate::store;
 
 /// Fully-qualified names of every `tandem.v1` service this server exposes.
@@ -35,10 +38,11 @@ pub const SERVICE_NAMES: &[&str] = &[
 pub struct Api {
     /// Postgres connection pool.
     pub pool: sqlx::PgPool,
+    /// Seals and opens stored secrets.
+    pub secrets: SecretBox,
+    /// Probes clusters over HTTP.
+    pub prober: Prober,
 }
-
-#[tonic::async_trait]
-impl ClusterService for Api {}
 #[tonic::async_trait]
 impl GatewayService for Api {}
 #[tonic::async_trait]
@@ -57,8 +61,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Refuse a configuration without authentication or secret key before
+    // touching the database.
+    let auth = config.auth()?;
+    let secrets = config.secret_box()?;
+    if !auth.is_enabled() {
+        tracing::warn!(
+            "--insecure-no-auth: the tandem.v1 API accepts requests without a token; \
+             never expose this control plane beyond a development machine"
+        );
+    }
     let pool = store::connect_and_migrate(&config.database_url, config.database_wait()).await?;
-    let api = Api { pool };
+    let api = Api {
+        pool,
+        secrets,
+        prober: Prober::new(config.probe_timeout()),
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -85,12 +103,27 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(ClusterServiceServer::new(api.clone()))
-        .add_service(GatewayServiceServer::new(api.clone()))
-        .add_service(ReplicationServiceServer::new(api.clone()))
-        .add_service(QueueServiceServer::new(api.clone()))
-        .add_service(MigrationServiceServer::new(api.clone()))
-        .add_service(CompareServiceServer::new(api))
+        .add_service(ClusterServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(GatewayServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(ReplicationServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(QueueServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(MigrationServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(CompareServiceServer::with_interceptor(api, auth))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

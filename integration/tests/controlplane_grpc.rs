@@ -35,6 +35,9 @@ impl TestControlPlane {
             listen: listener.local_addr().unwrap(),
             database_url: database_url.clone(),
             database_wait_secs: 10,
+            auth_tokens: vec!["controlplane-grpc-test-token".into()],
+            secret_key: Some(tandem_controlplane::secrets::SecretKey::generate().to_base64()),
+            ..Default::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -212,6 +215,9 @@ async fn start_fails_clearly_when_postgres_is_unreachable() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: url,
         database_wait_secs: 1,
+        insecure_no_auth: true,
+        secret_key: Some(tandem_controlplane::secrets::SecretKey::generate().to_base64()),
+        ..Default::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = tandem_controlplane::serve(&config, listener, std::future::pending())

@@ -4,6 +4,9 @@
 //! `tandem.v1` clients and adds a [`connect`] helper; the `tandemctl` binary
 //! in this crate is built on it.
 //!
+//! Every `tandem.v1` RPC needs the control plane's bearer token: wrap the
+//! channel with [`BearerToken`] (see [`cluster_client`]).
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let channel = tandem_client::connect("http://127.0.0.1:50051").await?;
@@ -11,6 +14,8 @@
 //! # Ok(()) }
 //! ```
 
+/// Well-known protobuf types (`Duration`, `Timestamp`) used by [`v1`].
+pub use prost_types;
 pub use tandem_proto::v1;
 
 use std::time::Duration;
@@ -26,4 +31,63 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to the control plane at {endpoint}"))
+}
+
+/// Adds `authorization: Bearer <token>` to every request, as the control
+/// plane requires on every `tandem.v1` service (health and reflection need
+/// no token). With no token, requests go out unchanged (for a control plane
+/// run with `--insecure-no-auth`).
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(***)"
+        } else {
+            "BearerToken(none)"
+        })
+    }
+}
+
+impl BearerToken {
+    /// A token to send; `None` or an empty one sends nothing.
+    pub fn new(token: Option<&str>) -> anyhow::Result<BearerToken> {
+        match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(BearerToken(None)),
+            Some(token) => {
+                let mut value: tonic::metadata::AsciiMetadataValue = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--token: must be printable ASCII"))?;
+                value.set_sensitive(true);
+                Ok(BearerToken(Some(value)))
+            }
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that sends the bearer token with every request.
+pub type AuthenticatedChannel =
+    tonic::service::interceptor::InterceptedService<Channel, BearerToken>;
+
+/// A ClusterService client sending `token` with every request.
+pub fn cluster_client(
+    channel: Channel,
+    token: BearerToken,
+) -> v1::cluster_service_client::ClusterServiceClient<AuthenticatedChannel> {
+    v1::cluster_service_client::ClusterServiceClient::with_interceptor(channel, token)
 }

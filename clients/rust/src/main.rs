@@ -1,8 +1,20 @@
 //! `tandemctl`: operator CLI for the Tandem control plane.
+//!
+//! ```text
+//! export TANDEM_ENDPOINT=http://127.0.0.1:50051 TANDEM_TOKEN=...
+//! tandemctl cluster register es-old --url http://es-old:9200 --username tandem --secret-stdin
+//! tandemctl cluster list
+//! tandemctl cluster get es-old --output json
+//! ```
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+use crate::cli::cluster::ClusterCommand;
+use crate::cli::output::Output;
 
 /// Operate Tandem: clusters, gateways, replication tasks, migrations.
 #[derive(Debug, Parser)]
@@ -12,9 +24,17 @@ struct Cli {
     #[arg(
         long,
         env = "TANDEM_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        global = true
     )]
     endpoint: String,
+    /// Bearer token of the control plane (its --auth-token). Not needed for
+    /// `health`.
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +47,9 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// Register, inspect, change, probe and remove clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,6 +77,21 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Cluster(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::cluster_client(channel, token);
+            cli::cluster::run(client, command, cli.output).await?;
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

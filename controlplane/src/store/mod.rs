@@ -1,13 +1,64 @@
-//! Postgres access: connection pool and schema migrations.
+//! Postgres access: connection pool, schema migrations, and one module per
+//! table family.
 //!
 //! Migrations live in `controlplane/migrations/` and are embedded in the
 //! binary; they are applied at start-up, under Postgres's advisory lock so
 //! several control-plane replicas starting together do not race.
+//!
+//! Longer SQL lives in `queries/*.sql`, pulled in with `include_str!`. Row
+//! structs (`#[derive(sqlx::FromRow)]`) stay private to their module, which
+//! hands out plain domain types instead.
+//!
+//! - [`clusters`]: the cluster registry.
+
+pub mod clusters;
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique name is already used.
+    #[error("name {0:?} is already taken")]
+    NameTaken(String),
+    /// A stored row violates what the code expects.
+    #[error("inconsistent stored data: {0}")]
+    Corrupt(String),
+    /// Postgres failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Ends a transaction after its work produced `result`: commits on `Ok`,
+/// rolls back (and logs `what`) on `Err`.
+///
+/// ```text
+/// let mut tx = pool.begin().await?;
+/// let result = async { /* queries on &mut *tx */ }.await;
+/// finish(tx, "register cluster", result).await
+/// ```
+pub async fn finish<T>(
+    tx: Transaction<'static, Postgres>,
+    what: &str,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "{what}: rolling back");
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "{what}: rollback failed");
+            }
+            Err(err)
+        }
+    }
+}
 
 /// The embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

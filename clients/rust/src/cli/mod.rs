@@ -1,0 +1,4 @@
+//! Subcommands of `tandemctl`, one module per service, and their output.
+
+pub mod cluster;
+pub mod output;
