@@ -283,6 +283,17 @@ async fn read_body(session: &mut Session, cap: usize) -> Result<Option<Bytes>> {
     if declared.is_some_and(|len| len > cap) {
         return Ok(None);
     }
+    // Clients sending large bodies (curl above 1 MB) wait for an interim
+    // 100 before sending; without it they stall for their timeout.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        session.write_continue_response().await?;
+    }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
     while let Some(chunk) = session.read_request_body().await? {
         if buf.len() + chunk.len() > cap {

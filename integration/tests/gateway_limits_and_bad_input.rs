@@ -322,3 +322,54 @@ async fn node_discovery_lists_the_clusters_http_nodes() {
     let status = http().get(&gw.url).send().await.unwrap().status();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_sent_with_expect_continue_get_an_interim_100() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (primary, backup) = primary_and_backup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.paused = true;
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("expect");
+    let body = format!("{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"1\"}}}}\n{{\"a\":1}}\n");
+    let mut stream = tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /_bulk HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/x-ndjson\r\n\
+         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The client holds the body back until it hears 100 Continue.
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        stream.read_exact(&mut interim),
+    )
+    .await
+    .expect("100 Continue within 500 ms")
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(response.contains("200 OK"), "{response}");
+    assert_eq!(
+        next_offset(&gw.admin_url).await,
+        1,
+        "the write was recorded"
+    );
+}
