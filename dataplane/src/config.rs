@@ -86,6 +86,10 @@ pub struct GatewayConfig {
     /// Replayer settings.
     #[serde(default)]
     pub replay: ReplayConfig,
+    /// Connection to the control plane (the agent); unset = the gateway
+    /// runs stand-alone, driven by its admin API only.
+    #[serde(default)]
+    pub control_plane: Option<crate::agent::ControlPlaneConfig>,
 }
 
 /// `[queue]`: limits of the durable queue and what happens when they are
@@ -393,7 +397,13 @@ impl GatewayConfig {
         self.replay.validate().map_err(|message| {
             let (field, message) = message.split_once(": ").unwrap_or(("replay", &message));
             invalid(field, message)
-        })
+        })?;
+        if let Some(control_plane) = &self.control_plane {
+            control_plane
+                .validate()
+                .map_err(|(field, message)| invalid(&field, message))?;
+        }
+        Ok(())
     }
 }
 

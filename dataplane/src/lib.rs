@@ -10,6 +10,8 @@
 //!   at start with errors naming the field.
 //! - [`proxy`]: the [`pingora::proxy::ProxyHttp`] implementation.
 //! - [`admin`]: health and readiness endpoints.
+//! - [`agent`]: the control-plane agent (`GatewayService.AgentStream`),
+//!   started when `[control_plane]` is configured.
 //! - [`server`]: assembling the Pingora server and running it on its own
 //!   thread with a controllable shutdown.
 //!
@@ -17,6 +19,7 @@
 //! `dataplane/gateway.example.toml`.
 
 pub mod admin;
+pub mod agent;
 pub mod config;
 pub mod dead_letters;
 pub mod es;

@@ -91,6 +91,8 @@ pub struct Metrics {
     /// Writes whose connection to the primary failed mid-exchange, so the
     /// client could not be told whether they were applied.
     pub unknown_outcome_writes: Counter,
+    /// 1 while the agent's stream to the control plane is open.
+    pub agent_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -209,8 +211,15 @@ impl Metrics {
             "Writes whose connection to the primary failed after they were sent",
             unknown_outcome_writes.clone(),
         );
+        let agent_connected = Gauge::default();
+        registry.register(
+            "agent_connected",
+            "1 while the agent stream to the control plane is open",
+            agent_connected.clone(),
+        );
         Metrics {
             registry,
+            agent_connected,
             unrecorded_writes,
             unknown_outcome_writes,
             requests,

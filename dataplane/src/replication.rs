@@ -339,10 +339,7 @@ impl Replication {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let roles = self
-            .roles
-            .swap(&hold)
-            .ok_or_else(|| CutoverError::Precondition("no backup cluster".into()))?;
+        let roles = self.roles.swap(&hold).map_err(CutoverError::Precondition)?;
         *self.versions.lock() = VersionCache::default();
         self.gc_done.lock().clear();
         drop(hold);

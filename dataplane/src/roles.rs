@@ -12,8 +12,12 @@
 //! Tokio's `RwLock` is write-preferring, so once a hold is requested, new
 //! writes queue behind it while the in-flight ones finish.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use parking_lot::RwLock;
 use tokio::sync::{RwLock as AsyncRwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -37,6 +41,15 @@ pub struct RolePair {
 pub struct Roles {
     current: RwLock<Arc<RolePair>>,
     gate: AsyncRwLock<()>,
+    /// Where the direction is persisted, so a restart after a cutover keeps
+    /// writing to the new primary (and replays the queue to the right
+    /// cluster).
+    state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RolesFile {
+    reversed: bool,
 }
 
 /// A shared permit held by one write while it runs.
@@ -55,7 +68,50 @@ impl Roles {
                 reversed: false,
             })),
             gate: AsyncRwLock::new(()),
+            state_file: None,
         }
+    }
+
+    /// Roles as configured, then swapped if `state_file` says a cutover
+    /// happened before a restart. Later swaps are persisted there.
+    pub fn open(
+        primary: Arc<Upstream>,
+        backup: Option<Arc<Upstream>>,
+        state_file: PathBuf,
+    ) -> anyhow::Result<Roles> {
+        let persisted: RolesFile = match std::fs::read(&state_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is unreadable ({e}); it records whether primary and backup were swapped: fix or remove it deliberately",
+                    state_file.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RolesFile::default(),
+            Err(e) => anyhow::bail!("reading {}: {e}", state_file.display()),
+        };
+        let (primary, backup) = match (persisted.reversed, backup) {
+            (true, Some(backup)) => (backup, Some(primary)),
+            (true, None) => anyhow::bail!(
+                "{} says primary and backup were swapped, but no [backup] is configured",
+                state_file.display()
+            ),
+            (false, backup) => (primary, backup),
+        };
+        if persisted.reversed {
+            tracing::warn!(
+                primary = %primary.config().url,
+                "starting with primary and backup swapped (a cutover happened before the restart)"
+            );
+        }
+        Ok(Roles {
+            current: RwLock::new(Arc::new(RolePair {
+                primary,
+                backup,
+                reversed: persisted.reversed,
+            })),
+            gate: AsyncRwLock::new(()),
+            state_file: Some(state_file),
+        })
     }
 
     /// The roles now.
@@ -75,16 +131,38 @@ impl Roles {
     }
 
     /// Swaps primary and backup; requires the write hold so no write sees
-    /// half a swap. Returns the new roles.
-    pub fn swap(&self, _hold: &WriteHold<'_>) -> Option<Arc<RolePair>> {
+    /// half a swap. The new direction is durable before it takes effect.
+    /// Returns the new roles.
+    pub fn swap(&self, _hold: &WriteHold<'_>) -> Result<Arc<RolePair>, String> {
         let mut current = self.current.write();
-        let backup = current.backup.clone()?;
+        let backup = current
+            .backup
+            .clone()
+            .ok_or_else(|| "no backup cluster is configured".to_string())?;
         let swapped = Arc::new(RolePair {
             primary: backup,
             backup: Some(current.primary.clone()),
             reversed: !current.reversed,
         });
+        if let Some(path) = &self.state_file {
+            persist(path, swapped.reversed)
+                .map_err(|e| format!("cannot persist the new roles in {}: {e}", path.display()))?;
+        }
         *current = swapped.clone();
-        Some(swapped)
+        Ok(swapped)
     }
+}
+
+/// Writes the direction atomically: temporary file, fsync, rename, fsync
+/// of the directory.
+fn persist(path: &Path, reversed: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(serde_json::to_string(&RolesFile { reversed })?.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

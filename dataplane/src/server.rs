@@ -120,7 +120,15 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
             Some(backup)
         }
     };
-    let roles = Arc::new(Roles::new(primary, backup));
+    let roles = Arc::new(match backup {
+        // With replication, the direction survives restarts.
+        Some(backup) => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", config.data_dir.display()))?;
+            Roles::open(primary, Some(backup), config.data_dir.join("roles.json"))?
+        }
+        None => Roles::new(primary, None),
+    });
     let replication = match &config.backup {
         None => None,
         Some(_) => {
@@ -147,6 +155,19 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
             max_hold_wait: std::time::Duration::from_millis(config.replay.max_hold_ms + 1_000),
         })
     });
+    if let Some(control_plane) = &config.control_plane {
+        let agent = crate::agent::Agent::new(
+            config,
+            control_plane,
+            replication.clone(),
+            roles.clone(),
+            metrics.clone(),
+        )?;
+        server.add_service(pingora::services::background::background_service(
+            "control plane agent",
+            crate::agent::AgentService(agent),
+        ));
+    }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         GatewayProxy::new(roles, metrics.clone(), writes),

@@ -33,7 +33,7 @@ async fn cutover_and_rollback_under_continuous_writes_lose_nothing() {
     )
     .await;
 
-    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let statuses = Arc::new(Mutex::new(Vec::<(String, u16)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -49,7 +49,7 @@ async fn cutover_and_rollback_under_continuous_writes_lose_nothing() {
                 // New documents and rewrites of earlier ones.
                 let id = format!("{w}-{}", i % 50);
                 let status = put_doc(&url, &index, &id, json!({ "w": w, "i": i })).await;
-                statuses.lock().push(status);
+                statuses.lock().push((id, status));
                 i += 1;
             }
         }));
@@ -73,14 +73,18 @@ async fn cutover_and_rollback_under_continuous_writes_lose_nothing() {
     }
     let statuses = statuses.lock().clone();
     assert!(statuses.len() > 100, "only {} writes", statuses.len());
-    let errors: Vec<&u16> = statuses
+    let errors: Vec<&(String, u16)> = statuses
         .iter()
-        .filter(|s| !matches!(s, 200 | 201))
+        .filter(|(_, s)| !matches!(s, 200 | 201))
         .collect();
     assert!(errors.is_empty(), "clients saw errors: {errors:?}");
 
     drain(&gw.admin_url, Duration::from_secs(60)).await;
-    assert_eq!(assert_index_equal(&old.url, &new.url, &index).await, 200);
+    let written: std::collections::BTreeSet<&String> = statuses.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        assert_index_equal(&old.url, &new.url, &index).await,
+        written.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,4 +142,46 @@ async fn cutover_is_refused_while_the_backup_lags_and_roles_stay() {
     )
     .await;
     assert_eq!(bad, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_roles_survive_a_gateway_restart() {
+    let (old, new) = primary_and_backup();
+    let dir = tempfile::tempdir().unwrap();
+    let options = GatewayOptions::replicating(&old.url, &new.url, dir.path());
+    let gw = TestGateway::start_with(options.clone()).await;
+    let index = unique_index("cutover-restart");
+    create_index(
+        &gw.url,
+        &index,
+        json!({ "properties": { "i": { "type": "long" } } }),
+    )
+    .await;
+    drain(&gw.admin_url, Duration::from_secs(60)).await;
+    let report = admin_post(&gw.admin_url, "/replication/cutover", None).await;
+    assert_eq!(report["reversed"], true, "{report}");
+    gw.stop();
+
+    let gw = TestGateway::start_with(options).await;
+    let state = replication_status(&gw.admin_url).await;
+    assert_eq!(state["reversed"], true, "{state}");
+    assert_eq!(state["primary"], new.url.as_str(), "{state}");
+    // Writes go to the new primary first; the old cluster gets them by replay.
+    admin_post(&gw.admin_url, "/replication/pause", None).await;
+    index_numbered_docs(&gw.url, &index, 0..5).await;
+    let (on_new, _) = call(
+        reqwest::Method::GET,
+        format!("{}/{index}/_doc/3", new.url),
+        None,
+    )
+    .await;
+    let (on_old, _) = call(
+        reqwest::Method::GET,
+        format!("{}/{index}/_doc/3", old.url),
+        None,
+    )
+    .await;
+    assert_eq!((on_new, on_old), (200, 404));
+    drain(&gw.admin_url, Duration::from_secs(60)).await;
+    assert_eq!(assert_index_equal(&new.url, &old.url, &index).await, 5);
 }
