@@ -7,6 +7,7 @@
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/upstreams` | primary and backup nodes (after discovery) |
 //! | GET | `/replication` | replayer state, queue depth, lag, dead letters |
+//! | GET | `/replication/records?from=N&limit=M&bodies=true` | the queue view: recorded ops (kind, index, id, version, `version_fenced`), bodies redacted unless asked |
 //! | POST | `/replication/pause` | stop replaying (writes are still recorded) |
 //! | POST | `/replication/resume` | replay again |
 //! | POST | `/replication/cutover?max_lag=N&max_hold_ms=M` | refused (409) while lag > N (default 1000); else hold writes up to M ms, drain, swap primary and backup, release (again to roll back) |
@@ -147,6 +148,40 @@ impl AdminApp {
                 match replication.repair(dry_run) {
                     Ok(report) => (200, repair_json(&report)),
                     Err(err) => error(409, &format!("repair not possible: {err}")),
+                }
+            }
+            (&Method::GET, "/replication/records") => {
+                let mut from = None;
+                let mut limit = 20usize;
+                let mut bodies = false;
+                for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                    let (key, value) = kv.split_once('=').unwrap_or((kv, "true"));
+                    let bad = || error(400, &format!("{key}: invalid value {value:?}"));
+                    match key {
+                        "from" => match value.parse() {
+                            Ok(v) => from = Some(v),
+                            Err(_) => return bad(),
+                        },
+                        "limit" => match value.parse::<usize>() {
+                            Ok(v) if (1..=1000).contains(&v) => limit = v,
+                            _ => return error(400, "limit: must be between 1 and 1000"),
+                        },
+                        "bodies" => match value {
+                            "true" => bodies = true,
+                            "false" => bodies = false,
+                            _ => return bad(),
+                        },
+                        other => {
+                            return error(
+                                400,
+                                &format!("unknown parameter {other:?}; use from, limit, bodies"),
+                            );
+                        }
+                    }
+                }
+                match replication.peek_json(from, limit, bodies) {
+                    Ok(view) => (200, view),
+                    Err(err) => error(500, &format!("reading the queue: {err}")),
                 }
             }
             (&Method::GET, "/replication/dead-letters") => {

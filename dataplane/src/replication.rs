@@ -378,6 +378,44 @@ impl Replication {
             .unwrap_or(0)
     }
 
+    /// The queue view: up to `limit` records from offset `from` (default:
+    /// the replayer's next record), each decoded with its op kind, index,
+    /// id, version and `version_fenced` flag; bodies redacted unless
+    /// `with_bodies`.
+    pub fn peek_json(
+        &self,
+        from: Option<u64>,
+        limit: usize,
+        with_bodies: bool,
+    ) -> Result<Value, QueueError> {
+        let stats = self.queue.stats();
+        let next_to_replay = stats
+            .consumers
+            .iter()
+            .find(|c| c.name == REPLAYER)
+            .and_then(|c| c.acked_offset.map(|o| o + 1))
+            .unwrap_or(stats.first_offset);
+        let from = from.unwrap_or(next_to_replay);
+        let records = self.queue.peek(from, limit)?;
+        let records: Vec<Value> = records
+            .iter()
+            .map(|record| {
+                let op = match ReplicationOp::decode(&record.payload) {
+                    Ok(op) => op.describe(with_bodies),
+                    Err(err) => json!({ "undecodable": err.to_string() }),
+                };
+                json!({
+                    "offset": record.offset,
+                    "enqueued_at_ms": record.enqueued_at_ms,
+                    "bytes": record.payload.len(),
+                    "replayed": record.offset < next_to_replay,
+                    "op": op,
+                })
+            })
+            .collect();
+        Ok(json!({ "from": from, "next_to_replay": next_to_replay, "records": records }))
+    }
+
     /// Pauses the replayer (writes are still recorded).
     pub fn pause(&self) {
         self.paused.send_replace(true);

@@ -254,3 +254,104 @@ async fn bulk_items_rejected_by_the_primary_are_not_replayed() {
     let status = replication_status(&gw.admin_url).await;
     assert_eq!(status["dead_letters"], 0, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_view_flags_query_scoped_writes_and_never_holds_client_credentials() {
+    use base64::Engine;
+    use reqwest::Method;
+    let (primary, backup) = pairs()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.paused = true;
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("queue-view");
+    let client = tandem_integration::http();
+    // The client's own credentials travel to the primary (which has no
+    // security plugin here and ignores them) but must never be recorded.
+    let secret = "queue-view-user:s3cr3t-hunter2";
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(secret)
+    );
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            format!("{index}/_doc/1?refresh=true"),
+            json!({ "n": 1, "secret": "doc-body" }),
+        ),
+        (
+            Method::POST,
+            format!("{index}/_update_by_query?refresh=true"),
+            json!({ "query": { "match_all": {} } }),
+        ),
+    ] {
+        let response = client
+            .request(method, format!("{}/{path}", gw.url))
+            .header("authorization", &auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+
+    let (status, view) = call(
+        Method::GET,
+        format!("{}/replication/records", gw.admin_url),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    let records = view["records"].as_array().unwrap();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["op"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["index", "query_scoped"], "{view}");
+    assert_eq!(records[0]["op"]["version_fenced"], true);
+    assert_eq!(
+        records[1]["op"]["version_fenced"], false,
+        "by-query writes are not version-fenced"
+    );
+    assert!(
+        records[0]["op"]["source"]["redacted_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "bodies redacted by default: {view}"
+    );
+    let (_, with_bodies) = call(
+        Method::GET,
+        format!("{}/replication/records?bodies=true&limit=1", gw.admin_url),
+        None,
+    )
+    .await;
+    assert!(
+        with_bodies["records"][0]["op"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("doc-body")
+    );
+    let (bad, _) = call(
+        Method::GET,
+        format!("{}/replication/records?limit=0", gw.admin_url),
+        None,
+    )
+    .await;
+    assert_eq!(bad, 400);
+
+    // Nothing under the queue directory holds the credentials.
+    let encoded = auth.trim_start_matches("Basic ").to_string();
+    for entry in std::fs::read_dir(dir.path().join("queue")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("hunter2") && !text.contains(&encoded),
+            "credentials recorded"
+        );
+    }
+}

@@ -164,6 +164,7 @@
 
 mod error;
 mod ledger;
+mod peek;
 mod reader;
 pub mod record;
 mod recovery;
