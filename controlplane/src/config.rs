@@ -21,10 +21,15 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::auth::BearerAuth;
+use crate::fleet::AgentSettings;
 use crate::secrets::{SecretBox, SecretKey};
 
 /// Shortest accepted API token: shorter ones are guessable.
 pub const MIN_AUTH_TOKEN_CHARS: usize = 16;
+/// Shortest accepted agent heartbeat / statistics interval.
+pub const MIN_AGENT_INTERVAL_MS: u64 = 100;
+/// Longest accepted agent heartbeat / statistics interval (one hour).
+pub const MAX_AGENT_INTERVAL_MS: u64 = 3_600_000;
 
 /// Everything the control plane needs to start.
 #[derive(Clone, clap::Args)]
@@ -68,6 +73,19 @@ pub struct ControlPlaneConfig {
     /// Timeout of each HTTP request when probing a cluster, in seconds.
     #[arg(long, env = "TANDEM_PROBE_TIMEOUT_SECS", default_value_t = 10)]
     pub probe_timeout_secs: u64,
+    /// Interval between gateway heartbeats, in milliseconds, sent to every
+    /// agent in its welcome. A gateway silent for three intervals is marked
+    /// disconnected.
+    #[arg(
+        long,
+        env = "TANDEM_AGENT_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub agent_heartbeat_interval_ms: u64,
+    /// Interval between gateway queue statistics reports, in milliseconds.
+    /// Statistics older than three intervals are shown as stale.
+    #[arg(long, env = "TANDEM_AGENT_STATS_INTERVAL_MS", default_value_t = 10_000)]
+    pub agent_stats_interval_ms: u64,
 }
 
 impl Default for ControlPlaneConfig {
@@ -84,6 +102,8 @@ impl Default for ControlPlaneConfig {
             secret_key: None,
             create_secret_key_file: false,
             probe_timeout_secs: 10,
+            agent_heartbeat_interval_ms: 10_000,
+            agent_stats_interval_ms: 10_000,
         }
     }
 }
@@ -107,6 +127,11 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
             .field("create_secret_key_file", &self.create_secret_key_file)
             .field("probe_timeout_secs", &self.probe_timeout_secs)
+            .field(
+                "agent_heartbeat_interval_ms",
+                &self.agent_heartbeat_interval_ms,
+            )
+            .field("agent_stats_interval_ms", &self.agent_stats_interval_ms)
             .finish()
     }
 }
@@ -120,6 +145,28 @@ impl ControlPlaneConfig {
     /// Timeout of each probe request.
     pub fn probe_timeout(&self) -> Duration {
         Duration::from_secs(self.probe_timeout_secs.max(1))
+    }
+
+    /// The agent-stream intervals, or why they are refused.
+    pub fn agent_settings(&self) -> anyhow::Result<AgentSettings> {
+        let check = |flag: &str, ms: u64| -> anyhow::Result<Duration> {
+            if !(MIN_AGENT_INTERVAL_MS..=MAX_AGENT_INTERVAL_MS).contains(&ms) {
+                anyhow::bail!(
+                    "{flag}: must be between {MIN_AGENT_INTERVAL_MS} and {MAX_AGENT_INTERVAL_MS} ms (got {ms})"
+                );
+            }
+            Ok(Duration::from_millis(ms))
+        };
+        Ok(AgentSettings {
+            heartbeat_interval: check(
+                "--agent-heartbeat-interval-ms (TANDEM_AGENT_HEARTBEAT_INTERVAL_MS)",
+                self.agent_heartbeat_interval_ms,
+            )?,
+            stats_interval: check(
+                "--agent-stats-interval-ms (TANDEM_AGENT_STATS_INTERVAL_MS)",
+                self.agent_stats_interval_ms,
+            )?,
+        })
     }
 
     /// The API authentication policy, or why the configuration is refused.
@@ -236,6 +283,18 @@ mod tests {
             ..Default::default()
         };
         good.secret_box().unwrap();
+    }
+
+    #[test]
+    fn agent_intervals_are_bounded() {
+        let settings = ControlPlaneConfig::default().agent_settings().unwrap();
+        assert_eq!(settings.heartbeat_interval, Duration::from_secs(10));
+        let fast = ControlPlaneConfig {
+            agent_heartbeat_interval_ms: 5,
+            ..Default::default()
+        };
+        let err = fast.agent_settings().unwrap_err().to_string();
+        assert!(err.starts_with("--agent-heartbeat-interval-ms"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`validate`], [`pagination`]: request checks and the List convention
 //!   shared by every service.
 //! - [`probe`]: probing a search cluster over HTTP(S).
+//! - [`fleet`]: the agent streams of the gateways connected to this process,
+//!   and how other services push desired states and commands to them.
 //! - [`store`]: Postgres pool, embedded migrations (`migrations/`), tables.
 //! - [`services`]: the `tandem.v1` service implementations.
 //! - [`server`]: the gRPC server: every `tandem.v1` service plus gRPC health
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod fleet;
 pub mod pagination;
 pub mod probe;
 pub mod secrets;

@@ -4,14 +4,18 @@
 //! [`crate::auth`]; health and reflection do not. Services whose RPCs are
 //! not implemented yet answer `UNIMPLEMENTED` (the generated default), so
 //! clients and `grpcurl` already see the whole contract.
+//!
+//! Shutdown is graceful: when the shutdown future resolves, the gateways'
+//! agent streams and the watch streams are closed first (see
+//! [`crate::fleet::Fleet::shutdown`]); then in-flight RPCs finish.
 
 use std::future::Future;
 
 use tandem_proto::v1::cluster_service_server::ClusterServiceServer;
 use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceServer};
-use tandem_proto::v1::gateway_service_server::{GatewayService, GatewayServiceServer};
+use tandem_proto::v1::gateway_service_server::GatewayServiceServer;
 use tandem_proto::v1::migration_service_server::{MigrationService, MigrationServiceServer};
-use tandem_proto::v1::queue_service_server::{QueueService, QueueServiceServer};
+use tandem_proto::v1::queue_service_server::QueueServiceServer;
 use tandem_proto::v1::replication_service_server::{ReplicationService, ReplicationServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -19,6 +23,7 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
 use crate::config::ControlPlaneConfig;
+use crate::fleet::{self, Fleet};
 use crate::probe::Prober;
 use crate::secrets::SecretBox;
 use crate::store;
@@ -42,13 +47,11 @@ pub struct Api {
     pub secrets: SecretBox,
     /// Probes clusters over HTTP.
     pub prober: Prober,
+    /// The gateways whose agent stream this process holds.
+    pub fleet: Fleet,
 }
 #[tonic::async_trait]
-impl GatewayService for Api {}
-#[tonic::async_trait]
 impl ReplicationService for Api {}
-#[tonic::async_trait]
-impl QueueService for Api {}
 #[tonic::async_trait]
 impl MigrationService for Api {}
 #[tonic::async_trait]
@@ -65,6 +68,7 @@ pub async fn serve(
     // touching the database.
     let auth = config.auth()?;
     let secrets = config.secret_box()?;
+    let agent_settings = config.agent_settings()?;
     if !auth.is_enabled() {
         tracing::warn!(
             "--insecure-no-auth: the tandem.v1 API accepts requests without a token; \
@@ -72,10 +76,13 @@ pub async fn serve(
         );
     }
     let pool = store::connect_and_migrate(&config.database_url, config.database_wait()).await?;
+    let fleet = Fleet::new(agent_settings);
+    let sweep = fleet::liveness::spawn(pool.clone(), fleet.clone());
     let api = Api {
         pool,
         secrets,
         prober: Prober::new(config.probe_timeout()),
+        fleet: fleet.clone(),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -98,8 +105,14 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "control plane serving gRPC");
-    tonic::transport::Server::builder()
+    tracing::info!(%addr, instance_id = %fleet.instance_id(), "control plane serving gRPC");
+    // Agent streams and watches never end by themselves: close them when the
+    // shutdown starts, or the graceful shutdown would wait for them forever.
+    let shutdown = async move {
+        shutdown.await;
+        fleet.shutdown();
+    };
+    let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -125,6 +138,8 @@ pub async fn serve(
         ))
         .add_service(CompareServiceServer::with_interceptor(api, auth))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    sweep.abort();
+    served?;
     Ok(())
 }

@@ -91,3 +91,19 @@ pub fn cluster_client(
 ) -> v1::cluster_service_client::ClusterServiceClient<AuthenticatedChannel> {
     v1::cluster_service_client::ClusterServiceClient::with_interceptor(channel, token)
 }
+
+/// A GatewayService client sending `token` with every request.
+pub fn gateway_client(
+    channel: Channel,
+    token: BearerToken,
+) -> v1::gateway_service_client::GatewayServiceClient<AuthenticatedChannel> {
+    v1::gateway_service_client::GatewayServiceClient::with_interceptor(channel, token)
+}
+
+/// A QueueService client sending `token` with every request.
+pub fn queue_client(
+    channel: Channel,
+    token: BearerToken,
+) -> v1::queue_service_client::QueueServiceClient<AuthenticatedChannel> {
+    v1::queue_service_client::QueueServiceClient::with_interceptor(channel, token)
+}

@@ -5,6 +5,9 @@
 //! tandemctl cluster register es-old --url http://es-old:9200 --username tandem --secret-stdin
 //! tandemctl cluster list
 //! tandemctl cluster get es-old --output json
+//! tandemctl gateway list
+//! tandemctl gateway drain edge-1 --wait
+//! tandemctl queue stats -o json
 //! ```
 
 mod cli;
@@ -14,7 +17,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::cli::cluster::ClusterCommand;
+use crate::cli::gateway::GatewayCommand;
 use crate::cli::output::Output;
+use crate::cli::queue::QueueCommand;
 
 /// Operate Tandem: clusters, gateways, replication tasks, migrations.
 #[derive(Debug, Parser)]
@@ -50,6 +55,12 @@ enum Command {
     /// Register, inspect, change, probe and remove clusters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Inspect the gateway fleet; drain, undrain and forget gateways.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Inspect the gateways' replication queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -81,6 +92,16 @@ async fn main() -> anyhow::Result<()> {
             let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
             let client = tandem_client::cluster_client(channel, token);
             cli::cluster::run(client, command, cli.output).await?;
+        }
+        Command::Gateway(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::gateway_client(channel, token);
+            cli::gateway::run(client, command, cli.output).await?;
+        }
+        Command::Queue(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::queue_client(channel, token);
+            cli::queue::run(client, command, cli.output).await?;
         }
     }
     Ok(())

@@ -5,6 +5,8 @@
 //! [`crate::store`], and map failures to one gRPC status at this edge.
 
 pub mod clusters;
+pub mod gateways;
+pub mod queues;
 
 use chrono::{DateTime, Utc};
 use tonic::Status;

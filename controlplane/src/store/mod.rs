@@ -10,8 +10,11 @@
 //! hands out plain domain types instead.
 //!
 //! - [`clusters`]: the cluster registry.
+//! - [`gateways`]: the gateway fleet (agent registrations, reports, drain
+//!   requests, events).
 
 pub mod clusters;
+pub mod gateways;
 
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
 //! Subcommands of `tandemctl`, one module per service, and their output.
 
 pub mod cluster;
+pub mod gateway;
 pub mod output;
+pub mod queue;

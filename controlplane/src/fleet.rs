@@ -1,0 +1,527 @@
+//! The gateways connected to this control-plane process, and the way other
+//! services reach them.
+//!
+//! # Agent streams
+//!
+//! Every gateway runs an agent that keeps one `GatewayService.AgentStream`
+//! open (`fleet::session` runs the control plane's side of one stream):
+//!
+//! 1. The first message must be `AgentHello` (anything else, or a malformed
+//!    hello, fails the RPC with `INVALID_ARGUMENT` naming the field). The
+//!    gateway row is created or refreshed and marked CONNECTED, owned by the
+//!    new stream (`connection_id`) on this process (`instance_id`). The
+//!    answer is `AgentWelcome`, then the gateway's current `DesiredState`.
+//! 2. Heartbeats and queue statistics are kept in memory and written by one
+//!    writer task per stream that always writes the latest values: while a
+//!    write is in flight, newer reports replace older ones instead of
+//!    queueing (a slow database costs freshness, never memory). Every write
+//!    is conditioned on the stream still owning the row; a write that finds
+//!    another owner closes the stream with `ABORTED` (a newer stream of the
+//!    same gateway exists, possibly on another replica).
+//! 3. Events are stored (once per gateway sequence number) and acknowledged
+//!    with `EventAck`; command results complete the matching
+//!    [`Fleet::send_command`] call.
+//! 4. A second stream of the same gateway on this process replaces the first,
+//!    which is closed with `ABORTED`. A stream silent for three heartbeat
+//!    intervals is closed with `DEADLINE_EXCEEDED`. When a stream ends, the
+//!    gateway is marked DISCONNECTED — only if that stream still owns it.
+//! 5. [`liveness`] marks DISCONNECTED the gateways nobody heard from for three
+//!    heartbeat intervals, whichever replica held them (it may have died).
+//!
+//! # Desired state
+//!
+//! The desired state of a gateway is built from its row ([`desired_state`]):
+//! its version (`desired_version`), the drain request, and — once
+//! ReplicationService exists — its task assignments. Whoever changes it
+//! persists the change first (raising `desired_version`), then calls
+//! [`Fleet::push_desired_state`] to deliver it at once if the gateway is
+//! connected here. A gateway connected to another replica gets it from that
+//! replica within one heartbeat: after each write, a stream whose row shows
+//! a higher `desired_version` than it last sent pushes the new state.
+//!
+//! # Commands
+//!
+//! [`Fleet::send_command`] sends a `GatewayCommand` to a gateway connected to
+//! this process and waits for its `CommandResult` (correlated by
+//! `command_id`), up to a timeout. Commands are not persisted: a command
+//! whose gateway disconnects before answering fails with
+//! [`FleetError::Disconnected`], and the caller decides whether to retry.
+
+pub mod liveness;
+pub(crate) mod session;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::services::{duration, timestamp};
+use crate::store::gateways::GatewayRecord;
+
+/// Default quiet period of a drain (DrainGatewayRequest: "Zero means 30 s").
+pub const DEFAULT_DRAIN_QUIET_PERIOD: Duration = Duration::from_secs(30);
+
+/// Default time [`Fleet::send_command`] callers wait for a gateway's answer.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a new stream may take to send its `AgentHello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Messages queued towards one agent before senders wait.
+const OUTBOUND_CAPACITY: usize = 64;
+
+/// Intervals told to every agent in its `AgentWelcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Interval between heartbeats; three without any message close the
+    /// stream and mark the gateway disconnected.
+    pub heartbeat_interval: Duration,
+    /// Interval between queue statistics reports; statistics older than
+    /// three intervals are stale.
+    pub stats_interval: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            heartbeat_interval: Duration::from_secs(10),
+            stats_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a gateway could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// The gateway has no agent stream on this control-plane process.
+    #[error("gateway {0} is not connected to this control plane")]
+    NotConnected(String),
+    /// The gateway did not answer in time.
+    #[error("gateway {gateway_id} did not answer command {command_id} within {timeout:?}")]
+    Timeout {
+        /// Gateway.
+        gateway_id: String,
+        /// Command.
+        command_id: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// The agent stream closed before the gateway answered.
+    #[error("the agent stream of gateway {0} closed before the gateway answered")]
+    Disconnected(String),
+}
+
+impl FleetError {
+    /// The gRPC status for this failure (`UNAVAILABLE` or
+    /// `DEADLINE_EXCEEDED`), naming `field` (the request's gateway field).
+    pub fn status(&self, field: &str) -> Status {
+        match self {
+            FleetError::NotConnected(_) | FleetError::Disconnected(_) => {
+                Status::unavailable(format!("{field}: {self}; retry once it is connected"))
+            }
+            FleetError::Timeout { .. } => Status::deadline_exceeded(format!("{field}: {self}")),
+        }
+    }
+}
+
+/// One open agent stream, as other services see it.
+pub(crate) struct AgentLink {
+    gateway_id: String,
+    connection_id: Uuid,
+    /// Messages to the agent; taken when the session ends, which ends the
+    /// response stream even while a caller still holds the link.
+    outbound: Mutex<Option<mpsc::Sender<Result<pb::AgentStreamResponse, Status>>>>,
+    /// Commands sent and not answered yet, by `command_id`.
+    pending: Mutex<HashMap<String, oneshot::Sender<pb::CommandResult>>>,
+    /// Highest desired-state version sent on this stream.
+    last_pushed_version: AtomicU64,
+    /// Ends the stream with the given status (taken by the first closer).
+    close: Mutex<Option<oneshot::Sender<Status>>>,
+}
+
+impl AgentLink {
+    /// Asks the session to end the stream with `status`. Later calls do
+    /// nothing.
+    pub(crate) fn close(&self, status: Status) {
+        let sender = self.close.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sender) = sender {
+            let _ = sender.send(status);
+        }
+    }
+
+    /// Sends `state` unless a state of the same or a higher version was
+    /// already sent (the gateway would ignore it).
+    async fn push(&self, state: pb::DesiredState) -> Result<(), FleetError> {
+        let version = state.version;
+        if self
+            .last_pushed_version
+            .fetch_max(version, Ordering::SeqCst)
+            >= version
+        {
+            return Ok(());
+        }
+        self.send(pb::agent_stream_response::Payload::DesiredState(state))
+            .await
+    }
+
+    async fn send(&self, payload: pb::agent_stream_response::Payload) -> Result<(), FleetError> {
+        let disconnected = || FleetError::Disconnected(self.gateway_id.clone());
+        let outbound = self
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(disconnected)?;
+        outbound
+            .send(Ok(pb::AgentStreamResponse {
+                payload: Some(payload),
+            }))
+            .await
+            .map_err(|_| disconnected())
+    }
+
+    /// Ends the response stream, with `status` as its final status when
+    /// given (otherwise it ends OK).
+    async fn end_stream(&self, status: Option<Status>) {
+        let outbound = self
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (Some(outbound), Some(status)) = (outbound, status) {
+            // A peer that stopped reading must not hold the session.
+            let _ = tokio::time::timeout(Duration::from_secs(1), outbound.send(Err(status))).await;
+        }
+    }
+
+    /// Highest desired-state version sent on this stream.
+    fn pushed_version(&self) -> u64 {
+        self.last_pushed_version.load(Ordering::SeqCst)
+    }
+
+    /// Hands `result` to the caller waiting for it; false when nobody waits
+    /// (unknown id, or the caller gave up).
+    pub(crate) fn complete(&self, result: pb::CommandResult) -> bool {
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&result.command_id);
+        waiter.is_some_and(|w| w.send(result).is_ok())
+    }
+}
+
+/// The registry of the agent streams open on this control-plane process.
+/// Cheap to clone; every clone shares the registry.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    instance_id: String,
+    settings: AgentSettings,
+    agents: Mutex<HashMap<String, Arc<AgentLink>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("instance_id", &self.inner.instance_id)
+            .field("settings", &self.inner.settings)
+            .field("connected", &self.agents().len())
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// An empty registry for a process identified by a fresh instance id.
+    pub fn new(settings: AgentSettings) -> Fleet {
+        Fleet {
+            inner: Arc::new(Inner {
+                instance_id: Uuid::new_v4().to_string(),
+                settings,
+                agents: Mutex::new(HashMap::new()),
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Id of this control-plane process, stored as `connected_to` on the
+    /// gateways whose stream it holds.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// Intervals told to the agents.
+    pub fn settings(&self) -> AgentSettings {
+        self.inner.settings
+    }
+
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AgentLink>>> {
+        self.inner.agents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn link(&self, gateway_id: &str) -> Result<Arc<AgentLink>, FleetError> {
+        self.agents()
+            .get(gateway_id)
+            .cloned()
+            .ok_or_else(|| FleetError::NotConnected(gateway_id.to_string()))
+    }
+
+    /// Whether `gateway_id` has an agent stream on this process.
+    pub fn is_connected(&self, gateway_id: &str) -> bool {
+        self.agents().contains_key(gateway_id)
+    }
+
+    /// Ids of the gateways with an agent stream on this process, sorted.
+    pub fn connected(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.agents().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Delivers `state` to `gateway_id` if it is connected to this process.
+    /// Persist the state first (its `version` as the gateway's
+    /// `desired_version`): a gateway connected elsewhere, or reconnecting
+    /// later, gets it from the database. A state whose version is not
+    /// higher than one already sent on the stream is skipped (the gateway
+    /// would ignore it).
+    pub async fn push_desired_state(
+        &self,
+        gateway_id: &str,
+        state: pb::DesiredState,
+    ) -> Result<(), FleetError> {
+        self.link(gateway_id)?.push(state).await
+    }
+
+    /// Sends `command` to `gateway_id` and waits up to `timeout` for its
+    /// `CommandResult`. An empty `command_id` gets a fresh UUID; an unset
+    /// `issued_at` / `expires_at` become now / now + `timeout`, so a gateway
+    /// that gets the command late rejects it instead of executing it after
+    /// the caller gave up.
+    pub async fn send_command(
+        &self,
+        gateway_id: &str,
+        mut command: pb::GatewayCommand,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, FleetError> {
+        let link = self.link(gateway_id)?;
+        if command.command_id.is_empty() {
+            command.command_id = Uuid::new_v4().to_string();
+        }
+        let now = chrono::Utc::now();
+        command.issued_at.get_or_insert_with(|| timestamp(now));
+        if command.expires_at.is_none() {
+            command.expires_at = chrono::TimeDelta::from_std(timeout)
+                .ok()
+                .and_then(|span| now.checked_add_signed(span))
+                .map(timestamp);
+        }
+        let command_id = command.command_id.clone();
+        let (answer, answered) = oneshot::channel();
+        link.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(command_id.clone(), answer);
+        let exchange = async {
+            link.send(pb::agent_stream_response::Payload::Command(command))
+                .await?;
+            answered
+                .await
+                .map_err(|_| FleetError::Disconnected(gateway_id.to_string()))
+        };
+        let outcome = match tokio::time::timeout(timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(FleetError::Timeout {
+                gateway_id: gateway_id.to_string(),
+                command_id: command_id.clone(),
+                timeout,
+            }),
+        };
+        if outcome.is_err() {
+            link.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&command_id);
+        }
+        outcome
+    }
+
+    /// Closes every agent stream with `UNAVAILABLE` (the agents reconnect,
+    /// to another replica if there is one) and ends every watch: called
+    /// when the server shuts down, since open streams would otherwise hold
+    /// the graceful shutdown forever.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Fleet::shutdown`] was called.
+    pub(crate) async fn shutting_down(&self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = shutdown.wait_for(|down| *down).await;
+    }
+
+    /// Registers a new stream of `gateway_id`; returns the link and the
+    /// receiver of its close request. The older stream of the same gateway,
+    /// if any, is closed with `ABORTED`.
+    fn attach(
+        &self,
+        gateway_id: &str,
+        connection_id: Uuid,
+        outbound: mpsc::Sender<Result<pb::AgentStreamResponse, Status>>,
+        pushed_version: u64,
+    ) -> (Arc<AgentLink>, oneshot::Receiver<Status>, bool) {
+        let (close, closed) = oneshot::channel();
+        let link = Arc::new(AgentLink {
+            gateway_id: gateway_id.to_string(),
+            connection_id,
+            outbound: Mutex::new(Some(outbound)),
+            pending: Mutex::new(HashMap::new()),
+            last_pushed_version: AtomicU64::new(pushed_version),
+            close: Mutex::new(Some(close)),
+        });
+        let older = self.agents().insert(gateway_id.to_string(), link.clone());
+        let replaced = older.is_some();
+        if let Some(older) = older {
+            older.close(Status::aborted(
+                "replaced by a newer agent stream of the same gateway",
+            ));
+        }
+        (link, closed, replaced)
+    }
+
+    /// Removes the stream `connection_id` of `gateway_id` (not a newer one).
+    /// Callers still waiting for its commands get
+    /// [`FleetError::Disconnected`].
+    fn detach(&self, gateway_id: &str, connection_id: Uuid) {
+        let mut agents = self.agents();
+        if agents
+            .get(gateway_id)
+            .is_some_and(|link| link.connection_id == connection_id)
+        {
+            agents.remove(gateway_id);
+        }
+    }
+}
+
+/// The desired state of a gateway as stored: its version and drain request.
+/// Tasks are empty until ReplicationService assigns them.
+pub fn desired_state(record: &GatewayRecord) -> pb::DesiredState {
+    let drain = &record.drain;
+    pb::DesiredState {
+        version: record.desired_version,
+        generated_at: Some(timestamp(chrono::Utc::now())),
+        tasks: Vec::new(),
+        drain: drain.requested,
+        drain_quiet_period: drain.requested.then(|| duration(drain.quiet_period)),
+        deletable_queue_task_ids: Vec::new(),
+        drain_allow_unreplayed_paused: drain.requested && drain.allow_unreplayed_paused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(id: &str) -> pb::GatewayCommand {
+        pb::GatewayCommand {
+            command_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_are_answered_by_their_id() {
+        let fleet = Fleet::new(AgentSettings::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let (link, _closed, replaced) = fleet.attach("gw-1", Uuid::new_v4(), tx, 0);
+        assert!(!replaced);
+        let agent = tokio::spawn(async move {
+            let sent = rx.recv().await.unwrap().unwrap();
+            let Some(pb::agent_stream_response::Payload::Command(cmd)) = sent.payload else {
+                panic!("expected a command, got {sent:?}");
+            };
+            assert!(cmd.expires_at.is_some() && cmd.issued_at.is_some());
+            assert!(!link.complete(pb::CommandResult {
+                command_id: "someone-else".into(),
+                ..Default::default()
+            }));
+            assert!(link.complete(pb::CommandResult {
+                command_id: cmd.command_id,
+                outcome: pb::CommandOutcome::Succeeded as i32,
+                ..Default::default()
+            }));
+        });
+        let result = fleet
+            .send_command("gw-1", command("c-1"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(result.command_id, "c-1");
+        agent.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unanswered_commands_time_out_and_unknown_gateways_fail_fast() {
+        let fleet = Fleet::new(AgentSettings::default());
+        let err = fleet
+            .send_command("nope", command(""), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err, FleetError::NotConnected("nope".into()));
+        assert_eq!(err.status("gateway_id").code(), tonic::Code::Unavailable);
+
+        let (tx, _rx) = mpsc::channel(8);
+        let (link, _closed, _) = fleet.attach("gw-1", Uuid::new_v4(), tx, 0);
+        let err = fleet
+            .send_command("gw-1", command("c-2"), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FleetError::Timeout { .. }), "{err:?}");
+        assert!(link.pending.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_newer_stream_replaces_and_closes_the_older_one() {
+        let fleet = Fleet::new(AgentSettings::default());
+        let (tx1, _rx1) = mpsc::channel(8);
+        let (tx2, _rx2) = mpsc::channel(8);
+        let first = Uuid::new_v4();
+        let (_, closed, _) = fleet.attach("gw-1", first, tx1, 0);
+        let (_, _closed2, replaced) = fleet.attach("gw-1", Uuid::new_v4(), tx2, 0);
+        assert!(replaced);
+        assert_eq!(closed.await.unwrap().code(), tonic::Code::Aborted);
+        // The older stream ending does not unregister the newer one.
+        fleet.detach("gw-1", first);
+        assert!(fleet.is_connected("gw-1"));
+        assert_eq!(fleet.connected(), ["gw-1"]);
+    }
+
+    #[tokio::test]
+    async fn desired_states_are_sent_in_version_order() {
+        let fleet = Fleet::new(AgentSettings::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        fleet.attach("gw-1", Uuid::new_v4(), tx, 3);
+        for version in [2, 4, 4, 1] {
+            let state = pb::DesiredState {
+                version,
+                ..Default::default()
+            };
+            fleet.push_desired_state("gw-1", state).await.unwrap();
+        }
+        let mut versions = Vec::new();
+        while let Ok(Ok(message)) = rx.try_recv() {
+            if let Some(pb::agent_stream_response::Payload::DesiredState(s)) = message.payload {
+                versions.push(s.version);
+            }
+        }
+        assert_eq!(versions, [4]);
+    }
+}
