@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::replication::{CutoverError, Replication, repair_json};
+use crate::traffic::Traffic;
 use crate::upstream::Upstream;
 
 /// Replay lag (records) above which a cutover is refused when the request
@@ -38,6 +39,7 @@ pub const DEFAULT_CUTOVER_MAX_LAG: u64 = 1000;
 #[derive(Debug)]
 pub struct AdminApp {
     metrics: Arc<Metrics>,
+    traffic: Arc<Traffic>,
     replication: Option<Arc<Replication>>,
     upstreams: Vec<Arc<Upstream>>,
 }
@@ -47,11 +49,13 @@ impl AdminApp {
     /// replication controls.
     pub fn new(
         metrics: Arc<Metrics>,
+        traffic: Arc<Traffic>,
         replication: Option<Arc<Replication>>,
         upstreams: Vec<Arc<Upstream>>,
     ) -> AdminApp {
         AdminApp {
             metrics,
+            traffic,
             replication,
             upstreams,
         }
@@ -78,7 +82,14 @@ impl AdminApp {
         let path = session.req_header().uri.path().to_string();
         let query = session.req_header().uri.query().unwrap_or("").to_string();
         match (method.clone(), path.as_str()) {
-            (Method::GET, "/health" | "/ready") => (200, json!({ "status": "ok" })),
+            (Method::GET, "/health") => (200, json!({ "status": "ok" })),
+            // Draining: still serving, but load balancers should stop
+            // sending new traffic here.
+            (Method::GET, "/ready") if self.traffic.is_draining() => (
+                503,
+                json!({ "status": "draining", "in_flight_requests": self.traffic.in_flight() }),
+            ),
+            (Method::GET, "/ready") => (200, json!({ "status": "ok" })),
             (Method::GET, "/upstreams") => (200, self.upstreams_json()),
             (_, p) if p.starts_with("/replication") => {
                 let Some(replication) = &self.replication else {

@@ -30,6 +30,7 @@ pub mod queue;
 pub mod replication;
 pub mod roles;
 pub mod server;
+pub mod traffic;
 pub mod upstream;
 pub mod write_path;
 

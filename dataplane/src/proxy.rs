@@ -17,6 +17,7 @@ use crate::es::classify::{RequestClass, classify};
 use crate::limits::{LimitExceeded, NodePermit};
 use crate::metrics::Metrics;
 use crate::roles::Roles;
+use crate::traffic::{InFlight, Traffic};
 use crate::upstream::{ExchangeError, Selected};
 use crate::write_path::WritePath;
 
@@ -33,12 +34,15 @@ pub struct RequestCtx {
     started: Option<std::time::Instant>,
     /// Set when the write path answered the request itself.
     handled: bool,
+    /// Counts the request as in flight (for draining).
+    _in_flight: Option<InFlight>,
 }
 
 /// The gateway's [`ProxyHttp`] implementation.
 #[derive(Debug)]
 pub struct GatewayProxy {
     roles: Arc<Roles>,
+    traffic: Arc<Traffic>,
     metrics: Arc<Metrics>,
     writes: Option<Arc<WritePath>>,
 }
@@ -46,9 +50,15 @@ pub struct GatewayProxy {
 impl GatewayProxy {
     /// A proxy forwarding to the current primary, reporting into `metrics`, and
     /// recording writes through `writes` when replication is configured.
-    pub fn new(roles: Arc<Roles>, metrics: Arc<Metrics>, writes: Option<Arc<WritePath>>) -> Self {
+    pub fn new(
+        roles: Arc<Roles>,
+        traffic: Arc<Traffic>,
+        metrics: Arc<Metrics>,
+        writes: Option<Arc<WritePath>>,
+    ) -> Self {
         GatewayProxy {
             roles,
+            traffic,
             metrics,
             writes,
         }
@@ -75,6 +85,7 @@ impl ProxyHttp for GatewayProxy {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: Some(std::time::Instant::now()),
+            _in_flight: Some(self.traffic.begin()),
             ..RequestCtx::default()
         }
     }

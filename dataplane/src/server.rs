@@ -155,12 +155,14 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
             max_hold_wait: std::time::Duration::from_millis(config.replay.max_hold_ms + 1_000),
         })
     });
+    let traffic = Arc::new(crate::traffic::Traffic::default());
     if let Some(control_plane) = &config.control_plane {
         let agent = crate::agent::Agent::new(
             config,
             control_plane,
             replication.clone(),
             roles.clone(),
+            traffic.clone(),
             metrics.clone(),
         )?;
         server.add_service(pingora::services::background::background_service(
@@ -170,7 +172,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
     }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(roles, metrics.clone(), writes),
+        GatewayProxy::new(roles, traffic.clone(), metrics.clone(), writes),
         "tandem proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
@@ -178,7 +180,7 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
 
     let mut admin = Service::new(
         "tandem admin".to_string(),
-        AdminApp::new(metrics, replication, upstreams),
+        AdminApp::new(metrics, traffic, replication, upstreams),
     );
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);

@@ -1598,6 +1598,53 @@ async fn real_gateway_registers_and_its_queue_shows_in_the_fleet_view() {
     assert_eq!(listed.task_ids, [stats.tasks[0].task_id.clone()]);
     assert!(listed.queue_stats.unwrap().lag_records >= 3);
 
+    // Draining: the gateway reports not ready (its /ready answers 503 so a
+    // load balancer moves traffic away), then DRAINED once nothing is in
+    // flight and its queue is replayed; undrain makes it ready again.
+    tandem_integration::gateway::drain(&gateway.admin_url, WAIT).await;
+    client
+        .drain_gateway(pb::DrainGatewayRequest {
+            gateway_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let drained = wait_for(&mut client, &id, "drained", |g| {
+        g.drain
+            .as_ref()
+            .is_some_and(|d| d.state() == pb::DrainState::Drained)
+    })
+    .await;
+    assert!(!drained.ready, "{drained:#?}");
+    let ready = tandem_integration::http()
+        .get(format!("{}/ready", gateway.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 503);
+    client
+        .undrain_gateway(pb::UndrainGatewayRequest {
+            gateway_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_for(&mut client, &id, "serving again", |g| {
+        g.ready
+            && g.drain
+                .as_ref()
+                .is_none_or(|d| d.state() == pb::DrainState::Serving)
+    })
+    .await;
+    let ready = tandem_integration::http()
+        .get(format!("{}/ready", gateway.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 200);
+
     // The gateway stops: it shows disconnected, its figures stale.
     gateway.stop();
     wait_for(&mut client, &id, "disconnected", disconnected).await;

@@ -74,6 +74,7 @@ use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::replication::Replication;
 use crate::roles::Roles;
+use crate::traffic::Traffic;
 use protocol::{
     Action, Actual, Backoff, CAPABILITIES, CommandLog, CommandSeen, DiskUsage, Identity,
     Interpretation, LOCAL_TASK_ID, RateTracker, Target, TaskSnapshot,
@@ -105,6 +106,7 @@ pub struct Agent {
     data_dir: PathBuf,
     replication: Option<Arc<Replication>>,
     roles: Arc<Roles>,
+    traffic: Arc<Traffic>,
     metrics: Arc<Metrics>,
     shared: Mutex<Shared>,
     target_changed: Notify,
@@ -146,6 +148,7 @@ impl Agent {
         config: &ControlPlaneConfig,
         replication: Option<Arc<Replication>>,
         roles: Arc<Roles>,
+        traffic: Arc<Traffic>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Agent>> {
         let gateway_id =
@@ -195,6 +198,7 @@ impl Agent {
             data_dir: gateway.data_dir.clone(),
             replication,
             roles,
+            traffic,
             metrics,
             shared: Mutex::new(Shared {
                 task_id: target.as_ref().and_then(|t| t.task_id.clone()),
@@ -445,11 +449,19 @@ impl Agent {
 
     fn heartbeat_message(&self) -> pb::AgentStreamRequest {
         let task = self.task_snapshot(false);
+        let lag = task.as_ref().map_or(0, |t| t.lag_records());
+        let drain = protocol::DrainView {
+            draining: self.traffic.is_draining(),
+            drained: self.traffic.is_drained(lag),
+            in_flight_requests: self.traffic.in_flight(),
+            idle_for: self.traffic.idle_for(),
+        };
         protocol::heartbeat(
             SystemTime::now(),
             self.applied_version(),
             self.disk_usage(),
             task.as_ref(),
+            drain,
         )
     }
 
@@ -543,6 +555,7 @@ impl Agent {
                 mut target,
                 ignored,
             } = protocol::interpret_desired_state(&state, shared.task_id.as_deref());
+            self.traffic.set_draining(state.drain);
             for note in &ignored {
                 tracing::debug!(version, "desired state field not applied: {note}");
             }
@@ -842,6 +855,7 @@ mod tests {
             f.config.control_plane.as_ref().unwrap(),
             Some(f.replication.clone()),
             f.roles.clone(),
+            Arc::new(Traffic::default()),
             f.metrics.clone(),
         )
         .unwrap()

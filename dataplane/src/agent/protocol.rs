@@ -252,23 +252,43 @@ pub fn task_status(task: &TaskSnapshot) -> pb::TaskRuntimeStatus {
     }
 }
 
+/// Client traffic as a heartbeat reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainView {
+    /// A drain was requested.
+    pub draining: bool,
+    /// Nothing left to wait for (no requests in flight, quiet, replayed).
+    pub drained: bool,
+    /// Client requests being served.
+    pub in_flight_requests: u32,
+    /// Time since the last client request.
+    pub idle_for: Option<std::time::Duration>,
+}
+
 /// A heartbeat.
 pub fn heartbeat(
     now: SystemTime,
     applied_version: u64,
     disk: Option<DiskUsage>,
     task: Option<&TaskSnapshot>,
+    drain: DrainView,
 ) -> pb::AgentStreamRequest {
+    let drain_state = match (drain.draining, drain.drained) {
+        (false, _) => pb::DrainState::Serving,
+        (true, false) => pb::DrainState::Draining,
+        (true, true) => pb::DrainState::Drained,
+    };
     request(pb::agent_stream_request::Payload::Heartbeat(
         pb::AgentHeartbeat {
             sent_at: Some(timestamp(now)),
             applied_version,
-            // The admin /ready endpoint reports ready whenever the process
-            // serves; draining is not supported.
-            ready: true,
-            drain_state: pb::DrainState::Serving as i32,
-            in_flight_requests: 0,
-            idle_for: None,
+            // /ready answers 503 while draining.
+            ready: !drain.draining,
+            drain_state: drain_state as i32,
+            in_flight_requests: drain.in_flight_requests,
+            idle_for: drain
+                .idle_for
+                .and_then(|d| prost_types::Duration::try_from(d).ok()),
             disk_free_bytes: disk.map_or(0, |d| d.free_bytes),
             disk_total_bytes: disk.map_or(0, |d| d.total_bytes),
             tasks: task.map(task_status).into_iter().collect(),
@@ -526,9 +546,6 @@ pub fn interpret_desired_state(
                 }
             }
         }
-    }
-    if state.drain {
-        ignored.push("drain: not supported by this gateway".into());
     }
     if !state.deletable_queue_task_ids.is_empty() {
         ignored.push("deletable_queue_task_ids: the agent never deletes queues".into());
@@ -1162,6 +1179,36 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_reports_draining_then_drained_and_not_ready() {
+        let draining = DrainView {
+            draining: true,
+            drained: false,
+            in_flight_requests: 3,
+            idle_for: Some(Duration::from_millis(1500)),
+        };
+        let Some(pb::agent_stream_request::Payload::Heartbeat(hb)) =
+            heartbeat(SystemTime::now(), 1, None, None, draining).payload
+        else {
+            panic!("not a heartbeat");
+        };
+        assert!(!hb.ready);
+        assert_eq!(hb.drain_state, pb::DrainState::Draining as i32);
+        assert_eq!(hb.in_flight_requests, 3);
+        assert_eq!(hb.idle_for.unwrap().seconds, 1);
+        let drained = DrainView {
+            drained: true,
+            in_flight_requests: 0,
+            ..draining
+        };
+        let Some(pb::agent_stream_request::Payload::Heartbeat(hb)) =
+            heartbeat(SystemTime::now(), 1, None, None, drained).payload
+        else {
+            panic!("not a heartbeat");
+        };
+        assert_eq!(hb.drain_state, pb::DrainState::Drained as i32);
+    }
+
+    #[test]
     fn heartbeat_carries_task_status_and_disk() {
         let mut task = snapshot();
         task.reversed = true;
@@ -1174,12 +1221,14 @@ mod tests {
                 total_bytes: 100,
             }),
             Some(&task),
+            DrainView::default(),
         );
         let Some(pb::agent_stream_request::Payload::Heartbeat(hb)) = msg.payload else {
             panic!("not a heartbeat");
         };
         assert_eq!(hb.applied_version, 4);
         assert!(hb.ready);
+        assert_eq!(hb.drain_state, pb::DrainState::Serving as i32);
         assert_eq!(hb.disk_free_bytes, 10);
         assert_eq!(hb.disk_total_bytes, 100);
         let status = &hb.tasks[0];
@@ -1190,7 +1239,7 @@ mod tests {
         assert_eq!(status.lag_records, 30);
         assert!(status.backup_reachable);
 
-        let msg = heartbeat(SystemTime::now(), 0, None, None);
+        let msg = heartbeat(SystemTime::now(), 0, None, None, DrainView::default());
         let Some(pb::agent_stream_request::Payload::Heartbeat(hb)) = msg.payload else {
             panic!("not a heartbeat");
         };
@@ -1302,7 +1351,7 @@ mod tests {
         let notes = interp.ignored.join("\n");
         assert!(notes.contains("primary/backup assignments"), "{notes}");
         assert!(notes.contains("queue_policy"), "{notes}");
-        assert!(notes.contains("drain"), "{notes}");
+        assert!(!notes.contains("drain"), "drain is applied: {notes}");
         assert!(notes.contains("h-1"), "{notes}");
         assert!(!notes.contains("hunter2"), "{notes}");
     }
