@@ -31,8 +31,8 @@
 //! # Desired state
 //!
 //! The desired state of a gateway is built from its row ([`desired_state`]):
-//! its version (`desired_version`), the drain request, and — once
-//! ReplicationService exists — its task assignments. Whoever changes it
+//! its version (`desired_version`), the drain request, and its task
+//! assignments ([`load_desired_state`], [`task_assignment`]). Whoever changes it
 //! persists the change first (raising `desired_version`), then calls
 //! [`Fleet::push_desired_state`] to deliver it at once if the gateway is
 //! connected here. A gateway connected to another replica gets it from that
@@ -62,6 +62,7 @@ use uuid::Uuid;
 
 use crate::services::{duration, timestamp};
 use crate::store::gateways::GatewayRecord;
+use crate::store::tasks::TaskRecord;
 
 /// Default quiet period of a drain (DrainGatewayRequest: "Zero means 30 s").
 pub const DEFAULT_DRAIN_QUIET_PERIOD: Duration = Duration::from_secs(30);
@@ -412,18 +413,81 @@ impl Fleet {
     }
 }
 
-/// The desired state of a gateway as stored: its version and drain request.
-/// Tasks are empty until ReplicationService assigns them.
+/// The desired state of a gateway as stored: its version and drain request,
+/// without task assignments (see [`load_desired_state`] for the full state).
 pub fn desired_state(record: &GatewayRecord) -> pb::DesiredState {
+    desired_state_with_tasks(record, &[])
+}
+
+/// The desired state of a gateway: its version, drain request, and one
+/// [`task_assignment`] per task in `tasks` (the tasks assigned to it).
+pub fn desired_state_with_tasks(record: &GatewayRecord, tasks: &[TaskRecord]) -> pb::DesiredState {
     let drain = &record.drain;
     pb::DesiredState {
         version: record.desired_version,
         generated_at: Some(timestamp(chrono::Utc::now())),
-        tasks: Vec::new(),
+        tasks: tasks.iter().map(task_assignment).collect(),
         drain: drain.requested,
         drain_quiet_period: drain.requested.then(|| duration(drain.quiet_period)),
         deletable_queue_task_ids: Vec::new(),
         drain_allow_unreplayed_paused: drain.requested && drain.allow_unreplayed_paused,
+    }
+}
+
+/// The full desired state of a gateway, with the tasks assigned to it read
+/// from the database. If they cannot be read, the error is returned: never
+/// send a state without tasks that would make the gateway drop them.
+pub async fn load_desired_state(
+    pool: &sqlx::PgPool,
+    record: &GatewayRecord,
+) -> Result<pb::DesiredState, crate::store::StoreError> {
+    let tasks = crate::store::tasks::for_gateway(pool, &record.id).await?;
+    Ok(desired_state_with_tasks(record, &tasks))
+}
+
+/// What one gateway must do for `task`: mode from its state, direction (the
+/// target of a role swap in progress, with its write hold), and the
+/// clusters in their current roles. Endpoints and credentials are not sent:
+/// gateways take them from their own configuration.
+pub fn task_assignment(task: &TaskRecord) -> pb::TaskAssignment {
+    let direction = task.effective_direction();
+    let original_primary = pb::UpstreamAssignment {
+        cluster_id: task.primary_cluster_id.to_string(),
+        cluster_name: task.primary_cluster_name.clone(),
+        ..Default::default()
+    };
+    let original_backup = pb::UpstreamAssignment {
+        cluster_id: task.backup_cluster_id.to_string(),
+        cluster_name: task.backup_cluster_name.clone(),
+        ..Default::default()
+    };
+    let (mut primary, mut backup) = if direction == pb::ReplicationDirection::Reversed {
+        (original_backup, original_primary)
+    } else {
+        (original_primary, original_backup)
+    };
+    primary.role = pb::ClusterRole::Primary as i32;
+    backup.role = pb::ClusterRole::Backup as i32;
+    pb::TaskAssignment {
+        task_id: task.id.to_string(),
+        task_name: task.name.clone(),
+        listener: task.listener.clone(),
+        mode: task.mode() as i32,
+        direction: direction as i32,
+        primary: Some(primary),
+        backup: Some(backup),
+        indices: Some(task.indices.clone()),
+        shadow_reads: Some(pb::ShadowReadConfig {
+            sample_ratio: task.shadow_sample_ratio,
+        }),
+        write_hold: task.hold.as_ref().map(|hold| pb::WriteHold {
+            hold_id: hold.id.to_string(),
+            timeout: Some(duration(Duration::from_millis(
+                u64::try_from(hold.timeout_ms).unwrap_or(0),
+            ))),
+            deadline: Some(timestamp(hold.deadline)),
+        }),
+        ..Default::default()
     }
 }
 
@@ -523,5 +587,76 @@ mod tests {
             }
         }
         assert_eq!(versions, [4]);
+    }
+
+    fn task(state: pb::TaskState) -> TaskRecord {
+        let now = chrono::Utc::now();
+        TaskRecord {
+            id: Uuid::new_v4(),
+            name: "seed".into(),
+            description: String::new(),
+            labels: Default::default(),
+            primary_cluster_id: Uuid::new_v4(),
+            primary_cluster_name: "old".into(),
+            backup_cluster_id: Uuid::new_v4(),
+            backup_cluster_name: "new".into(),
+            gateway_ids: vec!["gw-1".into()],
+            listener: String::new(),
+            state,
+            state_before_failure: None,
+            direction: pb::ReplicationDirection::Forward,
+            target_direction: None,
+            hold: None,
+            indices: pb::IndexFilter::default(),
+            warning_lag_ms: 0,
+            warning_records: 0,
+            cutover_max_lag_ms: 0,
+            cutover_max_records: 0,
+            shadow_sample_ratio: 0.0,
+            backup_gc_deletes_ms: 0,
+            error: None,
+            request_id: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            stopped_at: None,
+        }
+    }
+
+    #[test]
+    fn assignments_follow_the_task_state_and_role_swap() {
+        for (state, mode) in [
+            (pb::TaskState::Created, pb::TaskMode::RecordOnly),
+            (pb::TaskState::Paused, pb::TaskMode::RecordOnly),
+            (pb::TaskState::Running, pb::TaskMode::Replay),
+            (pb::TaskState::CuttingOver, pb::TaskMode::Replay),
+            (pb::TaskState::Stopped, pb::TaskMode::Passthrough),
+        ] {
+            let a = task_assignment(&task(state));
+            assert_eq!(a.mode, mode as i32, "{state:?}");
+            assert_eq!(a.direction, pb::ReplicationDirection::Forward as i32);
+            assert_eq!(a.primary.unwrap().cluster_name, "old");
+            assert!(a.write_hold.is_none());
+        }
+        // A cutover in progress: the target direction, swapped clusters and
+        // the hold.
+        let mut swapping = task(pb::TaskState::CuttingOver);
+        let hold_id = Uuid::new_v4();
+        swapping.target_direction = Some(pb::ReplicationDirection::Reversed);
+        swapping.hold = Some(crate::store::tasks::Hold {
+            id: hold_id,
+            timeout_ms: 7_000,
+            deadline: chrono::Utc::now(),
+        });
+        let a = task_assignment(&swapping);
+        assert_eq!(a.direction, pb::ReplicationDirection::Reversed as i32);
+        let primary = a.primary.unwrap();
+        assert_eq!(primary.cluster_name, "new");
+        assert_eq!(primary.role, pb::ClusterRole::Primary as i32);
+        assert_eq!(a.backup.unwrap().cluster_name, "old");
+        let hold = a.write_hold.unwrap();
+        assert_eq!(hold.hold_id, hold_id.to_string());
+        assert_eq!(hold.timeout.unwrap().seconds, 7);
     }
 }

@@ -16,7 +16,7 @@ use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceSer
 use tandem_proto::v1::gateway_service_server::GatewayServiceServer;
 use tandem_proto::v1::migration_service_server::{MigrationService, MigrationServiceServer};
 use tandem_proto::v1::queue_service_server::QueueServiceServer;
-use tandem_proto::v1::replication_service_server::{ReplicationService, ReplicationServiceServer};
+use tandem_proto::v1::replication_service_server::ReplicationServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
@@ -51,8 +51,6 @@ pub struct Api {
     pub fleet: Fleet,
 }
 #[tonic::async_trait]
-impl ReplicationService for Api {}
-#[tonic::async_trait]
 impl MigrationService for Api {}
 #[tonic::async_trait]
 impl CompareService for Api {}
@@ -85,6 +83,9 @@ pub async fn serve(
         fleet: fleet.clone(),
     };
 
+    let resume = tokio::spawn(crate::services::replication::resume_interrupted(
+        api.clone(),
+    ));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", ServingStatus::Serving)
@@ -140,6 +141,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     sweep.abort();
+    resume.abort();
     served?;
     Ok(())
 }

@@ -1626,7 +1626,6 @@ async fn real_gateway_registers_and_its_queue_shows_in_the_fleet_view() {
     client
         .undrain_gateway(pb::UndrainGatewayRequest {
             gateway_id: id.clone(),
-            ..Default::default()
         })
         .await
         .unwrap();

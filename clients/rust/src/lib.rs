@@ -107,3 +107,11 @@ pub fn queue_client(
 ) -> v1::queue_service_client::QueueServiceClient<AuthenticatedChannel> {
     v1::queue_service_client::QueueServiceClient::with_interceptor(channel, token)
 }
+
+/// A ReplicationService client sending `token` with every request.
+pub fn replication_client(
+    channel: Channel,
+    token: BearerToken,
+) -> v1::replication_service_client::ReplicationServiceClient<AuthenticatedChannel> {
+    v1::replication_service_client::ReplicationServiceClient::with_interceptor(channel, token)
+}

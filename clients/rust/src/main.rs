@@ -8,6 +8,8 @@
 //! tandemctl gateway list
 //! tandemctl gateway drain edge-1 --wait
 //! tandemctl queue stats -o json
+//! tandemctl task create seed --primary es-old --backup es-new --gateway edge-1 --start-paused
+//! tandemctl task cutover seed --wait
 //! ```
 
 mod cli;
@@ -20,6 +22,7 @@ use crate::cli::cluster::ClusterCommand;
 use crate::cli::gateway::GatewayCommand;
 use crate::cli::output::Output;
 use crate::cli::queue::QueueCommand;
+use crate::cli::task::TaskCommand;
 
 /// Operate Tandem: clusters, gateways, replication tasks, migrations.
 #[derive(Debug, Parser)]
@@ -61,6 +64,9 @@ enum Command {
     /// Inspect the gateways' replication queues.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Create and drive replication tasks: start, pause, cutover, rollback.
+    #[command(subcommand)]
+    Task(TaskCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -102,6 +108,11 @@ async fn main() -> anyhow::Result<()> {
             let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
             let client = tandem_client::queue_client(channel, token);
             cli::queue::run(client, command, cli.output).await?;
+        }
+        Command::Task(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::replication_client(channel, token);
+            cli::task::run(client, command, cli.output).await?;
         }
     }
     Ok(())

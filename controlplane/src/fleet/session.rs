@@ -14,7 +14,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 use uuid::Uuid;
 
-use super::{AgentLink, Fleet, HELLO_TIMEOUT, OUTBOUND_CAPACITY, desired_state};
+use super::{AgentLink, Fleet, HELLO_TIMEOUT, OUTBOUND_CAPACITY, load_desired_state};
 use crate::services::{duration, store_status, timestamp};
 use crate::store::gateways::{self as store, Registration, Reports};
 use crate::validate::{self, invalid};
@@ -78,6 +78,12 @@ pub(crate) async fn open(
     .await
     .map_err(|e| store_status(e, &format!("registering gateway {}", hello.gateway_id)))?;
 
+    let desired = load_desired_state(&pool, &record).await.map_err(|e| {
+        store_status(
+            e,
+            &format!("reading the desired state of gateway {}", record.id),
+        )
+    })?;
     let (outbound, responses) = mpsc::channel(OUTBOUND_CAPACITY);
     let welcome = pb::AgentWelcome {
         gateway_id: record.id.clone(),
@@ -86,10 +92,7 @@ pub(crate) async fn open(
         server_time: Some(timestamp(chrono::Utc::now())),
         control_plane_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    for payload in [
-        Outbound::Welcome(welcome),
-        Outbound::DesiredState(desired_state(&record)),
-    ] {
+    for payload in [Outbound::Welcome(welcome), Outbound::DesiredState(desired)] {
         // The channel is new and larger than two: this cannot fail.
         let _ = outbound.try_send(Ok(pb::AgentStreamResponse {
             payload: Some(payload),
@@ -444,7 +447,14 @@ async fn write_loop(
                 if record.desired_version > link.pushed_version() {
                     // Changed by another replica (or a caller that did not
                     // push): deliver it now.
-                    let _ = link.push(desired_state(&record)).await;
+                    match load_desired_state(&pool, &record).await {
+                        Ok(state) => {
+                            let _ = link.push(state).await;
+                        }
+                        Err(err) => {
+                            tracing::warn!(gateway_id = %gateway_id, error = %err, "cannot read the desired state; retrying after the next report");
+                        }
+                    }
                 }
             }
             Ok(None) => {

@@ -244,11 +244,14 @@ impl Api {
     /// stream is on this replica. Elsewhere (or disconnected), the state is
     /// delivered from the database (see [`crate::fleet`]).
     async fn deliver_desired_state(&self, record: &GatewayRecord) {
-        if let Err(err) = self
-            .fleet
-            .push_desired_state(&record.id, fleet::desired_state(record))
-            .await
-        {
+        let state = match fleet::load_desired_state(&self.pool, record).await {
+            Ok(state) => state,
+            Err(err) => {
+                tracing::warn!(gateway_id = %record.id, error = %err, "cannot read the desired state; the gateway gets it after its next report");
+                return;
+            }
+        };
+        if let Err(err) = self.fleet.push_desired_state(&record.id, state).await {
             tracing::debug!(gateway_id = %record.id, reason = %err, "desired state not pushed from this replica");
         }
     }

@@ -7,6 +7,7 @@
 pub mod clusters;
 pub mod gateways;
 pub mod queues;
+pub mod replication;
 
 use chrono::{DateTime, Utc};
 use tonic::Status;

@@ -12,9 +12,11 @@
 //! - [`clusters`]: the cluster registry.
 //! - [`gateways`]: the gateway fleet (agent registrations, reports, drain
 //!   requests, events).
+//! - [`tasks`]: replication tasks, their role swaps and events.
 
 pub mod clusters;
 pub mod gateways;
+pub mod tasks;
 
 use std::time::Duration;
 

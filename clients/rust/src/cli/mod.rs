@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod gateway;
 pub mod output;
 pub mod queue;
+pub mod task;

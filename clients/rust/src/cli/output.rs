@@ -464,7 +464,7 @@ fn queue_stats_json(stats: &QueueStats) -> Value {
     })
 }
 
-fn pairs<'a>(labels: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+pub(crate) fn pairs<'a>(labels: impl Iterator<Item = (&'a String, &'a String)>) -> String {
     let mut pairs: Vec<String> = labels.map(|(k, v)| format!("{k}={v}")).collect();
     pairs.sort();
     if pairs.is_empty() {
@@ -483,7 +483,7 @@ fn list_or_dash(items: &[String]) -> String {
 }
 
 /// A span for people: `-` when unset, else seconds with one decimal.
-fn span(d: Option<&prost_types::Duration>) -> String {
+pub(crate) fn span(d: Option<&prost_types::Duration>) -> String {
     d.map(|d| format!("{:.1}s", seconds(d)))
         .unwrap_or_else(|| "-".into())
 }
@@ -589,14 +589,14 @@ fn print_nodes(probe: &ProbeResult) {
     print_table(&["NODE", "ID", "HTTP ADDRESS", "VERSION", "ROLES"], &rows);
 }
 
-fn print_rows(rows: &[(&str, String)]) {
+pub(crate) fn print_rows(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
         println!("{key:<width$}  {value}");
     }
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -617,7 +617,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
@@ -637,7 +637,7 @@ fn or_dash(text: &str) -> String {
 }
 
 /// `DISTRIBUTION_ELASTICSEARCH` -> `ELASTICSEARCH`; `*_UNSPECIFIED` -> `-`.
-fn enum_name(name: &str) -> String {
+pub(crate) fn enum_name(name: &str) -> String {
     if name.ends_with("_UNSPECIFIED") {
         return "-".into();
     }
@@ -649,6 +649,12 @@ fn enum_name(name: &str) -> String {
         "GATEWAY_CONNECTION_STATE_",
         "DRAIN_STATE_",
         "CONSUMER_STATE_",
+        "TASK_STATE_",
+        "REPLICATION_DIRECTION_",
+        "TASK_MODE_",
+        "TASK_HEALTH_",
+        "ROLE_SWAP_PHASE_",
+        "ROLE_SWAP_KIND_",
     ];
     prefixes
         .iter()
@@ -657,7 +663,7 @@ fn enum_name(name: &str) -> String {
         .to_string()
 }
 
-fn time(at: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn time(at: Option<&prost_types::Timestamp>) -> String {
     at.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| "-".into())

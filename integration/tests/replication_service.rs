@@ -1,0 +1,1491 @@
+//! ReplicationService end to end: a real control plane on a fresh Postgres
+//! database.
+//!
+//! The seed workflow runs a real gateway (its `[control_plane]` agent) in
+//! front of the es7 and os2 clusters: create a task paused, write through
+//! the gateway, start it (the backlog drains), cut over, write, roll back,
+//! and check both clusters hold the same documents. The other tests use a
+//! scripted agent (hello, then heartbeats echoing the desired state with a
+//! chosen lag) to check validation, authentication, illegal transitions and
+//! the lag precondition of a cutover.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::Connection;
+use tandem_client::v1::cluster_service_client::ClusterServiceClient;
+use tandem_client::v1::replication_service_client::ReplicationServiceClient;
+use tandem_client::{AuthenticatedChannel, BearerToken};
+use tandem_controlplane::config::ControlPlaneConfig;
+use tandem_controlplane::secrets::SecretKey;
+use tandem_integration::gateway::{GatewayOptions, TestGateway};
+use tandem_integration::{free_port, unique_index};
+use tandem_proto::v1 as pb;
+use tandem_proto::v1::agent_stream_request::Payload as Up;
+use tandem_proto::v1::agent_stream_response::Payload as Down;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+const TOKEN: &str = "replication-service-test-token-0123456789";
+const WAIT: Duration = Duration::from_secs(30);
+
+type Tasks = ReplicationServiceClient<AuthenticatedChannel>;
+type Clusters = ClusterServiceClient<AuthenticatedChannel>;
+
+struct TestControlPlane {
+    endpoint: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestControlPlane {
+    async fn start(heartbeat_ms: u64) -> TestControlPlane {
+        let database_url = fresh_database().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let config = ControlPlaneConfig {
+            listen: listener.local_addr().unwrap(),
+            database_url,
+            database_wait_secs: 10,
+            auth_tokens: vec![TOKEN.to_string()],
+            secret_key: Some(SecretKey::generate().to_base64()),
+            agent_heartbeat_interval_ms: heartbeat_ms,
+            agent_stats_interval_ms: heartbeat_ms,
+            ..Default::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tandem_controlplane::serve(&config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let cp = TestControlPlane {
+            endpoint,
+            stop: Some(stop),
+            task,
+        };
+        for _ in 0..100 {
+            if let Ok(channel) = tandem_client::connect(&cp.endpoint).await {
+                let mut client = tandem_client::replication_client(channel, token(Some(TOKEN)));
+                if client
+                    .list_tasks(pb::ListTasksRequest::default())
+                    .await
+                    .is_ok()
+                {
+                    return cp;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("control plane at {} did not become ready", cp.endpoint);
+    }
+
+    async fn tasks_with(&self, bearer: Option<&str>) -> Tasks {
+        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
+        tandem_client::replication_client(channel, token(bearer))
+    }
+
+    async fn tasks(&self) -> Tasks {
+        self.tasks_with(Some(TOKEN)).await
+    }
+
+    async fn clusters(&self) -> Clusters {
+        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
+        tandem_client::cluster_client(channel, token(Some(TOKEN)))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("the control plane stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn token(bearer: Option<&str>) -> BearerToken {
+    BearerToken::new(bearer).unwrap()
+}
+
+async fn fresh_database() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = tandem_integration::database_url();
+    let name = format!(
+        "cp_tasks_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}
+
+fn new_gateway_id() -> String {
+    format!("gw-{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Registers `name` at `url` and returns its id.
+async fn register(clusters: &mut Clusters, name: &str, url: &str) -> String {
+    clusters
+        .register_cluster(pb::RegisterClusterRequest {
+            name: name.to_string(),
+            endpoints: vec![url.to_string()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("register {name}: {e:?}"))
+        .into_inner()
+        .cluster
+        .unwrap()
+        .id
+}
+
+fn by_name(name: &str) -> Option<pb::ClusterRef> {
+    Some(pb::ClusterRef {
+        cluster_name: name.to_string(),
+        ..Default::default()
+    })
+}
+
+fn create(name: &str, gateway: &str, start_paused: bool) -> pb::CreateTaskRequest {
+    pb::CreateTaskRequest {
+        name: name.to_string(),
+        primary: by_name("old"),
+        backup: by_name("new"),
+        gateway_ids: vec![gateway.to_string()],
+        start_paused,
+        ..Default::default()
+    }
+}
+
+async fn get(tasks: &mut Tasks, id: &str) -> pb::ReplicationTask {
+    tasks
+        .get_task(pb::GetTaskRequest {
+            task_id: id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+/// Polls GetTask until `done` holds.
+async fn wait_task(
+    tasks: &mut Tasks,
+    id: &str,
+    what: &str,
+    done: impl Fn(&pb::ReplicationTask) -> bool,
+) -> pb::ReplicationTask {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let task = get(tasks, id).await;
+        if done(&task) {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task never became {what}: {task:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn state(task: &pb::ReplicationTask) -> pb::TaskState {
+    pb::TaskState::try_from(task.state).unwrap()
+}
+
+fn direction(task: &pb::ReplicationTask) -> pb::ReplicationDirection {
+    pb::ReplicationDirection::try_from(task.direction).unwrap()
+}
+
+fn drained(task: &pb::ReplicationTask) -> bool {
+    !task.gateways.is_empty()
+        && task
+            .gateways
+            .iter()
+            .all(|g| g.connected && g.in_sync && g.lag_records == 0)
+}
+
+/// Drained as reported by heartbeats received after `since` (earlier ones
+/// may predate the writes being waited for).
+fn drained_since(since: std::time::SystemTime) -> impl Fn(&pb::ReplicationTask) -> bool {
+    move |task| {
+        drained(task)
+            && task.gateways.iter().all(|g| {
+                g.reported_at
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                    .is_some_and(|at| at > since + Duration::from_millis(50))
+            })
+    }
+}
+
+fn expect_err<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, prefix: &str) {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().starts_with(prefix),
+        "message {:?} should start with {prefix:?}",
+        status.message()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A scripted agent: answers every desired state by applying it at once,
+// and reports `lag` unreplayed records for each assigned task.
+// ---------------------------------------------------------------------------
+
+struct ScriptedAgent {
+    lag: Arc<AtomicU64>,
+    /// When set, the agent applies versions but never swaps roles (reports
+    /// FORWARD whatever it is told).
+    stuck: Arc<std::sync::atomic::AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ScriptedAgent {
+    async fn connect(cp: &TestControlPlane, id: &str) -> ScriptedAgent {
+        let (up, rx) = mpsc::channel::<pb::AgentStreamRequest>(64);
+        up.send(pb::AgentStreamRequest {
+            payload: Some(Up::Hello(pb::AgentHello {
+                gateway_id: id.to_string(),
+                name: id.to_string(),
+                listeners: vec![pb::Listener {
+                    name: "default".into(),
+                    address: "127.0.0.1:9200".into(),
+                    tls: false,
+                }],
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+        let mut client = tandem_client::gateway_client(channel, token(Some(TOKEN)));
+        let mut down = client
+            .agent_stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let lag = Arc::new(AtomicU64::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let reported = lag.clone();
+        let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frozen = stuck.clone();
+        tokio::spawn(async move {
+            let mut applied = 0;
+            let mut tasks: Vec<pb::TaskAssignment> = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(150));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    message = down.message() => match message {
+                        Ok(Some(pb::AgentStreamResponse { payload: Some(Down::DesiredState(state)) })) => {
+                            applied = state.version;
+                            tasks = state.tasks;
+                        }
+                        Ok(Some(_)) => {}
+                        _ => return,
+                    },
+                    _ = tick.tick() => {
+                        let heartbeat = pb::AgentHeartbeat {
+                            applied_version: applied,
+                            ready: true,
+                            drain_state: pb::DrainState::Serving as i32,
+                            tasks: tasks.iter().map(|t| pb::TaskRuntimeStatus {
+                                task_id: t.task_id.clone(),
+                                mode: t.mode,
+                                direction: if frozen.load(Ordering::SeqCst) {
+                                    pb::ReplicationDirection::Forward as i32
+                                } else {
+                                    t.direction
+                                },
+                                lag_records: reported.load(Ordering::SeqCst),
+                                consumer_state: pb::ConsumerState::Running as i32,
+                                ..Default::default()
+                            }).collect(),
+                            ..Default::default()
+                        };
+                        if up.send(pb::AgentStreamRequest { payload: Some(Up::Heartbeat(heartbeat)) }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        ScriptedAgent {
+            lag,
+            stuck,
+            stop: Some(stop),
+        }
+    }
+
+    fn never_swap(&self) {
+        self.stuck.store(true, Ordering::SeqCst);
+    }
+
+    fn set_lag(&self, lag: u64) {
+        self.lag.store(lag, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ScriptedAgent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A control plane with clusters `old` (es7) and `new` (os2) and one
+/// scripted agent.
+async fn scripted_setup() -> (TestControlPlane, ScriptedAgent, String) {
+    let env = tandem_integration::env();
+    let cp = TestControlPlane::start(300).await;
+    let mut clusters = cp.clusters().await;
+    register(&mut clusters, "old", &env.cluster("es7").url).await;
+    register(&mut clusters, "new", &env.cluster("os2").url).await;
+    let gw = new_gateway_id();
+    let agent = ScriptedAgent::connect(&cp, &gw).await;
+    (cp, agent, gw)
+}
+
+// ---------------------------------------------------------------------------
+// The seed workflow, with a real gateway.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_workflow_with_a_real_gateway() {
+    let env = tandem_integration::env();
+    let (old_url, new_url) = (
+        env.cluster("es7").url.clone(),
+        env.cluster("os2").url.clone(),
+    );
+    let cp = TestControlPlane::start(300).await;
+    let mut clusters = cp.clusters().await;
+    register(&mut clusters, "old", &old_url).await;
+    register(&mut clusters, "new", &new_url).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let gw = new_gateway_id();
+    let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
+    options.paused = true;
+    options.extra_toml = format!(
+        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
+         heartbeat_interval_ms = 300\nreconnect_max_ms = 1000\n\
+         advertised_address = \"127.0.0.1:{}\"\n",
+        cp.endpoint,
+        free_port()
+    );
+    let gateway = TestGateway::start_with(options).await;
+    let mut tasks = cp.tasks().await;
+
+    // The gateway registers; then the task is created paused on it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let task = loop {
+        match tasks.create_task(create("seed", &gw, true)).await {
+            Ok(response) => break response.into_inner().task.unwrap(),
+            Err(status) if status.code() == Code::NotFound => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gateway never registered"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("create: {status:?}"),
+        }
+    };
+    assert_eq!(state(&task), pb::TaskState::Created);
+    assert_eq!(direction(&task), pb::ReplicationDirection::Forward);
+    assert_eq!(task.primary.as_ref().unwrap().cluster_name, "old");
+    let id = task.id.clone();
+
+    // Writes through the gateway are recorded, not replayed.
+    let index = unique_index("seed-task");
+    for i in 0..5 {
+        let status = tandem_integration::client::put_doc(
+            &gateway.url,
+            &index,
+            &i.to_string(),
+            serde_json::json!({ "i": i, "phase": "before" }),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let lagging = wait_task(&mut tasks, &id, "lagging and in sync", |t| {
+        t.gateways.iter().all(|g| g.in_sync)
+            && t.gateways.iter().map(|g| g.lag_records).sum::<u64>() >= 5
+    })
+    .await;
+    assert_eq!(lagging.gateways.len(), 1);
+
+    // Cutover is refused while the task is not RUNNING.
+    expect_err(
+        tasks
+            .cutover(pb::CutoverRequest {
+                task_id: id.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+
+    // Watch, then start: the backlog drains.
+    let mut watch = tasks
+        .watch_task(pb::WatchTaskRequest {
+            task_id: id.clone(),
+            exclude_lag_samples: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.update,
+        Some(pb::watch_task_response::Update::Task(_))
+    ));
+
+    let started = tasks
+        .start_task(pb::StartTaskRequest {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(state(&started), pb::TaskState::Running);
+    let since = std::time::SystemTime::now();
+    let task = wait_task(&mut tasks, &id, "drained", drained_since(since)).await;
+    assert_eq!(task.queue_stats.unwrap().lag_records, 0);
+    // The watch saw the task RUNNING.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, watch.message())
+            .await
+            .expect("watch shows RUNNING")
+            .unwrap()
+            .unwrap();
+        if let Some(pb::watch_task_response::Update::Task(t)) = message.update
+            && state(&t) == pb::TaskState::Running
+        {
+            break;
+        }
+    }
+    tandem_integration::compare::assert_index_equal(&old_url, &new_url, &index).await;
+
+    // Cutover: the gateway swaps its roles.
+    let response = tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            max_lag: Some(prost_types_duration(60)),
+            hold_timeout: Some(prost_types_duration(10)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(response.task.as_ref().unwrap()),
+        pb::TaskState::CuttingOver
+    );
+    let op_id = response.operation.unwrap().id;
+    let task = wait_task(&mut tasks, &id, "cut over", |t| {
+        state(t) == pb::TaskState::Running && direction(t) == pb::ReplicationDirection::Reversed
+    })
+    .await;
+    assert_eq!(task.primary.as_ref().unwrap().cluster_name, "new");
+    let last = task.last_operation.unwrap();
+    assert_eq!(last.id, op_id);
+    assert_eq!(last.phase, pb::RoleSwapPhase::Succeeded as i32);
+    assert_eq!(
+        task.gateways[0].direction,
+        pb::ReplicationDirection::Reversed as i32
+    );
+
+    // Writes now go to the new cluster first, and are replayed to the old.
+    for i in 5..10 {
+        let status = tandem_integration::client::put_doc(
+            &gateway.url,
+            &index,
+            &i.to_string(),
+            serde_json::json!({ "i": i, "phase": "reversed" }),
+        )
+        .await;
+        assert!(status == 201 || status == 200, "status {status}");
+    }
+    let since = std::time::SystemTime::now();
+    wait_task(
+        &mut tasks,
+        &id,
+        "drained after cutover",
+        drained_since(since),
+    )
+    .await;
+    tandem_integration::compare::assert_index_equal(&new_url, &old_url, &index).await;
+
+    // Rollback.
+    tasks
+        .rollback(pb::RollbackRequest {
+            task_id: id.clone(),
+            max_lag: Some(prost_types_duration(60)),
+            hold_timeout: Some(prost_types_duration(10)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let task = wait_task(&mut tasks, &id, "rolled back", |t| {
+        state(t) == pb::TaskState::Running && direction(t) == pb::ReplicationDirection::Forward
+    })
+    .await;
+    assert_eq!(task.primary.as_ref().unwrap().cluster_name, "old");
+    for i in 10..12 {
+        let status = tandem_integration::client::put_doc(
+            &gateway.url,
+            &index,
+            &i.to_string(),
+            serde_json::json!({ "i": i, "phase": "after" }),
+        )
+        .await;
+        assert!(status == 201 || status == 200, "status {status}");
+    }
+    let since = std::time::SystemTime::now();
+    wait_task(
+        &mut tasks,
+        &id,
+        "drained after rollback",
+        drained_since(since),
+    )
+    .await;
+    let count = tandem_integration::compare::assert_index_equal(&old_url, &new_url, &index).await;
+    assert_eq!(count, 12);
+
+    // Stop, then delete.
+    let stopped = tasks
+        .stop_task(pb::StopTaskRequest {
+            task_id: id.clone(),
+            discard_unreplayed: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(state(&stopped), pb::TaskState::Stopped);
+    tasks
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    expect_err(
+        tasks.get_task(pb::GetTaskRequest { task_id: id }).await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    gateway.stop();
+    cp.stop().await;
+}
+
+fn prost_types_duration(seconds: i64) -> tandem_client::prost_types::Duration {
+    tandem_client::prost_types::Duration { seconds, nanos: 0 }
+}
+
+// ---------------------------------------------------------------------------
+// Scripted agent: preconditions, transitions, validation, auth.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_is_refused_while_lag_is_high_then_succeeds() {
+    let (cp, agent, gw) = scripted_setup().await;
+    let mut tasks = cp.tasks().await;
+    let id = tasks
+        .create_task(pb::CreateTaskRequest {
+            lag_thresholds: Some(pb::LagThresholds {
+                cutover_max_records: 10,
+                ..Default::default()
+            }),
+            ..create("lagging", &gw, false)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    agent.set_lag(500);
+    wait_task(&mut tasks, &id, "lagging", |t| {
+        t.gateways.iter().all(|g| g.in_sync && g.lag_records == 500)
+    })
+    .await;
+    let refused = |request: pb::CutoverRequest| {
+        let mut tasks = tasks.clone();
+        async move { tasks.cutover(request).await }
+    };
+    // The task's threshold (10 records) refuses it...
+    expect_err(
+        refused(pb::CutoverRequest {
+            task_id: id.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "max_lag_records: ",
+    );
+    // ...a dry run reports why...
+    let dry = tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let verdict = dry.operation.unwrap();
+    assert_eq!(verdict.phase, pb::RoleSwapPhase::Failed as i32);
+    assert_eq!(verdict.error.unwrap().reason, "LAG_ABOVE_MAXIMUM");
+    assert_eq!(state(dry.task.as_ref().unwrap()), pb::TaskState::Running);
+    // ...a request allowing more passes.
+    agent.set_lag(0);
+    wait_task(&mut tasks, &id, "drained", drained).await;
+    tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            max_lag_records: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // While cutting over, most transitions are refused.
+    let task = get(&mut tasks, &id).await;
+    if state(&task) == pb::TaskState::CuttingOver {
+        expect_err(
+            tasks
+                .stop_task(pb::StopTaskRequest {
+                    task_id: id.clone(),
+                    discard_unreplayed: true,
+                })
+                .await,
+            Code::FailedPrecondition,
+            "task_id: ",
+        );
+    }
+    let task = wait_task(&mut tasks, &id, "reversed", |t| {
+        state(t) == pb::TaskState::Running && direction(t) == pb::ReplicationDirection::Reversed
+    })
+    .await;
+    assert_eq!(task.primary.unwrap().cluster_name, "new");
+    // A second cutover is refused: already REVERSED.
+    expect_err(
+        tasks
+            .cutover(pb::CutoverRequest {
+                task_id: id.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    // Events were stored.
+    let events = tasks
+        .list_task_events(pb::ListTaskEventsRequest {
+            task_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["CUTOVER_SUCCEEDED", "CUTOVER_STARTED", "TASK_CREATED"]
+    );
+    drop(agent);
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_no_gateway_applies_fails_and_a_rollback_aborts_one() {
+    let (cp, agent, gw) = scripted_setup().await;
+    agent.never_swap();
+    let mut tasks = cp.tasks().await;
+    let id = tasks
+        .create_task(create("stuck", &gw, false))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    wait_task(&mut tasks, &id, "in sync", drained).await;
+
+    // The gateway never reports the new direction: once the hold (1 s) and
+    // the grace period expire, the cutover fails and FORWARD is published
+    // again.
+    let op = tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            hold_timeout: Some(prost_types_duration(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    let task = get(&mut tasks, &id).await;
+    assert_eq!(state(&task), pb::TaskState::CuttingOver);
+    assert_eq!(task.current_operation.as_ref().unwrap().id, op.id);
+    let task = wait_task(&mut tasks, &id, "back to RUNNING", |t| {
+        state(t) == pb::TaskState::Running
+    })
+    .await;
+    assert_eq!(direction(&task), pb::ReplicationDirection::Forward);
+    let last = task.last_operation.unwrap();
+    assert_eq!(last.id, op.id);
+    assert_eq!(last.phase, pb::RoleSwapPhase::Failed as i32);
+    assert_eq!(last.error.unwrap().reason, "DEADLINE_EXCEEDED");
+    assert!(task.current_operation.is_none());
+
+    // A rollback during a cutover aborts it at once.
+    wait_task(&mut tasks, &id, "in sync again", drained).await;
+    let op = tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            hold_timeout: Some(prost_types_duration(30)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    let aborted = tasks
+        .rollback(pb::RollbackRequest {
+            task_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(aborted.task.as_ref().unwrap()),
+        pb::TaskState::Running
+    );
+    assert_eq!(
+        direction(aborted.task.as_ref().unwrap()),
+        pb::ReplicationDirection::Forward
+    );
+    let verdict = aborted.operation.unwrap();
+    assert_eq!(verdict.id, op.id);
+    assert_eq!(verdict.phase, pb::RoleSwapPhase::Failed as i32);
+    assert_eq!(verdict.error.unwrap().reason, "ABORTED_BY_ROLLBACK");
+    drop(agent);
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_is_refused_when_a_gateway_is_disconnected() {
+    let (cp, agent, gw) = scripted_setup().await;
+    let mut tasks = cp.tasks().await;
+    let id = tasks
+        .create_task(create("disconnected", &gw, false))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    wait_task(&mut tasks, &id, "in sync", drained).await;
+    drop(agent);
+    wait_task(&mut tasks, &id, "disconnected", |t| {
+        t.gateways.iter().all(|g| !g.connected)
+    })
+    .await;
+    let status = tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("disconnected"), "{status:?}");
+    // Stopping needs discard_unreplayed: the gateway's lag is unknown.
+    expect_err(
+        tasks
+            .stop_task(pb::StopTaskRequest {
+                task_id: id.clone(),
+                discard_unreplayed: false,
+            })
+            .await,
+        Code::FailedPrecondition,
+        "discard_unreplayed: ",
+    );
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_transitions_and_illegal_ones() {
+    let (cp, agent, gw) = scripted_setup().await;
+    let mut tasks = cp.tasks().await;
+    let task = tasks
+        .create_task(create("lifecycle", &gw, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let id = task.id.clone();
+    assert_eq!(state(&task), pb::TaskState::Created);
+    // The agent receives the assignment, RECORD_ONLY.
+    let task = wait_task(&mut tasks, &id, "in sync", |t| {
+        t.gateways
+            .iter()
+            .all(|g| g.in_sync && g.mode == pb::TaskMode::RecordOnly as i32)
+    })
+    .await;
+    assert_eq!(task.health, pb::TaskHealth::Healthy as i32);
+
+    let tid = || id.clone();
+    // CREATED: pause and resume are refused.
+    expect_err(
+        tasks
+            .pause_task(pb::PauseTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .resume_task(pb::ResumeTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    // A second task on the same listener is refused.
+    expect_err(
+        tasks.create_task(create("other", &gw, true)).await,
+        Code::FailedPrecondition,
+        "listener: ",
+    );
+    // Start (twice: idempotent), pause (twice), resume.
+    for _ in 0..2 {
+        let t = tasks
+            .start_task(pb::StartTaskRequest { task_id: tid() })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        assert_eq!(state(&t), pb::TaskState::Running);
+        assert!(t.started_at.is_some());
+    }
+    wait_task(&mut tasks, &id, "replaying", |t| {
+        t.gateways
+            .iter()
+            .all(|g| g.in_sync && g.mode == pb::TaskMode::Replay as i32)
+    })
+    .await;
+    expect_err(
+        tasks
+            .delete_task(pb::DeleteTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    for _ in 0..2 {
+        let t = tasks
+            .pause_task(pb::PauseTaskRequest { task_id: tid() })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        assert_eq!(state(&t), pb::TaskState::Paused);
+    }
+    expect_err(
+        tasks
+            .start_task(pb::StartTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .rollback(pb::RollbackRequest {
+                task_id: tid(),
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    let t = tasks
+        .resume_task(pb::ResumeTaskRequest { task_id: tid() })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(state(&t), pb::TaskState::Running);
+    // Stop needs no discard when nothing is unreplayed.
+    wait_task(&mut tasks, &id, "drained", drained).await;
+    let t = tasks
+        .stop_task(pb::StopTaskRequest {
+            task_id: tid(),
+            discard_unreplayed: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(state(&t), pb::TaskState::Stopped);
+    assert!(t.stopped_at.is_some());
+    // STOPPED is terminal.
+    expect_err(
+        tasks
+            .pause_task(pb::PauseTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .resume_task(pb::ResumeTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .start_task(pb::StartTaskRequest { task_id: tid() })
+            .await,
+        Code::FailedPrecondition,
+        "task_id: ",
+    );
+    // The listener is free again once stopped.
+    let other = tasks
+        .create_task(create("other", &gw, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    // Listing: newest first, paginated, filtered.
+    let page = tasks
+        .list_tasks(pb::ListTasksRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.tasks.len(), 1);
+    assert_eq!(page.tasks[0].id, other.id);
+    assert!(!page.next_page_token.is_empty());
+    let next = tasks
+        .list_tasks(pb::ListTasksRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.tasks.len(), 1);
+    assert_eq!(next.tasks[0].id, id);
+    assert!(next.next_page_token.is_empty());
+    let stopped = tasks
+        .list_tasks(pb::ListTasksRequest {
+            states: vec![pb::TaskState::Stopped as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.tasks.len(), 1);
+    assert_eq!(stopped.tasks[0].id, id);
+    // Delete: a stopped task goes; the agent gets a state without it.
+    tasks
+        .delete_task(pb::DeleteTaskRequest { task_id: tid() })
+        .await
+        .unwrap();
+    expect_err(
+        tasks.get_task(pb::GetTaskRequest { task_id: tid() }).await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    drop(agent);
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_validated_field_by_field() {
+    let (cp, agent, gw) = scripted_setup().await;
+    let mut tasks = cp.tasks().await;
+    let cases: Vec<(pb::CreateTaskRequest, Code, &str)> = vec![
+        (create("", &gw, true), Code::InvalidArgument, "name: "),
+        (
+            create("Bad_Name", &gw, true),
+            Code::InvalidArgument,
+            "name: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                primary: None,
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "primary: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                backup: Some(pb::ClusterRef::default()),
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "backup: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                primary: Some(pb::ClusterRef {
+                    cluster_id: "not-a-uuid".into(),
+                    ..Default::default()
+                }),
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "primary.cluster_id: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                backup: by_name("old"),
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "backup: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                backup: by_name("missing"),
+                ..create("t", &gw, true)
+            },
+            Code::NotFound,
+            "backup.cluster_name: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                primary: Some(pb::ClusterRef {
+                    cluster_id: "00000000-0000-0000-0000-000000000001".into(),
+                    ..Default::default()
+                }),
+                ..create("t", &gw, true)
+            },
+            Code::NotFound,
+            "primary.cluster_id: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                gateway_ids: vec![],
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "gateway_ids: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                gateway_ids: vec![gw.clone(), gw.clone()],
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "gateway_ids[1]: ",
+        ),
+        (
+            create("t", "unknown-gateway", true),
+            Code::NotFound,
+            "gateway_ids[0]: ",
+        ),
+        (
+            create("t", "bad id!", true),
+            Code::InvalidArgument,
+            "gateway_ids[0]: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                shadow_reads: Some(pb::ShadowReadConfig { sample_ratio: 1.5 }),
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "shadow_reads.sample_ratio: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                lag_thresholds: Some(pb::LagThresholds {
+                    warning_lag: Some(tandem_client::prost_types::Duration {
+                        seconds: -1,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "lag_thresholds.warning_lag: ",
+        ),
+        (
+            pb::CreateTaskRequest {
+                indices: Some(pb::IndexFilter {
+                    include: vec![String::new()],
+                    ..Default::default()
+                }),
+                ..create("t", &gw, true)
+            },
+            Code::InvalidArgument,
+            "indices.include[0]: ",
+        ),
+    ];
+    for (request, code, prefix) in cases {
+        expect_err(tasks.create_task(request).await, code, prefix);
+    }
+    // Names are unique; request ids make creation idempotent.
+    let first = tasks
+        .create_task(pb::CreateTaskRequest {
+            request_id: "req-1".into(),
+            ..create("unique", &gw, true)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let again = tasks
+        .create_task(pb::CreateTaskRequest {
+            request_id: "req-1".into(),
+            ..create("unique", &gw, true)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(first.id, again.id);
+    expect_err(
+        tasks
+            .create_task(pb::CreateTaskRequest {
+                listener: "other".into(),
+                ..create("unique", &gw, true)
+            })
+            .await,
+        Code::AlreadyExists,
+        "name: ",
+    );
+
+    // Every task RPC checks its task id.
+    let bad = "nope".to_string();
+    expect_err(
+        tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: bad.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    let missing = "00000000-0000-0000-0000-000000000002".to_string();
+    expect_err(
+        tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: missing.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .start_task(pb::StartTaskRequest {
+                task_id: bad.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .start_task(pb::StartTaskRequest {
+                task_id: missing.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .pause_task(pb::PauseTaskRequest {
+                task_id: bad.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .resume_task(pb::ResumeTaskRequest {
+                task_id: bad.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .stop_task(pb::StopTaskRequest {
+                task_id: bad.clone(),
+                discard_unreplayed: true,
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .delete_task(pb::DeleteTaskRequest {
+                task_id: missing.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .cutover(pb::CutoverRequest {
+                task_id: bad.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .cutover(pb::CutoverRequest {
+                task_id: first.id.clone(),
+                hold_timeout: Some(prost_types_duration(120)),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "hold_timeout: ",
+    );
+    expect_err(
+        tasks
+            .rollback(pb::RollbackRequest {
+                task_id: missing.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .watch_task(pb::WatchTaskRequest {
+                task_id: bad.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .list_task_events(pb::ListTaskEventsRequest {
+                task_id: missing,
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+        "task_id: ",
+    );
+    expect_err(
+        tasks
+            .list_tasks(pb::ListTasksRequest {
+                page_size: -1,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "page_size: ",
+    );
+    expect_err(
+        tasks
+            .list_tasks(pb::ListTasksRequest {
+                cluster_id: "x".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "cluster_id: ",
+    );
+    expect_err(
+        tasks
+            .list_tasks(pb::ListTasksRequest {
+                states: vec![0],
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "states[0]: ",
+    );
+
+    // Authentication: every RPC needs the token.
+    for bearer in [None, Some("wrong-token-0123456789-abcdefghij")] {
+        let mut client = cp.tasks_with(bearer).await;
+        let id = first.id.clone();
+        let codes = [
+            client
+                .create_task(create("x", &gw, true))
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .get_task(pb::GetTaskRequest {
+                    task_id: id.clone(),
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .list_tasks(pb::ListTasksRequest::default())
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .start_task(pb::StartTaskRequest {
+                    task_id: id.clone(),
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .pause_task(pb::PauseTaskRequest {
+                    task_id: id.clone(),
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .resume_task(pb::ResumeTaskRequest {
+                    task_id: id.clone(),
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .stop_task(pb::StopTaskRequest {
+                    task_id: id.clone(),
+                    discard_unreplayed: true,
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .delete_task(pb::DeleteTaskRequest {
+                    task_id: id.clone(),
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .cutover(pb::CutoverRequest {
+                    task_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .rollback(pb::RollbackRequest {
+                    task_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .watch_task(pb::WatchTaskRequest {
+                    task_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
+                .list_task_events(pb::ListTaskEventsRequest {
+                    task_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+        ];
+        assert!(
+            codes.iter().all(|c| *c == Code::Unauthenticated),
+            "{codes:?}"
+        );
+    }
+    // Nothing changed.
+    assert_eq!(
+        state(&get(&mut tasks, &first.id).await),
+        pb::TaskState::Created
+    );
+    drop(agent);
+    cp.stop().await;
+}
