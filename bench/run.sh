@@ -246,7 +246,7 @@ log "direct $BENCH_ES_URL | nginx $BENCH_NGINX_URL | gateway A $BENCH_GW_URL | g
 # ----------------------------------------------------------- measurements
 if [[ ${BENCH_HOLD:-0} == 1 ]]; then
   # Manual runs: keep everything up until Ctrl-C / SIGTERM.
-  env | grep '^BENCH_' | sed 's/^/export /' > "$BENCH_DIR/env"
+  export -p | grep -E '^declare -x BENCH_' > "$BENCH_DIR/env"
   log "holding; environment in $BENCH_DIR/env (source it); Ctrl-C or kill $$ to stop"
   sleep infinity &
   PIDS+=($!)
