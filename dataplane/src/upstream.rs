@@ -43,9 +43,37 @@ pub struct UpstreamNode {
     pub port: u16,
     /// The node's limits.
     pub limiter: NodeLimiter,
+    /// The last resolution of `host`, reused for [`RESOLVE_TTL`] so a
+    /// host-name upstream does not cost a name lookup per request.
+    resolved: parking_lot::Mutex<Option<(SocketAddr, std::time::Instant)>>,
 }
 
+/// How long a resolved upstream address is reused.
+const RESOLVE_TTL: Duration = Duration::from_secs(30);
+
 impl UpstreamNode {
+    fn new(host: String, port: u16, limiter: NodeLimiter) -> UpstreamNode {
+        UpstreamNode {
+            host,
+            port,
+            limiter,
+            resolved: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The node's socket address, resolved at most once per
+    /// [`RESOLVE_TTL`].
+    async fn address(&self) -> Result<SocketAddr> {
+        if let Some((addr, at)) = *self.resolved.lock()
+            && at.elapsed() < RESOLVE_TTL
+        {
+            return Ok(addr);
+        }
+        let addr = resolve(&self.host, self.port).await?;
+        *self.resolved.lock() = Some((addr, std::time::Instant::now()));
+        Ok(addr)
+    }
+
     /// `host:port`, for logs and metrics.
     pub fn label(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -143,11 +171,11 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// An upstream whose only node is the configured endpoint.
     pub fn new(role: &'static str, seed: Endpoint, config: UpstreamConfig) -> Upstream {
-        let node = Arc::new(UpstreamNode {
-            host: seed.host.clone(),
-            port: seed.port,
-            limiter: NodeLimiter::new(format!("{}:{}", seed.host, seed.port), &config.limits),
-        });
+        let node = Arc::new(UpstreamNode::new(
+            seed.host.clone(),
+            seed.port,
+            NodeLimiter::new(format!("{}:{}", seed.host, seed.port), &config.limits),
+        ));
         Upstream {
             role,
             config,
@@ -174,13 +202,13 @@ impl Upstream {
         let nodes = self.nodes();
         let node = nodes[self.next.fetch_add(1, Ordering::Relaxed) % nodes.len()].clone();
         let permit = node.limiter.acquire(body_bytes).await?;
-        let addr =
-            resolve(&node.host, node.port)
-                .await
-                .map_err(|source| ExchangeError::Connect {
-                    node: node.label(),
-                    source,
-                })?;
+        let addr = node
+            .address()
+            .await
+            .map_err(|source| ExchangeError::Connect {
+                node: node.label(),
+                source,
+            })?;
         Ok(Selected {
             peer: self.peer(addr, &node.host),
             node,
@@ -323,14 +351,9 @@ impl Upstream {
                     .find(|n| n.host == host && n.port == port)
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(UpstreamNode {
-                            limiter: NodeLimiter::new(
-                                format!("{host}:{port}"),
-                                &self.config.limits,
-                            ),
-                            host,
-                            port,
-                        })
+                        let limiter =
+                            NodeLimiter::new(format!("{host}:{port}"), &self.config.limits);
+                        Arc::new(UpstreamNode::new(host, port, limiter))
                     })
             })
             .collect();
