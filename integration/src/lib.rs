@@ -196,6 +196,29 @@ pub fn http() -> reqwest::Client {
         .expect("build HTTP client")
 }
 
+/// Creates an empty database named `<prefix>_<pid>_<n>` on the test
+/// Postgres and returns its URL, so each test gets a schema of its own.
+pub async fn fresh_database(prefix: &str) -> String {
+    use sqlx::Connection;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = database_url();
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = sqlx::PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test Postgres: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+    let (server, _) = base.rsplit_once('/').expect("database URL has a path");
+    format!("{server}/{name}")
+}
+
 /// Parses `flavor=url,flavor=url`.
 pub fn parse_cluster_list(list: &str) -> anyhow::Result<Vec<(String, String)>> {
     list.split(',')

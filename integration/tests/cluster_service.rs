@@ -42,7 +42,7 @@ struct TestControlPlane {
 impl TestControlPlane {
     /// On a fresh database, with a fresh secret key.
     async fn start() -> TestControlPlane {
-        let database_url = fresh_database().await;
+        let database_url = tandem_integration::fresh_database("cp_clusters").await;
         Self::start_on(&database_url, &SecretKey::generate().to_base64()).await
     }
 
@@ -107,24 +107,6 @@ impl TestControlPlane {
 
 fn token(bearer: Option<&str>) -> BearerToken {
     BearerToken::new(bearer).unwrap()
-}
-
-/// Creates an empty database on the test Postgres and returns its URL.
-async fn fresh_database() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = tandem_integration::database_url();
-    let name = format!(
-        "cp_clusters_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
 }
 
 fn es7() -> &'static SearchCluster {
@@ -1692,7 +1674,7 @@ async fn stored_secret_is_kept_when_an_update_leaves_the_password_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_secret_key_cannot_use_the_stored_passwords() {
-    let database_url = fresh_database().await;
+    let database_url = tandem_integration::fresh_database("cp_clusters").await;
     let cp = TestControlPlane::start_on(&database_url, &SecretKey::generate().to_base64()).await;
     let mut client = cp.client().await;
     let secured = HttpFront::start(Behaviour::Secured {

@@ -28,7 +28,7 @@ struct TestControlPlane {
 
 impl TestControlPlane {
     async fn start() -> TestControlPlane {
-        let database_url = fresh_database().await;
+        let database_url = tandem_integration::fresh_database("cp_test").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let config = ControlPlaneConfig {
@@ -68,24 +68,6 @@ impl TestControlPlane {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
     }
-}
-
-/// Creates an empty database on the test Postgres and returns its URL.
-async fn fresh_database() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = tandem_integration::database_url();
-    let name = format!(
-        "cp_test_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
 }
 
 /// Service names declared in `proto/tandem/v1/*.proto`.

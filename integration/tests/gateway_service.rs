@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::Connection;
 use tandem_client::v1::gateway_service_client::GatewayServiceClient;
 use tandem_client::v1::queue_service_client::QueueServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
@@ -55,7 +54,7 @@ impl TestControlPlane {
     }
 
     async fn start_with_heartbeat(heartbeat_ms: u64) -> TestControlPlane {
-        let database_url = fresh_database().await;
+        let database_url = tandem_integration::fresh_database("cp_gateways").await;
         let key = SecretKey::generate().to_base64();
         Self::start_on(&database_url, &key, heartbeat_ms).await
     }
@@ -147,24 +146,6 @@ impl TestControlPlane {
 
 fn token(bearer: Option<&str>) -> BearerToken {
     BearerToken::new(bearer).unwrap()
-}
-
-/// Creates an empty database on the test Postgres and returns its URL.
-async fn fresh_database() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = tandem_integration::database_url();
-    let name = format!(
-        "cp_gateways_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
 }
 
 /// An agent played by the test over a real `AgentStream`.

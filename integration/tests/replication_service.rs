@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::Connection;
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
@@ -43,7 +42,7 @@ struct TestControlPlane {
 
 impl TestControlPlane {
     async fn start(heartbeat_ms: u64) -> TestControlPlane {
-        let database_url = fresh_database().await;
+        let database_url = tandem_integration::fresh_database("cp_tasks").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let config = ControlPlaneConfig {
@@ -110,23 +109,6 @@ impl TestControlPlane {
 
 fn token(bearer: Option<&str>) -> BearerToken {
     BearerToken::new(bearer).unwrap()
-}
-
-async fn fresh_database() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = tandem_integration::database_url();
-    let name = format!(
-        "cp_tasks_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
 }
 
 fn new_gateway_id() -> String {
