@@ -41,12 +41,18 @@
 //!
 //! # Commands
 //!
-//! [`Fleet::send_command`] sends a `GatewayCommand` to a gateway connected to
-//! this process and waits for its `CommandResult` (correlated by
-//! `command_id`), up to a timeout. Commands are not persisted: a command
-//! whose gateway disconnects before answering fails with
-//! [`FleetError::Disconnected`], and the caller decides whether to retry.
-
+//! Commands go through an outbox in Postgres ([`commands`]), so any replica
+//! can send a command to any gateway and nothing is lost to a reconnect:
+//! [`commands::execute`] stores the command and waits for its result;
+//! commands that may wait for a gateway to come back are stored with the
+//! change they carry (see [`crate::store::dead_letters::request`]). The replica holding the
+//! gateway's stream claims and sends it (woken by a Postgres notification,
+//! or by its periodic sweep); the result, received by whichever replica
+//! holds the stream then, is stored and wakes the caller. A command sent on
+//! a stream that broke before the answer is sent again on the next stream
+//! (the gateway answers a repeated command id with its first result).
+//!
+pub mod commands;
 pub mod liveness;
 pub(crate) mod session;
 
@@ -115,6 +121,9 @@ pub enum FleetError {
     /// The agent stream closed before the gateway answered.
     #[error("the agent stream of gateway {0} closed before the gateway answered")]
     Disconnected(String),
+    /// The command could not be stored or its result read.
+    #[error("the control plane's database failed: {0}")]
+    Database(String),
 }
 
 impl FleetError {
@@ -126,6 +135,7 @@ impl FleetError {
                 Status::unavailable(format!("{field}: {self}; retry once it is connected"))
             }
             FleetError::Timeout { .. } => Status::deadline_exceeded(format!("{field}: {self}")),
+            FleetError::Database(_) => Status::unavailable(format!("{self}; retry later")),
         }
     }
 }
@@ -137,8 +147,6 @@ pub(crate) struct AgentLink {
     /// Messages to the agent; taken when the session ends, which ends the
     /// response stream even while a caller still holds the link.
     outbound: Mutex<Option<mpsc::Sender<Result<pb::AgentStreamResponse, Status>>>>,
-    /// Commands sent and not answered yet, by `command_id`.
-    pending: Mutex<HashMap<String, oneshot::Sender<pb::CommandResult>>>,
     /// Highest desired-state version sent on this stream.
     last_pushed_version: AtomicU64,
     /// Ends the stream with the given status (taken by the first closer).
@@ -204,16 +212,31 @@ impl AgentLink {
     fn pushed_version(&self) -> u64 {
         self.last_pushed_version.load(Ordering::SeqCst)
     }
+}
 
-    /// Hands `result` to the caller waiting for it; false when nobody waits
-    /// (unknown id, or the caller gave up).
-    pub(crate) fn complete(&self, result: pb::CommandResult) -> bool {
-        let waiter = self
-            .pending
+/// A caller's registration for one command result (see
+/// [`Fleet::await_result`]).
+pub(crate) struct ResultWaiter {
+    fleet: Fleet,
+    command_id: String,
+    receiver: oneshot::Receiver<pb::CommandResult>,
+}
+
+impl ResultWaiter {
+    /// The result once [`Fleet::complete`] hands it over.
+    pub(crate) fn receiver(&mut self) -> &mut oneshot::Receiver<pb::CommandResult> {
+        &mut self.receiver
+    }
+}
+
+impl Drop for ResultWaiter {
+    fn drop(&mut self) {
+        self.fleet
+            .inner
+            .waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&result.command_id);
-        waiter.is_some_and(|w| w.send(result).is_ok())
+            .remove(&self.command_id);
     }
 }
 
@@ -228,6 +251,9 @@ struct Inner {
     instance_id: String,
     settings: AgentSettings,
     agents: Mutex<HashMap<String, Arc<AgentLink>>>,
+    /// Callers of [`commands::execute`] on this process waiting for a
+    /// result, by command id.
+    waiters: Mutex<HashMap<String, oneshot::Sender<pb::CommandResult>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -249,6 +275,7 @@ impl Fleet {
                 instance_id: Uuid::new_v4().to_string(),
                 settings,
                 agents: Mutex::new(HashMap::new()),
+                waiters: Mutex::new(HashMap::new()),
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -302,57 +329,59 @@ impl Fleet {
         self.link(gateway_id)?.push(state).await
     }
 
-    /// Sends `command` to `gateway_id` and waits up to `timeout` for its
-    /// `CommandResult`. An empty `command_id` gets a fresh UUID; an unset
-    /// `issued_at` / `expires_at` become now / now + `timeout`, so a gateway
-    /// that gets the command late rejects it instead of executing it after
-    /// the caller gave up.
-    pub async fn send_command(
+    /// The stream of `gateway_id` on this process, if any.
+    pub(crate) fn connection_id(&self, gateway_id: &str) -> Option<Uuid> {
+        self.agents().get(gateway_id).map(|link| link.connection_id)
+    }
+
+    /// Sends `command` on the stream of `gateway_id` (without waiting for
+    /// the answer, which arrives through [`Fleet::complete`]).
+    pub(crate) async fn deliver(
         &self,
         gateway_id: &str,
-        mut command: pb::GatewayCommand,
-        timeout: Duration,
-    ) -> Result<pb::CommandResult, FleetError> {
-        let link = self.link(gateway_id)?;
-        if command.command_id.is_empty() {
-            command.command_id = Uuid::new_v4().to_string();
-        }
-        let now = chrono::Utc::now();
-        command.issued_at.get_or_insert_with(|| timestamp(now));
-        if command.expires_at.is_none() {
-            command.expires_at = chrono::TimeDelta::from_std(timeout)
-                .ok()
-                .and_then(|span| now.checked_add_signed(span))
-                .map(timestamp);
-        }
-        let command_id = command.command_id.clone();
-        let (answer, answered) = oneshot::channel();
-        link.pending
+        command: pb::GatewayCommand,
+    ) -> Result<(), FleetError> {
+        self.link(gateway_id)?
+            .send(pb::agent_stream_response::Payload::Command(command))
+            .await
+    }
+
+    /// Registers a caller waiting for the result of `command_id`; the
+    /// registration ends when the returned receiver is dropped.
+    pub(crate) fn await_result(&self, command_id: &str) -> ResultWaiter {
+        let (sender, receiver) = oneshot::channel();
+        self.inner
+            .waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(command_id.clone(), answer);
-        let exchange = async {
-            link.send(pb::agent_stream_response::Payload::Command(command))
-                .await?;
-            answered
-                .await
-                .map_err(|_| FleetError::Disconnected(gateway_id.to_string()))
-        };
-        let outcome = match tokio::time::timeout(timeout, exchange).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(FleetError::Timeout {
-                gateway_id: gateway_id.to_string(),
-                command_id: command_id.clone(),
-                timeout,
-            }),
-        };
-        if outcome.is_err() {
-            link.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&command_id);
+            .insert(command_id.to_string(), sender);
+        ResultWaiter {
+            fleet: self.clone(),
+            command_id: command_id.to_string(),
+            receiver,
         }
-        outcome
+    }
+
+    /// Whether a caller on this process waits for `command_id`.
+    pub(crate) fn awaits(&self, command_id: &str) -> bool {
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(command_id)
+    }
+
+    /// Hands `result` to the caller on this process waiting for it; false
+    /// when nobody here waits (unknown id, another replica's caller, or
+    /// the caller gave up).
+    pub(crate) fn complete(&self, result: pb::CommandResult) -> bool {
+        let waiter = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&result.command_id);
+        waiter.is_some_and(|w| w.send(result).is_ok())
     }
 
     /// Closes every agent stream with `UNAVAILABLE` (the agents reconnect,
@@ -385,7 +414,6 @@ impl Fleet {
             gateway_id: gateway_id.to_string(),
             connection_id,
             outbound: Mutex::new(Some(outbound)),
-            pending: Mutex::new(HashMap::new()),
             last_pushed_version: AtomicU64::new(pushed_version),
             close: Mutex::new(Some(close)),
         });
@@ -503,53 +531,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn commands_are_answered_by_their_id() {
+    async fn commands_are_delivered_and_results_reach_their_waiter_only() {
         let fleet = Fleet::new(AgentSettings::default());
         let (tx, mut rx) = mpsc::channel(8);
-        let (link, _closed, replaced) = fleet.attach("gw-1", Uuid::new_v4(), tx, 0);
-        assert!(!replaced);
-        let agent = tokio::spawn(async move {
-            let sent = rx.recv().await.unwrap().unwrap();
-            let Some(pb::agent_stream_response::Payload::Command(cmd)) = sent.payload else {
-                panic!("expected a command, got {sent:?}");
-            };
-            assert!(cmd.expires_at.is_some() && cmd.issued_at.is_some());
-            assert!(!link.complete(pb::CommandResult {
-                command_id: "someone-else".into(),
-                ..Default::default()
-            }));
-            assert!(link.complete(pb::CommandResult {
-                command_id: cmd.command_id,
-                outcome: pb::CommandOutcome::Succeeded as i32,
-                ..Default::default()
-            }));
-        });
-        let result = fleet
-            .send_command("gw-1", command("c-1"), Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(result.command_id, "c-1");
-        agent.await.unwrap();
+        let connection = Uuid::new_v4();
+        fleet.attach("gw-1", connection, tx, 0);
+        assert_eq!(fleet.connection_id("gw-1"), Some(connection));
+        let mut waiter = fleet.await_result("c-1");
+        assert!(fleet.awaits("c-1"));
+        fleet.deliver("gw-1", command("c-1")).await.unwrap();
+        let sent = rx.recv().await.unwrap().unwrap();
+        let Some(pb::agent_stream_response::Payload::Command(cmd)) = sent.payload else {
+            panic!("expected a command, got {sent:?}");
+        };
+        assert_eq!(cmd.command_id, "c-1");
+        assert!(!fleet.complete(pb::CommandResult {
+            command_id: "someone-else".into(),
+            ..Default::default()
+        }));
+        assert!(fleet.complete(pb::CommandResult {
+            command_id: "c-1".into(),
+            outcome: pb::CommandOutcome::Succeeded as i32,
+            ..Default::default()
+        }));
+        assert_eq!(waiter.receiver().await.unwrap().command_id, "c-1");
     }
 
     #[tokio::test]
-    async fn unanswered_commands_time_out_and_unknown_gateways_fail_fast() {
+    async fn unknown_gateways_fail_fast_and_dropped_waiters_unregister() {
         let fleet = Fleet::new(AgentSettings::default());
-        let err = fleet
-            .send_command("nope", command(""), Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let err = fleet.deliver("nope", command("c-2")).await.unwrap_err();
         assert_eq!(err, FleetError::NotConnected("nope".into()));
         assert_eq!(err.status("gateway_id").code(), tonic::Code::Unavailable);
+        assert_eq!(fleet.connection_id("nope"), None);
 
-        let (tx, _rx) = mpsc::channel(8);
-        let (link, _closed, _) = fleet.attach("gw-1", Uuid::new_v4(), tx, 0);
-        let err = fleet
-            .send_command("gw-1", command("c-2"), Duration::from_millis(50))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, FleetError::Timeout { .. }), "{err:?}");
-        assert!(link.pending.lock().unwrap().is_empty());
+        let waiter = fleet.await_result("c-3");
+        drop(waiter);
+        assert!(!fleet.awaits("c-3"));
+        assert!(!fleet.complete(pb::CommandResult {
+            command_id: "c-3".into(),
+            ..Default::default()
+        }));
     }
 
     #[tokio::test]

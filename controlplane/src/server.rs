@@ -76,6 +76,7 @@ pub async fn serve(
     let pool = store::connect_and_migrate(&config.database_url, config.database_wait()).await?;
     let fleet = Fleet::new(agent_settings);
     let sweep = fleet::liveness::spawn(pool.clone(), fleet.clone());
+    let commands = fleet::commands::spawn(pool.clone(), fleet.clone());
     let api = Api {
         pool,
         secrets,
@@ -141,6 +142,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     sweep.abort();
+    commands.abort();
     resume.abort();
     served?;
     Ok(())

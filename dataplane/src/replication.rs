@@ -199,6 +199,21 @@ enum Interrupted {
     Paused,
 }
 
+/// Records read by [`Replication::peek`] and where the queue stands.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    /// The records, in offset order.
+    pub records: Vec<crate::queue::Record>,
+    /// Offset the read started from.
+    pub from: u64,
+    /// Offset of the oldest retained record.
+    pub first_offset: u64,
+    /// Offset the next appended record gets.
+    pub head_offset: u64,
+    /// The replayer's next record (everything before it is replayed).
+    pub next_to_replay: u64,
+}
+
 /// One replication task on this gateway.
 pub struct Replication {
     /// The durable queue of accepted writes.
@@ -378,16 +393,9 @@ impl Replication {
             .unwrap_or(0)
     }
 
-    /// The queue view: up to `limit` records from offset `from` (default:
-    /// the replayer's next record), each decoded with its op kind, index,
-    /// id, version and `version_fenced` flag; bodies redacted unless
-    /// `with_bodies`.
-    pub fn peek_json(
-        &self,
-        from: Option<u64>,
-        limit: usize,
-        with_bodies: bool,
-    ) -> Result<Value, QueueError> {
+    /// Up to `limit` records from offset `from` (default: the replayer's
+    /// next record), without consuming them, with the queue's position.
+    pub fn peek(&self, from: Option<u64>, limit: usize) -> Result<Peeked, QueueError> {
         let stats = self.queue.stats();
         let next_to_replay = stats
             .consumers
@@ -396,8 +404,28 @@ impl Replication {
             .and_then(|c| c.acked_offset.map(|o| o + 1))
             .unwrap_or(stats.first_offset);
         let from = from.unwrap_or(next_to_replay);
-        let records = self.queue.peek(from, limit)?;
-        let records: Vec<Value> = records
+        Ok(Peeked {
+            records: self.queue.peek(from, limit)?,
+            from,
+            first_offset: stats.first_offset,
+            head_offset: stats.next_offset,
+            next_to_replay,
+        })
+    }
+
+    /// The queue view: [`Replication::peek`] with each record decoded with
+    /// its op kind, index, id, version and `version_fenced` flag; bodies
+    /// redacted unless `with_bodies`.
+    pub fn peek_json(
+        &self,
+        from: Option<u64>,
+        limit: usize,
+        with_bodies: bool,
+    ) -> Result<Value, QueueError> {
+        let peeked = self.peek(from, limit)?;
+        let next_to_replay = peeked.next_to_replay;
+        let records: Vec<Value> = peeked
+            .records
             .iter()
             .map(|record| {
                 let op = match ReplicationOp::decode(&record.payload) {
@@ -413,7 +441,7 @@ impl Replication {
                 })
             })
             .collect();
-        Ok(json!({ "from": from, "next_to_replay": next_to_replay, "records": records }))
+        Ok(json!({ "from": peeked.from, "next_to_replay": next_to_replay, "records": records }))
     }
 
     /// Pauses the replayer (writes are still recorded).

@@ -555,6 +555,9 @@ async fn agent_registers_reports_applies_desired_state_and_survives_control_plan
         "cmd-peek",
         Command::PeekRecords(pb::PeekRecordsCommand {
             task_id: TASK.into(),
+            start_offset: Some(0),
+            max_records: 1000,
+            include_bodies: true,
             ..Default::default()
         }),
     )
@@ -595,9 +598,32 @@ async fn agent_registers_reports_applies_desired_state_and_survives_control_plan
     let repair = wait_result(&cp, "cmd-repair", 1).await;
     assert_eq!(repair.outcome, pb::CommandOutcome::Rejected as i32);
     assert_eq!(reason(&repair), "QUEUE_NOT_BLOCKED");
+    // Peeking reads the retained records without consuming them: the
+    // document written after the cutover is there, with its body.
     let peek = wait_result(&cp, "cmd-peek", 1).await;
-    assert_eq!(peek.outcome, pb::CommandOutcome::Rejected as i32);
-    assert_eq!(reason(&peek), "UNSUPPORTED_COMMAND");
+    assert_eq!(
+        peek.outcome,
+        pb::CommandOutcome::Succeeded as i32,
+        "{peek:?}"
+    );
+    let Some(pb::command_result::Detail::Peek(peeked)) = &peek.detail else {
+        panic!("no peek detail: {peek:?}");
+    };
+    assert_eq!(
+        peeked.committed_offset, peeked.head_offset,
+        "drained: {peeked:?}"
+    );
+    let last = peeked
+        .records
+        .iter()
+        .find(|r| r.doc_id == "after-cutover")
+        .unwrap_or_else(|| panic!("the last write is retained: {peeked:?}"));
+    assert_eq!(last.index, index);
+    assert!(last.version_fenced && last.enqueued_at.is_some() && last.size_bytes > 0);
+    assert!(
+        String::from_utf8_lossy(&last.body).contains("1000"),
+        "{last:?}"
+    );
     let other = wait_result(&cp, "cmd-other-task", 1).await;
     assert_eq!(reason(&other), "UNKNOWN_TASK");
     let expired = wait_result(&cp, "cmd-expired", 1).await;

@@ -14,8 +14,9 @@ use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 use uuid::Uuid;
 
-use super::{AgentLink, Fleet, HELLO_TIMEOUT, OUTBOUND_CAPACITY, load_desired_state};
+use super::{AgentLink, Fleet, HELLO_TIMEOUT, OUTBOUND_CAPACITY, commands, load_desired_state};
 use crate::services::{duration, store_status, timestamp};
+use crate::store::dead_letters;
 use crate::store::gateways::{self as store, Registration, Reports};
 use crate::validate::{self, invalid};
 
@@ -120,6 +121,14 @@ pub(crate) async fn open(
         link,
         events_acknowledgeable: true,
     };
+    // Commands stored while the gateway was away, or sent on its previous
+    // stream and never answered.
+    let (pool, fleet, gateway_id) = (
+        session.pool.clone(),
+        session.fleet.clone(),
+        session.gateway_id.clone(),
+    );
+    tokio::spawn(async move { commands::dispatch(&pool, &fleet, &gateway_id).await });
     tokio::spawn(session.run(inbound, closed));
     Ok(Box::pin(ReceiverStream::new(responses)))
 }
@@ -254,24 +263,31 @@ impl Session {
             }
             Some(Inbound::CommandResult(result)) => {
                 self.writer.update(|_| {});
-                let command_id = result.command_id.clone();
-                if !self.link.complete(result) {
-                    tracing::debug!(
-                        gateway_id = %self.gateway_id,
-                        command_id = %command_id,
-                        "result of a command nobody waits for (unknown, or its caller gave up)"
-                    );
-                }
+                commands::on_result(&self.pool, &self.fleet, &self.gateway_id, result).await;
             }
             Some(Inbound::DeadLetters(report)) => {
-                // Dead-letter metadata is not stored yet (ListDeadLetters is
-                // not implemented); the report still proves liveness.
                 self.writer.update(|_| {});
-                tracing::debug!(
-                    gateway_id = %self.gateway_id,
-                    dead_letters = report.dead_letters.len(),
-                    "dead-letter report ignored"
-                );
+                match dead_letters::record_report(
+                    &self.pool,
+                    &self.gateway_id,
+                    &report.dead_letters,
+                )
+                .await
+                {
+                    Ok(0) => {}
+                    Ok(malformed) => tracing::warn!(
+                        gateway_id = %self.gateway_id,
+                        malformed,
+                        "dead letters with a malformed id ignored"
+                    ),
+                    // The gateway reports them again with their next change;
+                    // until then ListDeadLetters misses them.
+                    Err(err) => tracing::warn!(
+                        gateway_id = %self.gateway_id,
+                        error = %err,
+                        "cannot store a dead-letter report"
+                    ),
+                }
             }
             Some(Inbound::Hello(_)) => {
                 self.writer.update(|_| {});

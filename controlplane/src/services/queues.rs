@@ -5,14 +5,17 @@
 //!   selection (`queues::aggregate`). Figures of a disconnected gateway, or older
 //!   than three statistics intervals, are flagged `stale`.
 //! - **PeekRecords** and **RepairQueue** are relayed to the gateway owning
-//!   the queue as a `GatewayCommand` ([`crate::fleet::Fleet::send_command`]);
-//!   the gateway must be connected to this replica (`UNAVAILABLE`
-//!   otherwise). Both are audited in the log (never with record bodies).
-//! - ListDeadLetters, RetryDeadLetters and SkipDeadLetters are not
-//!   implemented yet (`UNIMPLEMENTED`): they need the dead-letter metadata
-//!   store fed by the agents' `DeadLetterReport`s.
+//!   the queue as a `GatewayCommand` through the command outbox
+//!   ([`crate::fleet::commands::execute`]), whichever replica holds its
+//!   stream; the gateway must be connected (`UNAVAILABLE` otherwise). Both
+//!   are audited in the log (never with record bodies).
+//! - **ListDeadLetters**, **RetryDeadLetters** and **SkipDeadLetters**
+//!   ([`dead_letters`]) work on the dead letters the gateways report; retries
+//!   and skips are executed by the gateway holding them, through commands
+//!   that wait in the outbox while it is disconnected.
 
 pub(crate) mod aggregate;
+mod dead_letters;
 
 use std::collections::BTreeMap;
 
@@ -25,8 +28,9 @@ use tonic::{Request, Response, Status};
 
 use super::gateways::MAX_TASK_ID_CHARS;
 use super::{store_status, timestamp};
-use crate::fleet::DEFAULT_COMMAND_TIMEOUT;
+use crate::fleet::{DEFAULT_COMMAND_TIMEOUT, commands};
 use crate::server::Api;
+use crate::store::dead_letters::Action;
 use crate::store::gateways::{self as store, Connection, GatewayRecord};
 use crate::validate::{self, invalid};
 use aggregate::aggregate;
@@ -85,7 +89,9 @@ impl QueueService for Api {
             include_bodies: request.include_bodies,
             max_body_bytes,
         });
-        let detail = self.relay(&gateway, "PeekRecords", command).await?;
+        let detail = self
+            .relay(&gateway, "PeekRecords", &request.task_id, command)
+            .await?;
         let Some(Detail::Peek(peek)) = detail else {
             return Err(unexpected_answer(&gateway.id, "PeekRecords"));
         };
@@ -106,6 +112,57 @@ impl QueueService for Api {
             first_offset: peek.first_offset,
             head_offset: peek.head_offset,
             committed_offset: peek.committed_offset,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        self.list_dead_letters(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        request: Request<pb::RetryDeadLettersRequest>,
+    ) -> Result<Response<pb::RetryDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        let (matched_count, commands) = self
+            .decide_dead_letters(
+                Action::Retry,
+                &r.task_id,
+                &r.dead_letter_ids,
+                r.all,
+                &r.gateway_id,
+                &r.comment,
+            )
+            .await?;
+        Ok(Response::new(pb::RetryDeadLettersResponse {
+            matched_count,
+            commands,
+        }))
+    }
+
+    async fn skip_dead_letters(
+        &self,
+        request: Request<pb::SkipDeadLettersRequest>,
+    ) -> Result<Response<pb::SkipDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        let (matched_count, commands) = self
+            .decide_dead_letters(
+                Action::Skip,
+                &r.task_id,
+                &r.dead_letter_ids,
+                r.all,
+                &r.gateway_id,
+                &r.comment,
+            )
+            .await?;
+        Ok(Response::new(pb::SkipDeadLettersResponse {
+            matched_count,
+            commands,
         }))
     }
 
@@ -131,7 +188,9 @@ impl QueueService for Api {
             dry_run: request.dry_run,
             comment: request.comment.clone(),
         });
-        let detail = self.relay(&gateway, "RepairQueue", command).await?;
+        let detail = self
+            .relay(&gateway, "RepairQueue", &request.task_id, command)
+            .await?;
         let Some(Detail::Repair(result)) = detail else {
             return Err(unexpected_answer(&gateway.id, "RepairQueue"));
         };
@@ -156,38 +215,29 @@ impl QueueService for Api {
 impl Api {
     /// Sends `command` to `gateway` and maps its answer: the result detail
     /// when it SUCCEEDED, a status otherwise.
-    async fn relay(
+    pub(crate) async fn relay(
         &self,
         gateway: &GatewayRecord,
         rpc: &str,
+        task_id: &str,
         command: Command,
     ) -> Result<Option<Detail>, Status> {
-        if !self.fleet.is_connected(&gateway.id) {
-            return Err(Status::unavailable(match gateway.connection {
-                Connection::Connected => format!(
-                    "gateway_id: gateway {} is connected to another control-plane replica; \
-                     {rpc} is relayed only by the replica holding its agent stream: retry \
-                     (through the load balancer) until it reaches that replica",
-                    gateway.id
-                ),
-                Connection::Disconnected => format!(
-                    "gateway_id: gateway {} is not connected; {rpc} needs the gateway holding the queue",
-                    gateway.id
-                ),
-            }));
+        if gateway.connection == Connection::Disconnected {
+            return Err(Status::unavailable(format!(
+                "gateway_id: gateway {} is not connected; {rpc} needs the gateway holding the queue",
+                gateway.id
+            )));
         }
-        let result = self
-            .fleet
-            .send_command(
-                &gateway.id,
-                pb::GatewayCommand {
-                    command: Some(command),
-                    ..Default::default()
-                },
-                DEFAULT_COMMAND_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.status("gateway_id"))?;
+        let result = commands::execute(
+            &self.pool,
+            &self.fleet,
+            &gateway.id,
+            task_id,
+            command,
+            DEFAULT_COMMAND_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.status("gateway_id"))?;
         let error = result.error.clone().unwrap_or_default();
         let explained = || {
             if error.reason.is_empty() {

@@ -15,6 +15,8 @@
 //! - [`tasks`]: replication tasks, their role swaps and events.
 
 pub mod clusters;
+pub mod commands;
+pub mod dead_letters;
 pub mod gateways;
 pub mod tasks;
 

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use tandem_proto::v1 as pb;
 
 use super::protocol::{
-    Bodies, CommandKind, DeadLetterContext, dead_letter, failed, parse_dead_letter_ids, rejected,
-    repair_result, succeeded,
+    Bodies, CommandKind, DeadLetterContext, dead_letter, failed, parse_dead_letter_ids,
+    peek_result, rejected, repair_result, succeeded,
 };
 use crate::replication::Replication;
 
@@ -35,6 +35,55 @@ pub async fn execute(
         CommandKind::Skip(c) => skip(&replication, &c, ctx),
         CommandKind::Fetch(c) => fetch(&replication, &c, ctx),
         CommandKind::Repair(c) => repair(replication, &c, ctx).await,
+        CommandKind::Peek(c) => {
+            // Reads segment files: keep it off the runtime's threads.
+            let ctx = ctx.clone();
+            let command_id = ctx.command_id.clone();
+            tokio::task::spawn_blocking(move || peek(&replication, &c, &ctx))
+                .await
+                .unwrap_or_else(|err| {
+                    failed(
+                        &command_id,
+                        "PEEK_FAILED",
+                        &err.to_string(),
+                        SystemTime::now(),
+                    )
+                })
+        }
+    }
+}
+
+/// Most records one peek returns.
+const MAX_PEEK_RECORDS: usize = 1000;
+
+fn peek(
+    replication: &Replication,
+    command: &pb::PeekRecordsCommand,
+    ctx: &Context,
+) -> pb::CommandResult {
+    let limit = match command.max_records as usize {
+        0 => 20,
+        n => n.min(MAX_PEEK_RECORDS),
+    };
+    let bodies = if command.include_bodies {
+        Bodies::for_fetch(command.max_body_bytes)
+    } else {
+        Bodies::Redacted
+    };
+    match replication.peek(command.start_offset, limit) {
+        Ok(peeked) => succeeded(
+            &ctx.command_id,
+            Some(pb::command_result::Detail::Peek(peek_result(
+                &peeked, bodies,
+            ))),
+            SystemTime::now(),
+        ),
+        Err(err) => failed(
+            &ctx.command_id,
+            "PEEK_FAILED",
+            &format!("{err}"),
+            SystemTime::now(),
+        ),
     }
 }
 

@@ -37,9 +37,8 @@
 //!   [`protocol::LOCAL_TASK_ID`] before any assignment.
 //! - **Commands** are executed at most once per `command_id` (an in-memory
 //!   log answers a redelivered command with its first result) and each gets
-//!   one `CommandResult`: dead-letter retry / skip / fetch and queue repair
-//!   run against [`Replication`]; queue peeking is answered REJECTED
-//!   (`UNSUPPORTED_COMMAND`).
+//!   one `CommandResult`: dead-letter retry / skip / fetch, queue peeking
+//!   and queue repair run against [`Replication`].
 //! - **Control plane down**: the stream is reopened forever with
 //!   exponential backoff and jitter (capped by `reconnect_max_ms`); the proxy
 //!   and the replayer never wait for it and keep running with the last

@@ -15,7 +15,7 @@ use crate::dead_letters::DeadLetter;
 use crate::es::ops::ReplicationOp;
 use crate::es::uri::encode_path_segment;
 use crate::queue::{ConsumerStats, QueueStats, RepairReport};
-use crate::replication::REPLAYER;
+use crate::replication::{Peeked, REPLAYER};
 
 /// Task id reported for the gateway's replication before the control plane
 /// assigned one (no desired state received yet, or one without tasks). The
@@ -624,6 +624,8 @@ pub enum CommandKind {
     Fetch(pb::FetchDeadLettersCommand),
     /// Repair the queue.
     Repair(pb::RepairQueueCommand),
+    /// Read queue records.
+    Peek(pb::PeekRecordsCommand),
 }
 
 /// Checks what can be checked before executing `command`: expiry, that the
@@ -663,16 +665,7 @@ pub fn check_command(
             )
             .into());
         }
-        Some(Command::PeekRecords(_)) => {
-            return Err(rejected(
-                id,
-                "UNSUPPORTED_COMMAND",
-                "this gateway cannot peek queue records; its admin endpoint GET /replication \
-                 shows the queue's offsets",
-                now,
-            )
-            .into());
-        }
+        Some(Command::PeekRecords(c)) => (&c.task_id, CommandKind::Peek(c.clone())),
         Some(Command::RetryDeadLetters(c)) => (&c.task_id, CommandKind::Retry(c.clone())),
         Some(Command::SkipDeadLetters(c)) => (&c.task_id, CommandKind::Skip(c.clone())),
         Some(Command::FetchDeadLetters(c)) => (&c.task_id, CommandKind::Fetch(c.clone())),
@@ -858,19 +851,32 @@ fn doc_path(
 
 /// The queue record behind a dead letter, body per `bodies`.
 pub fn queue_record(entry: &DeadLetter, bodies: Bodies) -> pb::QueueRecord {
+    let mut record = match entry.op() {
+        Ok(op) => op_record(&op, bodies),
+        Err(_) => pb::QueueRecord {
+            index: entry.index.clone().unwrap_or_default(),
+            doc_id: entry.doc_id.clone().unwrap_or_default(),
+            version: entry.version,
+            ..Default::default()
+        },
+    };
+    record.offset = entry.queue_offset;
+    record.op_kind = op_kind(&entry.kind) as i32;
+    record
+}
+
+/// The contract's view of a queue record (offset, enqueue time and size
+/// left to the caller).
+pub fn op_record(op: &ReplicationOp, bodies: Bodies) -> pb::QueueRecord {
     let mut record = pb::QueueRecord {
-        offset: entry.queue_offset,
-        op_kind: op_kind(&entry.kind) as i32,
-        index: entry.index.clone().unwrap_or_default(),
-        doc_id: entry.doc_id.clone().unwrap_or_default(),
-        version: entry.version,
+        op_kind: op_kind(op.kind_name()) as i32,
+        index: op.index().map(|i| i.into_owned()).unwrap_or_default(),
+        doc_id: op.id().unwrap_or_default().to_string(),
+        version: op.version(),
+        version_fenced: op.version_fenced(),
         ..Default::default()
     };
-    let Ok(op) = entry.op() else {
-        return record;
-    };
-    record.version_fenced = op.version_fenced();
-    let body = match &op {
+    let body = match op {
         ReplicationOp::Index {
             index,
             doc_type,
@@ -926,6 +932,33 @@ pub fn queue_record(entry: &DeadLetter, bodies: Bodies) -> pb::QueueRecord {
         }
     }
     record
+}
+
+/// The contract's view of a peek: records with their op decoded (an
+/// undecodable record keeps only its offset, time and size; the replayer
+/// halts on it and RepairQueue deals with it).
+pub fn peek_result(peeked: &Peeked, bodies: Bodies) -> pb::PeekRecordsCommandResult {
+    let records = peeked
+        .records
+        .iter()
+        .map(|r| {
+            let mut record = match ReplicationOp::decode(&r.payload) {
+                Ok(op) => op_record(&op, bodies),
+                Err(_) => pb::QueueRecord::default(),
+            };
+            record.offset = r.offset;
+            record.enqueued_at = Some(timestamp(millis_to_time(r.enqueued_at_ms)));
+            record.size_bytes = u32::try_from(r.payload.len()).unwrap_or(u32::MAX);
+            record
+        })
+        .collect::<Vec<_>>();
+    pb::PeekRecordsCommandResult {
+        next_offset: peeked.records.last().map_or(peeked.from, |r| r.offset + 1),
+        records,
+        first_offset: peeked.first_offset,
+        head_offset: peeked.head_offset,
+        committed_offset: peeked.next_to_replay,
+    }
 }
 
 /// Dead letters new or changed (retried) since `reported` (id → retries)
@@ -1488,10 +1521,10 @@ mod tests {
             "EXPIRED"
         );
         let peek = Command::PeekRecords(pb::PeekRecordsCommand::default());
-        assert_eq!(
-            reason(&check_command(&command("c5", peek), now, "t-1", true).unwrap_err()),
-            "UNSUPPORTED_COMMAND"
-        );
+        assert!(matches!(
+            check_command(&command("c5", peek), now, "t-1", true),
+            Ok(CommandKind::Peek(_))
+        ));
         let mut unknown = command("c6", Command::RepairQueue(Default::default()));
         unknown.command = None;
         assert_eq!(
