@@ -1671,7 +1671,7 @@ async fn updated_settings_are_returned_and_pushed_to_the_gateways() {
     assert_eq!(again.updated_at, stored.updated_at);
     assert_eq!(events(&mut tasks, &id).await.len(), recorded.len());
 
-    // Only the fields set change; a name is enough to find it.
+    // Only the fields set change: clearing the labels keeps the rest.
     let renamed = tasks
         .update_task(pb::UpdateTaskRequest {
             labels: Some(pb::LabelSet::default()),
@@ -1927,8 +1927,7 @@ async fn task_updates_are_validated_and_guarded() {
             Code::AlreadyExists,
             "name: ",
         ),
-        // gw2 is not drained (and not even part of the task yet: removing
-        // gw, which is serving, is what fails).
+        // Replacing gw by gw2 removes gw, which is serving (not drained).
         (
             pb::UpdateTaskRequest {
                 gateway_ids: gateways(&[&gw2]),
