@@ -505,6 +505,8 @@ pub fn task_assignment(task: &TaskRecord) -> pb::TaskAssignment {
         primary: Some(primary),
         backup: Some(backup),
         indices: Some(task.indices.clone()),
+        queue_policy: Some(task.queue_policy),
+        replay: Some(task.replay),
         shadow_reads: Some(pb::ShadowReadConfig {
             sample_ratio: task.shadow_sample_ratio,
         }),
@@ -635,6 +637,8 @@ mod tests {
             cutover_max_lag_ms: 0,
             cutover_max_records: 0,
             shadow_sample_ratio: 0.0,
+            queue_policy: pb::QueuePolicy::default(),
+            replay: pb::ReplayOptions::default(),
             backup_gc_deletes_ms: 0,
             error: None,
             request_id: None,

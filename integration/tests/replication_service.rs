@@ -6,8 +6,8 @@
 //! the gateway, start it (the backlog drains), cut over, write, roll back,
 //! and check both clusters hold the same documents. The other tests use a
 //! scripted agent (hello, then heartbeats echoing the desired state with a
-//! chosen lag) to check validation, authentication, illegal transitions and
-//! the lag precondition of a cutover.
+//! chosen lag) to check validation, authentication, illegal transitions,
+//! the lag precondition of a cutover, and task updates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,11 +234,14 @@ fn expect_err<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, 
 
 // ---------------------------------------------------------------------------
 // A scripted agent: answers every desired state by applying it at once,
-// and reports `lag` unreplayed records for each assigned task.
+// reports `lag` unreplayed records for each assigned task, and reports
+// DRAINED as soon as a desired state asks it to drain.
 // ---------------------------------------------------------------------------
 
 struct ScriptedAgent {
     lag: Arc<AtomicU64>,
+    /// The last desired state received.
+    state: Arc<std::sync::Mutex<Option<pb::DesiredState>>>,
     /// When set, the agent applies versions but never swaps roles (reports
     /// FORWARD whatever it is told).
     stuck: Arc<std::sync::atomic::AtomicBool>,
@@ -274,8 +277,11 @@ impl ScriptedAgent {
         let reported = lag.clone();
         let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let frozen = stuck.clone();
+        let state = Arc::new(std::sync::Mutex::new(None));
+        let received = state.clone();
         tokio::spawn(async move {
             let mut applied = 0;
+            let mut draining = false;
             let mut tasks: Vec<pb::TaskAssignment> = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_millis(150));
             loop {
@@ -284,7 +290,9 @@ impl ScriptedAgent {
                     message = down.message() => match message {
                         Ok(Some(pb::AgentStreamResponse { payload: Some(Down::DesiredState(state)) })) => {
                             applied = state.version;
-                            tasks = state.tasks;
+                            draining = state.drain;
+                            tasks = state.tasks.clone();
+                            *received.lock().unwrap() = Some(state);
                         }
                         Ok(Some(_)) => {}
                         _ => return,
@@ -293,7 +301,11 @@ impl ScriptedAgent {
                         let heartbeat = pb::AgentHeartbeat {
                             applied_version: applied,
                             ready: true,
-                            drain_state: pb::DrainState::Serving as i32,
+                            drain_state: if draining {
+                                pb::DrainState::Drained as i32
+                            } else {
+                                pb::DrainState::Serving as i32
+                            },
                             tasks: tasks.iter().map(|t| pb::TaskRuntimeStatus {
                                 task_id: t.task_id.clone(),
                                 mode: t.mode,
@@ -317,6 +329,7 @@ impl ScriptedAgent {
         });
         ScriptedAgent {
             lag,
+            state,
             stuck,
             stop: Some(stop),
         }
@@ -328,6 +341,26 @@ impl ScriptedAgent {
 
     fn set_lag(&self, lag: u64) {
         self.lag.store(lag, Ordering::SeqCst);
+    }
+
+    /// Waits until the last desired state received satisfies `done`.
+    async fn wait_state(
+        &self,
+        what: &str,
+        done: impl Fn(&pb::DesiredState) -> bool,
+    ) -> pb::DesiredState {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let state = self.state.lock().unwrap().clone();
+            if let Some(state) = state.filter(|s| done(s)) {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent never received a desired state {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -1381,6 +1414,16 @@ async fn requests_are_validated_field_by_field() {
                 .unwrap_err()
                 .code(),
             client
+                .update_task(pb::UpdateTaskRequest {
+                    task_id: id.clone(),
+                    description: Some("not allowed".into()),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            client
                 .start_task(pb::StartTaskRequest {
                     task_id: id.clone(),
                 })
@@ -1469,5 +1512,639 @@ async fn requests_are_validated_field_by_field() {
         pb::TaskState::Created
     );
     drop(agent);
+    cp.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// UpdateTask.
+// ---------------------------------------------------------------------------
+
+fn update(task_id: &str) -> pb::UpdateTaskRequest {
+    pb::UpdateTaskRequest {
+        task_id: task_id.to_string(),
+        ..Default::default()
+    }
+}
+
+fn gateways(ids: &[&str]) -> Option<pb::StringList> {
+    Some(pb::StringList {
+        values: ids.iter().map(|id| id.to_string()).collect(),
+    })
+}
+
+async fn events(tasks: &mut Tasks, id: &str) -> Vec<pb::Event> {
+    tasks
+        .list_task_events(pb::ListTaskEventsRequest {
+            task_id: id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_settings_are_returned_and_pushed_to_the_gateways() {
+    let (cp, agent, gw) = scripted_setup().await;
+    let mut tasks = cp.tasks().await;
+    let task = tasks
+        .create_task(create("before", &gw, false))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let (id, task_updated_at) = (task.id, task.updated_at);
+    let created = agent
+        .wait_state("with the task", |s| s.tasks.iter().any(|t| t.task_id == id))
+        .await;
+    wait_task(&mut tasks, &id, "in sync", drained).await;
+
+    let request = pb::UpdateTaskRequest {
+        name: Some("after".into()),
+        description: Some("moved to the new cluster".into()),
+        labels: Some(pb::LabelSet {
+            labels: [("team".to_string(), "search".to_string())].into(),
+        }),
+        lag_thresholds: Some(pb::LagThresholds {
+            warning_lag: Some(prost_types_duration(120)),
+            warning_records: 7,
+            cutover_max_lag: Some(prost_types_duration(9)),
+            cutover_max_records: 3,
+        }),
+        queue_policy: Some(pb::QueuePolicy {
+            max_bytes: 1 << 30,
+            max_age: Some(prost_types_duration(3600)),
+            on_full: pb::QueueFullPolicy::Reject as i32,
+            max_backpressure_wait: Some(prost_types_duration(2)),
+        }),
+        replay: Some(pb::ReplayOptions {
+            max_batch_records: 250,
+            max_batch_bytes: 1 << 20,
+            request_timeout: Some(prost_types_duration(10)),
+            initial_backoff: Some(prost_types_duration(1)),
+            max_backoff: Some(prost_types_duration(20)),
+        }),
+        shadow_reads: Some(pb::ShadowReadConfig { sample_ratio: 0.25 }),
+        ..update(&id)
+    };
+    let answered = tasks
+        .update_task(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let stored = get(&mut tasks, &id).await;
+    for task in [&answered, &stored] {
+        assert_eq!(task.name, "after");
+        assert_eq!(task.description, "moved to the new cluster");
+        assert_eq!(task.labels.get("team").map(String::as_str), Some("search"));
+        assert_eq!(task.lag_thresholds, request.lag_thresholds);
+        assert_eq!(task.queue_policy, request.queue_policy);
+        assert_eq!(task.replay, request.replay);
+        assert_eq!(task.shadow_reads, request.shadow_reads);
+        // Immutable settings and the lifecycle are untouched.
+        assert_eq!(state(task), pb::TaskState::Running);
+        assert_eq!(task.primary.as_ref().unwrap().cluster_name, "old");
+        assert_eq!(task.gateway_ids, [gw.as_str()]);
+    }
+    assert_ne!(stored.updated_at, task_updated_at);
+
+    // The gateway got a newer desired state carrying the new settings.
+    let pushed = agent
+        .wait_state("with the new settings", |s| {
+            s.version > created.version && s.tasks.iter().any(|t| t.task_name == "after")
+        })
+        .await;
+    let assignment = pushed.tasks.iter().find(|t| t.task_id == id).unwrap();
+    assert_eq!(assignment.queue_policy, request.queue_policy);
+    assert_eq!(assignment.replay, request.replay);
+    assert_eq!(assignment.shadow_reads, request.shadow_reads);
+    assert_eq!(assignment.mode, pb::TaskMode::Replay as i32);
+    wait_task(&mut tasks, &id, "in sync again", drained).await;
+
+    // The new record threshold drives health at once.
+    agent.set_lag(10);
+    let degraded = wait_task(&mut tasks, &id, "degraded", |t| {
+        t.health == pb::TaskHealth::Degraded as i32
+    })
+    .await;
+    assert!(
+        degraded
+            .problems
+            .iter()
+            .any(|p| p.reason == "LAG_ABOVE_THRESHOLD" && p.message.contains("above 7")),
+        "{:?}",
+        degraded.problems
+    );
+    agent.set_lag(0);
+
+    // The change is recorded as one event naming what changed.
+    let recorded = events(&mut tasks, &id).await;
+    assert_eq!(recorded[0].reason, "TASK_UPDATED");
+    for part in [
+        "name \"before\" -> \"after\"",
+        "description",
+        "labels",
+        "lag thresholds",
+        "queue policy",
+        "replay options",
+        "shadow-read ratio 0 -> 0.25",
+    ] {
+        assert!(
+            recorded[0].message.contains(part),
+            "{:?}",
+            recorded[0].message
+        );
+    }
+
+    // The same update again changes nothing: no event, no new version.
+    let again = tasks
+        .update_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(again.updated_at, stored.updated_at);
+    assert_eq!(events(&mut tasks, &id).await.len(), recorded.len());
+
+    // Only the fields set change: clearing the labels keeps the rest.
+    let renamed = tasks
+        .update_task(pb::UpdateTaskRequest {
+            labels: Some(pb::LabelSet::default()),
+            ..update(&id)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert!(renamed.labels.is_empty());
+    assert_eq!(renamed.name, "after");
+    assert_eq!(renamed.description, "moved to the new cluster");
+    assert_eq!(renamed.lag_thresholds, stored.lag_thresholds);
+    drop(agent);
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_updates_are_validated_and_guarded() {
+    let (cp, agent, gw) = scripted_setup().await;
+    let gw2 = new_gateway_id();
+    let agent2 = ScriptedAgent::connect(&cp, &gw2).await;
+    let mut tasks = cp.tasks().await;
+    let task = tasks
+        .create_task(create("guarded", &gw, false))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let id = task.id.clone();
+    tasks
+        .create_task(pb::CreateTaskRequest {
+            listener: "other".into(),
+            ..create("taken", &gw, true)
+        })
+        .await
+        .unwrap();
+
+    let negative = Some(tandem_client::prost_types::Duration {
+        seconds: -1,
+        nanos: 0,
+    });
+    let cases: Vec<(pb::UpdateTaskRequest, Code, &str)> = vec![
+        (update("nope"), Code::InvalidArgument, "task_id: "),
+        (update(""), Code::InvalidArgument, "task_id: "),
+        (
+            pb::UpdateTaskRequest {
+                name: Some("Bad_Name".into()),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "name: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                name: Some(String::new()),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "name: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                description: Some("x".repeat(5000)),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "description: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                labels: Some(pb::LabelSet {
+                    labels: [("Bad Key".to_string(), "v".to_string())].into(),
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "labels[\"Bad Key\"]: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                gateway_ids: gateways(&[]),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "gateway_ids: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                gateway_ids: gateways(&[&gw, &gw]),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "gateway_ids[1]: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                gateway_ids: gateways(&["bad id!"]),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "gateway_ids[0]: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                lag_thresholds: Some(pb::LagThresholds {
+                    warning_lag: negative,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "lag_thresholds.warning_lag: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                lag_thresholds: Some(pb::LagThresholds {
+                    cutover_max_lag: Some(prost_types_duration(30 * 24 * 3600)),
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "lag_thresholds.cutover_max_lag: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                lag_thresholds: Some(pb::LagThresholds {
+                    warning_records: u64::MAX,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "lag_thresholds.warning_records: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                queue_policy: Some(pb::QueuePolicy {
+                    on_full: 99,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "queue_policy.on_full: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                queue_policy: Some(pb::QueuePolicy {
+                    max_backpressure_wait: Some(prost_types_duration(3600)),
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "queue_policy.max_backpressure_wait: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                queue_policy: Some(pb::QueuePolicy {
+                    max_bytes: u64::MAX,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "queue_policy.max_bytes: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                replay: Some(pb::ReplayOptions {
+                    max_batch_records: 1_000_000,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "replay.max_batch_records: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                replay: Some(pb::ReplayOptions {
+                    max_batch_bytes: 1 << 40,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "replay.max_batch_bytes: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                replay: Some(pb::ReplayOptions {
+                    request_timeout: negative,
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "replay.request_timeout: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                replay: Some(pb::ReplayOptions {
+                    initial_backoff: Some(prost_types_duration(60)),
+                    max_backoff: Some(prost_types_duration(5)),
+                    ..Default::default()
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "replay.initial_backoff: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                shadow_reads: Some(pb::ShadowReadConfig { sample_ratio: 1.5 }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "shadow_reads.sample_ratio: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                shadow_reads: Some(pb::ShadowReadConfig {
+                    sample_ratio: f64::NAN,
+                }),
+                ..update(&id)
+            },
+            Code::InvalidArgument,
+            "shadow_reads.sample_ratio: ",
+        ),
+        (
+            update("00000000-0000-0000-0000-000000000003"),
+            Code::NotFound,
+            "task_id: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                gateway_ids: gateways(&[&gw, "unknown-gateway"]),
+                ..update(&id)
+            },
+            Code::NotFound,
+            "gateway_ids[1]: ",
+        ),
+        (
+            pb::UpdateTaskRequest {
+                name: Some("taken".into()),
+                ..update(&id)
+            },
+            Code::AlreadyExists,
+            "name: ",
+        ),
+        // Replacing gw by gw2 removes gw, which is serving (not drained).
+        (
+            pb::UpdateTaskRequest {
+                gateway_ids: gateways(&[&gw2]),
+                ..update(&id)
+            },
+            Code::FailedPrecondition,
+            "gateway_ids: ",
+        ),
+    ];
+    for (request, code, prefix) in cases {
+        expect_err(tasks.update_task(request).await, code, prefix);
+    }
+    // Nothing changed.
+    let unchanged = get(&mut tasks, &id).await;
+    assert_eq!(unchanged.updated_at, task.updated_at);
+    assert_eq!(unchanged.name, "guarded");
+    assert_eq!(unchanged.gateway_ids, [gw.as_str()]);
+    assert_eq!(events(&mut tasks, &id).await.len(), 1);
+
+    // An added gateway must not serve the listener for another task.
+    let busy = tasks
+        .create_task(create("busy", &gw2, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    expect_err(
+        tasks
+            .update_task(pb::UpdateTaskRequest {
+                gateway_ids: gateways(&[&gw, &gw2]),
+                ..update(&id)
+            })
+            .await,
+        Code::FailedPrecondition,
+        "gateway_ids: ",
+    );
+    tasks
+        .stop_task(pb::StopTaskRequest {
+            task_id: busy.id.clone(),
+            discard_unreplayed: true,
+        })
+        .await
+        .unwrap();
+    // A stopped task is terminal: only name, description and labels change.
+    expect_err(
+        tasks
+            .update_task(pb::UpdateTaskRequest {
+                lag_thresholds: Some(pb::LagThresholds {
+                    warning_records: 5,
+                    ..Default::default()
+                }),
+                ..update(&busy.id)
+            })
+            .await,
+        Code::FailedPrecondition,
+        "lag_thresholds: ",
+    );
+    let described = tasks
+        .update_task(pb::UpdateTaskRequest {
+            description: Some("stopped for good".into()),
+            ..update(&busy.id)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(described.description, "stopped for good");
+
+    // Now gw2 can join: both gateways get the task.
+    let joined = tasks
+        .update_task(pb::UpdateTaskRequest {
+            gateway_ids: gateways(&[&gw, &gw2]),
+            ..update(&id)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let mut both = vec![gw.clone(), gw2.clone()];
+    both.sort();
+    assert_eq!(joined.gateway_ids, both);
+    agent2
+        .wait_state("with the task", |s| s.tasks.iter().any(|t| t.task_id == id))
+        .await;
+
+    // gw leaves only once drained with nothing left to replay.
+    agent.set_lag(5);
+    wait_task(&mut tasks, &id, "lagging on gw", |t| {
+        t.gateways
+            .iter()
+            .any(|g| g.gateway_id == gw && g.in_sync && g.lag_records == 5)
+    })
+    .await;
+    let leave = pb::UpdateTaskRequest {
+        gateway_ids: gateways(&[&gw2]),
+        ..update(&id)
+    };
+    expect_err(
+        tasks.update_task(leave.clone()).await,
+        Code::FailedPrecondition,
+        "gateway_ids: ",
+    );
+    let mut fleet = tandem_client::gateway_client(
+        tandem_client::connect(&cp.endpoint).await.unwrap(),
+        token(Some(TOKEN)),
+    );
+    fleet
+        .drain_gateway(pb::DrainGatewayRequest {
+            gateway_id: gw.clone(),
+            quiet_period: Some(prost_types_duration(1)),
+            allow_unreplayed_paused: false,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let gateway = fleet
+            .get_gateway(pb::GetGatewayRequest {
+                gateway_id: gw.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .gateway
+            .unwrap();
+        if gateway
+            .drain
+            .as_ref()
+            .is_some_and(|d| d.state == pb::DrainState::Drained as i32)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{gateway:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Drained, but 5 records are still to replay.
+    let status = tasks.update_task(leave.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("not replayed"),
+        "{}",
+        status.message()
+    );
+    agent.set_lag(0);
+    wait_task(&mut tasks, &id, "replayed on gw", |t| {
+        t.gateways
+            .iter()
+            .any(|g| g.gateway_id == gw && g.lag_records == 0)
+    })
+    .await;
+    let left = tasks
+        .update_task(leave)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(left.gateway_ids, [gw2.as_str()]);
+    // The former gateway gets a desired state without the task.
+    agent
+        .wait_state("without the task", |s| {
+            s.tasks.iter().all(|t| t.task_id != id)
+        })
+        .await;
+    let recorded = events(&mut tasks, &id).await;
+    assert_eq!(recorded[0].reason, "TASK_UPDATED");
+    assert!(
+        recorded[0].message.contains(&format!("-{gw}")),
+        "{:?}",
+        recorded[0].message
+    );
+
+    // Gateways cannot change during a role swap.
+    agent2.never_swap();
+    tasks
+        .cutover(pb::CutoverRequest {
+            task_id: id.clone(),
+            hold_timeout: Some(prost_types_duration(30)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    expect_err(
+        tasks
+            .update_task(pb::UpdateTaskRequest {
+                gateway_ids: gateways(&[&gw, &gw2]),
+                ..update(&id)
+            })
+            .await,
+        Code::FailedPrecondition,
+        "gateway_ids: ",
+    );
+    // Other settings may change meanwhile; the swap is not disturbed.
+    tasks
+        .update_task(pb::UpdateTaskRequest {
+            description: Some("cutting over".into()),
+            ..update(&id)
+        })
+        .await
+        .unwrap();
+    let aborted = tasks
+        .rollback(pb::RollbackRequest {
+            task_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(aborted.task.as_ref().unwrap()),
+        pb::TaskState::Running
+    );
+    assert_eq!(aborted.task.unwrap().description, "cutting over");
+    drop(agent);
+    drop(agent2);
     cp.stop().await;
 }

@@ -16,11 +16,22 @@
 //! Role swaps left in progress by a stopped control plane are driven again
 //! at start-up ([`resume_interrupted`]).
 //!
-//! Not implemented yet: `UpdateTask` (answers `UNIMPLEMENTED`), queue
-//! policy / replay options / type rewriting settings (accepted, not stored).
+//! `UpdateTask` ([`update`]) changes name, description, labels, gateways,
+//! lag thresholds, queue policy, replay options and shadow reads.
+//!
+//! Settings stored and sent to the gateways in every `TaskAssignment`, but
+//! not applied by Tandem's gateway yet (it keeps its TOML configuration and
+//! only logs them as ignored): queue policy, replay options, shadow reads
+//! and the index filter. Lag thresholds are the control plane's own (health
+//! and cutover defaults) and apply at once.
+//!
+//! Not implemented yet: type rewriting (accepted by CreateTask, neither
+//! stored nor sent).
 
+mod settings;
 pub(crate) mod status;
 mod swap;
+mod update;
 mod watch;
 
 pub use swap::resume_interrupted;
@@ -41,9 +52,6 @@ use crate::server::Api;
 use crate::store::gateways as gateway_store;
 use crate::store::tasks::{self as store, Bumped, InsertOutcome, NewEvent, TaskFilter, TaskRecord};
 use crate::validate::{self, invalid};
-
-/// Longest accepted lag threshold or gc_deletes setting.
-const MAX_SETTING_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[tonic::async_trait]
 impl ReplicationService for Api {
@@ -130,6 +138,16 @@ impl ReplicationService for Api {
         Ok(Response::new(pb::ListTasksResponse {
             tasks,
             next_page_token,
+        }))
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<pb::UpdateTaskRequest>,
+    ) -> Result<Response<pb::UpdateTaskResponse>, Status> {
+        let task = update::run(self, request.into_inner()).await?;
+        Ok(Response::new(pb::UpdateTaskResponse {
+            task: Some(self.snapshot(&task).await?),
         }))
     }
 
@@ -495,65 +513,21 @@ impl Api {
                 validate::max_chars(&path, value, 255)?;
             }
         }
-        let thresholds = request.lag_thresholds.unwrap_or_default();
-        let millis = |field: &str, d: Option<&prost_types::Duration>| {
-            validate::duration(field, d, MAX_SETTING_DURATION)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
-        let warning_lag_ms = millis(
-            "lag_thresholds.warning_lag",
-            thresholds.warning_lag.as_ref(),
+        let backup_gc_deletes_ms = settings::millis(
+            "backup_gc_deletes",
+            request.backup_gc_deletes.as_ref(),
+            settings::MAX_SETTING_DURATION,
         )?;
-        let cutover_max_lag_ms = millis(
-            "lag_thresholds.cutover_max_lag",
-            thresholds.cutover_max_lag.as_ref(),
-        )?;
-        let backup_gc_deletes_ms = millis("backup_gc_deletes", request.backup_gc_deletes.as_ref())?;
-        let ratio = request
-            .shadow_reads
-            .as_ref()
-            .map_or(0.0, |s| s.sample_ratio);
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(invalid(
-                "shadow_reads.sample_ratio",
-                format!("must be between 0 and 1 (got {ratio})"),
-            ));
-        }
-        let count = |field: &str, v: u64| i64::try_from(v).map_err(|_| invalid(field, "too large"));
-        let warning_records = count("lag_thresholds.warning_records", thresholds.warning_records)?;
-        let cutover_max_records = count(
-            "lag_thresholds.cutover_max_records",
-            thresholds.cutover_max_records,
-        )?;
-
-        let primary_id = self.resolve_cluster("primary", primary).await?;
-        let backup_id = self.resolve_cluster("backup", backup).await?;
-        if primary_id == backup_id {
-            return Err(invalid(
-                "backup",
-                format!("must differ from primary (both are cluster {primary_id})"),
-            ));
-        }
-        for (i, id) in request.gateway_ids.iter().enumerate() {
-            let found = gateway_store::get(&self.pool, id)
-                .await
-                .map_err(|e| store_status(e, &format!("reading gateway {id}")))?;
-            if found.is_none() {
-                return Err(Status::not_found(format!(
-                    "{}: no gateway with id {id}; start the gateway with a [control_plane] section so it registers",
-                    validate::index("gateway_ids", i)
-                )));
-            }
-        }
         let now = chrono::Utc::now();
-        Ok(TaskRecord {
+        // Clusters are resolved once every field is checked.
+        let mut record = TaskRecord {
             id: Uuid::nil(),
             name: request.name.clone(),
             description: request.description.clone(),
             labels: request.labels.clone().into_iter().collect(),
-            primary_cluster_id: primary_id,
+            primary_cluster_id: Uuid::nil(),
             primary_cluster_name: String::new(),
-            backup_cluster_id: backup_id,
+            backup_cluster_id: Uuid::nil(),
             backup_cluster_name: String::new(),
             gateway_ids: request.gateway_ids.clone(),
             listener: request.listener.clone(),
@@ -567,11 +541,13 @@ impl Api {
             target_direction: None,
             hold: None,
             indices,
-            warning_lag_ms,
-            warning_records,
-            cutover_max_lag_ms,
-            cutover_max_records,
-            shadow_sample_ratio: ratio,
+            warning_lag_ms: 0,
+            warning_records: 0,
+            cutover_max_lag_ms: 0,
+            cutover_max_records: 0,
+            shadow_sample_ratio: 0.0,
+            queue_policy: pb::QueuePolicy::default(),
+            replay: pb::ReplayOptions::default(),
             backup_gc_deletes_ms,
             error: None,
             request_id: (!request.request_id.is_empty()).then(|| request.request_id.clone()),
@@ -580,7 +556,42 @@ impl Api {
             updated_at: now,
             started_at: None,
             stopped_at: None,
-        })
+        };
+        settings::apply_lag_thresholds(&mut record, &request.lag_thresholds.unwrap_or_default())?;
+        settings::apply_shadow_reads(&mut record, &request.shadow_reads.unwrap_or_default())?;
+        settings::apply_queue_policy(&mut record, &request.queue_policy.unwrap_or_default())?;
+        settings::apply_replay(&mut record, &request.replay.unwrap_or_default())?;
+
+        record.primary_cluster_id = self.resolve_cluster("primary", primary).await?;
+        record.backup_cluster_id = self.resolve_cluster("backup", backup).await?;
+        if record.primary_cluster_id == record.backup_cluster_id {
+            return Err(invalid(
+                "backup",
+                format!(
+                    "must differ from primary (both are cluster {})",
+                    record.primary_cluster_id
+                ),
+            ));
+        }
+        self.check_gateways_exist(&request.gateway_ids).await?;
+        Ok(record)
+    }
+
+    /// `NOT_FOUND` naming `gateway_ids[i]` for the first of `ids` that is
+    /// not registered.
+    async fn check_gateways_exist(&self, ids: &[String]) -> Result<(), Status> {
+        for (i, id) in ids.iter().enumerate() {
+            let found = gateway_store::get(&self.pool, id)
+                .await
+                .map_err(|e| store_status(e, &format!("reading gateway {id}")))?;
+            if found.is_none() {
+                return Err(Status::not_found(format!(
+                    "{}: no gateway with id {id}; start the gateway with a [control_plane] section so it registers",
+                    validate::index("gateway_ids", i)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The id of the cluster `reference` (field `field`) designates.

@@ -1,13 +1,15 @@
 //! Replication tasks (`replication_tasks`), their role swaps
 //! (`task_operations`) and events (`task_events`); see
-//! `migrations/0004_replication_tasks.sql`.
+//! `migrations/0004_replication_tasks.sql` and `0006_task_settings.sql`.
 //!
 //! Writers read a [`TaskRecord`], change it in memory and [`save`] it with
 //! the version they read (optimistic concurrency): a concurrent change makes
 //! the save return `None` and the caller reports `ABORTED`. Every change
 //! also raises the desired-state version of the task's gateways in the same
 //! transaction, so what the gateways get is always built from committed
-//! rows (see [`crate::fleet`]).
+//! rows (see [`crate::fleet`]). [`save`] writes the lifecycle columns
+//! (state, direction, role swap, error); [`update_settings`] writes the
+//! settings UpdateTask changes.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +63,40 @@ fn parse_direction(text: &str) -> Result<pb::ReplicationDirection, StoreError> {
             "unknown task direction {other:?}"
         ))),
     }
+}
+
+/// Stored name of a queue-full policy (unspecified is BACKPRESSURE).
+fn on_full_name(policy: i32) -> &'static str {
+    match pb::QueueFullPolicy::try_from(policy) {
+        Ok(pb::QueueFullPolicy::Reject) => "reject",
+        _ => "backpressure",
+    }
+}
+
+fn parse_on_full(text: &str) -> Result<pb::QueueFullPolicy, StoreError> {
+    match text {
+        "backpressure" => Ok(pb::QueueFullPolicy::Backpressure),
+        "reject" => Ok(pb::QueueFullPolicy::Reject),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown queue_on_full {other:?}"
+        ))),
+    }
+}
+
+/// A stored millisecond count as a protobuf duration.
+fn millis(ms: i64) -> prost_types::Duration {
+    crate::services::duration(std::time::Duration::from_millis(
+        u64::try_from(ms).unwrap_or(0),
+    ))
+}
+
+/// A protobuf duration (unset: zero) in whole milliseconds, as stored.
+fn to_millis(d: Option<&prost_types::Duration>) -> i64 {
+    d.map_or(0, |d| {
+        d.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(d.nanos / 1_000_000))
+    })
 }
 
 /// A write hold published with a role swap.
@@ -119,6 +155,11 @@ pub struct TaskRecord {
     pub cutover_max_records: i64,
     /// Shadow-read sample ratio.
     pub shadow_sample_ratio: f64,
+    /// Queue limits (durations in whole milliseconds; `on_full` never
+    /// unspecified).
+    pub queue_policy: pb::QueuePolicy,
+    /// Replay tuning (durations in whole milliseconds).
+    pub replay: pb::ReplayOptions,
     /// `index.gc_deletes` in milliseconds (0 = default).
     pub backup_gc_deletes_ms: i64,
     /// Why the task is FAILED: (reason, message).
@@ -188,6 +229,15 @@ struct TaskRow {
     cutover_max_lag_ms: i64,
     cutover_max_records: i64,
     shadow_sample_ratio: f64,
+    queue_max_bytes: i64,
+    queue_max_age_ms: i64,
+    queue_on_full: String,
+    queue_max_backpressure_wait_ms: i64,
+    replay_max_batch_records: i64,
+    replay_max_batch_bytes: i64,
+    replay_request_timeout_ms: i64,
+    replay_initial_backoff_ms: i64,
+    replay_max_backoff_ms: i64,
     backup_gc_deletes_ms: i64,
     error_reason: Option<String>,
     error_message: Option<String>,
@@ -245,6 +295,19 @@ impl TryFrom<TaskRow> for TaskRecord {
             cutover_max_lag_ms: row.cutover_max_lag_ms,
             cutover_max_records: row.cutover_max_records,
             shadow_sample_ratio: row.shadow_sample_ratio,
+            queue_policy: pb::QueuePolicy {
+                max_bytes: u64::try_from(row.queue_max_bytes).unwrap_or(0),
+                max_age: Some(millis(row.queue_max_age_ms)),
+                on_full: parse_on_full(&row.queue_on_full)? as i32,
+                max_backpressure_wait: Some(millis(row.queue_max_backpressure_wait_ms)),
+            },
+            replay: pb::ReplayOptions {
+                max_batch_records: u32::try_from(row.replay_max_batch_records).unwrap_or(0),
+                max_batch_bytes: u64::try_from(row.replay_max_batch_bytes).unwrap_or(0),
+                request_timeout: Some(millis(row.replay_request_timeout_ms)),
+                initial_backoff: Some(millis(row.replay_initial_backoff_ms)),
+                max_backoff: Some(millis(row.replay_max_backoff_ms)),
+            },
             backup_gc_deletes_ms: row.backup_gc_deletes_ms,
             error: row.error_reason.zip(row.error_message),
             request_id: row.request_id,
@@ -342,6 +405,45 @@ async fn fetch(
         .transpose()
 }
 
+/// A query returning a task id.
+type IdQuery<'q> = sqlx::query::QueryScalar<'q, Postgres, Uuid, sqlx::postgres::PgArguments>;
+
+/// Binds the queue policy and replay options of `record`, in column order
+/// (`queue_max_bytes` ... `replay_max_backoff_ms`, see migration 0006).
+fn bind_queue_and_replay<'q>(query: IdQuery<'q>, record: &TaskRecord) -> IdQuery<'q> {
+    let queue = &record.queue_policy;
+    let replay = &record.replay;
+    query
+        .bind(i64::try_from(queue.max_bytes).unwrap_or(i64::MAX))
+        .bind(to_millis(queue.max_age.as_ref()))
+        .bind(on_full_name(queue.on_full))
+        .bind(to_millis(queue.max_backpressure_wait.as_ref()))
+        .bind(i64::from(replay.max_batch_records))
+        .bind(i64::try_from(replay.max_batch_bytes).unwrap_or(i64::MAX))
+        .bind(to_millis(replay.request_timeout.as_ref()))
+        .bind(to_millis(replay.initial_backoff.as_ref()))
+        .bind(to_millis(replay.max_backoff.as_ref()))
+}
+
+/// The name of a non-stopped task other than `except` that serves
+/// `listener` on one of `gateway_ids` (a listener serves at most one task
+/// per gateway). Empty and `default` both name the default listener.
+async fn listener_user(
+    tx: &mut Transaction<'static, Postgres>,
+    except: Option<Uuid>,
+    listener: &str,
+    gateway_ids: &[String],
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar::<_, String>(include_str!("queries/task_listener_user.sql"))
+            .bind(listener)
+            .bind(gateway_ids)
+            .bind(except)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
 /// Why [`insert`] refused a task.
 #[derive(Debug)]
 pub enum InsertOutcome {
@@ -376,27 +478,22 @@ pub async fn insert(pool: &PgPool, record: &TaskRecord) -> Result<InsertOutcome,
         sqlx::query("LOCK TABLE replication_tasks IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
-        let busy = sqlx::query_scalar::<_, String>(
-            "SELECT name FROM replication_tasks WHERE state <> 'stopped' \
-             AND (CASE WHEN listener IN ('', 'default') THEN '' ELSE listener END) \
-                 = (CASE WHEN $1 IN ('', 'default') THEN '' ELSE $1 END) \
-             AND gateway_ids && $2 LIMIT 1",
-        )
-        .bind(&record.listener)
-        .bind(&record.gateway_ids)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let busy = listener_user(&mut tx, None, &record.listener, &record.gateway_ids).await?;
         if let Some(name) = busy {
             return Ok(InsertOutcome::ListenerBusy(name));
         }
-        let id = sqlx::query_scalar::<_, Uuid>(
+        let insert = sqlx::query_scalar::<_, Uuid>(
             "INSERT INTO replication_tasks (name, description, labels, primary_cluster_id, \
              backup_cluster_id, gateway_ids, listener, state, direction, index_include, \
              index_exclude, index_include_hidden, warning_lag_ms, warning_records, \
              cutover_max_lag_ms, cutover_max_records, shadow_sample_ratio, \
-             backup_gc_deletes_ms, request_id, started_at) \
+             backup_gc_deletes_ms, request_id, started_at, queue_max_bytes, queue_max_age_ms, \
+             queue_on_full, queue_max_backpressure_wait_ms, replay_max_batch_records, \
+             replay_max_batch_bytes, replay_request_timeout_ms, replay_initial_backoff_ms, \
+             replay_max_backoff_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, CASE WHEN $8 = 'running' THEN now() END) \
+             $17, $18, $19, CASE WHEN $8 = 'running' THEN now() END, \
+             $20, $21, $22, $23, $24, $25, $26, $27, $28) \
              ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(&record.name)
@@ -417,10 +514,11 @@ pub async fn insert(pool: &PgPool, record: &TaskRecord) -> Result<InsertOutcome,
         .bind(record.cutover_max_records)
         .bind(record.shadow_sample_ratio)
         .bind(record.backup_gc_deletes_ms)
-        .bind(&record.request_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NameTaken(record.name.clone()))?;
+        .bind(&record.request_id);
+        let id = bind_queue_and_replay(insert, record)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NameTaken(record.name.clone()))?;
         insert_event(
             &mut tx,
             id,
@@ -546,6 +644,82 @@ pub async fn save(
     }
     .await;
     finish(tx, "update task", result).await
+}
+
+/// What [`update_settings`] did.
+#[derive(Debug)]
+pub enum UpdateOutcome {
+    /// Saved, with the raised desired-state versions.
+    Updated(Box<TaskRecord>, Bumped),
+    /// The task changed or vanished since it was read.
+    Changed,
+    /// An added gateway already serves the task's listener for another
+    /// non-stopped task (its name).
+    ListenerBusy(String),
+}
+
+/// Saves the settings UpdateTask changes (name, description, labels,
+/// gateways, lag thresholds, shadow reads, queue policy, replay options) of
+/// `record` if the stored version is still `record.version`, stores
+/// `event`, and raises the desired-state version of the gateways in
+/// `notify` (those whose assignment changed, former ones included), all in
+/// one transaction. `added` are the gateways new to the task: they must not
+/// serve its listener for another task. A name used by another task gives
+/// [`StoreError::NameTaken`].
+pub async fn update_settings(
+    pool: &PgPool,
+    record: &TaskRecord,
+    added: &[String],
+    notify: &[String],
+    event: &NewEvent,
+) -> Result<UpdateOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let result = async {
+        if !added.is_empty() {
+            // Same lock as `insert`: the listener check cannot race.
+            sqlx::query("LOCK TABLE replication_tasks IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            if let Some(name) =
+                listener_user(&mut tx, Some(record.id), &record.listener, added).await?
+            {
+                return Ok(UpdateOutcome::ListenerBusy(name));
+            }
+        }
+        let update =
+            sqlx::query_scalar::<_, Uuid>(include_str!("queries/task_update_settings.sql"))
+                .bind(record.id)
+                .bind(record.version)
+                .bind(&record.name)
+                .bind(&record.description)
+                .bind(Json(&record.labels))
+                .bind(&record.gateway_ids)
+                .bind(record.warning_lag_ms)
+                .bind(record.warning_records)
+                .bind(record.cutover_max_lag_ms)
+                .bind(record.cutover_max_records)
+                .bind(record.shadow_sample_ratio);
+        let updated = bind_queue_and_replay(update, record)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    StoreError::NameTaken(record.name.clone())
+                }
+                _ => StoreError::Database(err),
+            })?;
+        if updated.is_none() {
+            return Ok(UpdateOutcome::Changed);
+        }
+        insert_event(&mut tx, record.id, event).await?;
+        let bumped = bump_gateways(&mut tx, notify).await?;
+        let task = fetch(&mut *tx, record.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("task vanished after update".into()))?;
+        Ok(UpdateOutcome::Updated(Box::new(task), bumped))
+    }
+    .await;
+    finish(tx, "update task settings", result).await
 }
 
 /// Deletes the task if its stored version is still `version`; returns the

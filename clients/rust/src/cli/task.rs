@@ -12,9 +12,9 @@ use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::v1::watch_task_response::Update;
 use tandem_client::v1::{
     ClusterRef, CreateTaskRequest, CutoverRequest, DeleteTaskRequest, GetTaskRequest, IndexFilter,
-    LagThresholds, ListTasksRequest, PauseTaskRequest, ReplicationTask, ResumeTaskRequest,
-    RoleSwapOperation, RoleSwapPhase, RollbackRequest, StartTaskRequest, StopTaskRequest,
-    TaskState, WatchTaskRequest,
+    LabelSet, LagThresholds, ListTasksRequest, PauseTaskRequest, ReplicationTask,
+    ResumeTaskRequest, RoleSwapOperation, RoleSwapPhase, RollbackRequest, StartTaskRequest,
+    StopTaskRequest, StringList, TaskState, UpdateTaskRequest, WatchTaskRequest,
 };
 use tandem_client::{AuthenticatedChannel, prost_types};
 
@@ -36,6 +36,9 @@ pub enum TaskCommand {
     },
     /// List tasks, newest first.
     List(ListArgs),
+    /// Change a task's name, description, labels, gateways or lag
+    /// thresholds (only the flags given change).
+    Update(UpdateArgs),
     /// Start replaying a task created with --start-paused.
     Start {
         /// Task id or name.
@@ -121,6 +124,50 @@ pub struct CreateArgs {
     /// Idempotency key.
     #[arg(long, default_value = "")]
     request_id: String,
+}
+
+/// `task update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Task id or name.
+    task: String,
+    /// New unique name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Replace all labels with these, key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Remove every label.
+    #[arg(long, conflicts_with = "labels")]
+    clear_labels: bool,
+    /// Replace the task's gateways with these ids (repeatable). A gateway
+    /// leaves only once drained with its queue for the task replayed.
+    #[arg(long = "gateway", conflicts_with_all = ["add_gateways", "remove_gateways"])]
+    gateways: Vec<String>,
+    /// Add this gateway id to the task's gateways (repeatable).
+    #[arg(long = "add-gateway")]
+    add_gateways: Vec<String>,
+    /// Remove this gateway id from the task's gateways (repeatable).
+    #[arg(long = "remove-gateway")]
+    remove_gateways: Vec<String>,
+    /// Lag (seconds, worst gateway) above which the task turns degraded
+    /// (0: default, 60 s).
+    #[arg(long)]
+    warning_lag_secs: Option<u64>,
+    /// Unreplayed records above which the task turns degraded (0: none).
+    #[arg(long)]
+    warning_records: Option<u64>,
+    /// Default maximum lag (seconds) to start a cutover or rollback (0:
+    /// default, 5 s).
+    #[arg(long)]
+    cutover_max_lag_secs: Option<u64>,
+    /// Default maximum unreplayed records to start a cutover or rollback
+    /// (0: not checked).
+    #[arg(long)]
+    cutover_max_records: Option<u64>,
 }
 
 /// `task list`.
@@ -210,6 +257,90 @@ fn secs(seconds: u64) -> prost_types::Duration {
     }
 }
 
+/// The UpdateTaskRequest for `args` on `current`: gateway additions and
+/// removals and single lag thresholds are merged with the current values,
+/// since the request replaces whole lists and threshold sets.
+fn update_request(
+    args: UpdateArgs,
+    current: &ReplicationTask,
+) -> anyhow::Result<UpdateTaskRequest> {
+    let labels = if args.clear_labels {
+        Some(LabelSet::default())
+    } else if !args.labels.is_empty() {
+        Some(LabelSet {
+            labels: args.labels.into_iter().collect(),
+        })
+    } else {
+        None
+    };
+    let gateway_ids = if !args.gateways.is_empty() {
+        Some(args.gateways)
+    } else if !args.add_gateways.is_empty() || !args.remove_gateways.is_empty() {
+        for id in &args.remove_gateways {
+            if !current.gateway_ids.contains(id) {
+                bail!(
+                    "--remove-gateway {id}: not a gateway of task {}",
+                    current.name
+                );
+            }
+        }
+        let mut ids: Vec<String> = current
+            .gateway_ids
+            .iter()
+            .filter(|id| !args.remove_gateways.contains(id))
+            .cloned()
+            .collect();
+        for id in args.add_gateways {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Some(ids)
+    } else {
+        None
+    };
+    let lag_thresholds = if args.warning_lag_secs.is_some()
+        || args.warning_records.is_some()
+        || args.cutover_max_lag_secs.is_some()
+        || args.cutover_max_records.is_some()
+    {
+        let mut thresholds = current.lag_thresholds.unwrap_or_default();
+        if let Some(s) = args.warning_lag_secs {
+            thresholds.warning_lag = Some(secs(s));
+        }
+        if let Some(n) = args.warning_records {
+            thresholds.warning_records = n;
+        }
+        if let Some(s) = args.cutover_max_lag_secs {
+            thresholds.cutover_max_lag = Some(secs(s));
+        }
+        if let Some(n) = args.cutover_max_records {
+            thresholds.cutover_max_records = n;
+        }
+        Some(thresholds)
+    } else {
+        None
+    };
+    let request = UpdateTaskRequest {
+        task_id: current.id.clone(),
+        name: args.name,
+        description: args.description,
+        labels,
+        gateway_ids: gateway_ids.map(|values| StringList { values }),
+        lag_thresholds,
+        ..Default::default()
+    };
+    if request
+        == (UpdateTaskRequest {
+            task_id: current.id.clone(),
+            ..Default::default()
+        })
+    {
+        bail!("nothing to change: give at least one of the update flags (see --help)");
+    }
+    Ok(request)
+}
+
 fn cluster_ref(text: &str) -> Option<ClusterRef> {
     let is_id = text.len() == 36 && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     Some(if is_id {
@@ -258,6 +389,18 @@ pub async fn run(mut client: Client, command: TaskCommand, output: Output) -> an
                 .into_inner()
                 .task
                 .context("CreateTask returned no task")?;
+            print_task(&task, output);
+        }
+        TaskCommand::Update(args) => {
+            let current = find(&mut client, &args.task).await?;
+            let request = update_request(args, &current)?;
+            let task = client
+                .update_task(request)
+                .await
+                .map_err(|s| rpc_error("UpdateTask", s))?
+                .into_inner()
+                .task
+                .context("UpdateTask returned no task")?;
             print_task(&task, output);
         }
         TaskCommand::Get { task } => {
@@ -714,6 +857,74 @@ mod tests {
         assert!(by_id.cluster_name.is_empty());
         let by_name = cluster_ref("es-old").unwrap();
         assert_eq!(by_name.cluster_name, "es-old");
+    }
+
+    fn update_args(flags: &[&str]) -> UpdateArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: UpdateArgs,
+        }
+        let argv = ["task-update", "t"].iter().chain(flags);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    fn current() -> ReplicationTask {
+        ReplicationTask {
+            id: "0b7c1f5e-8a9d-4c2e-9f3a-123456789abc".into(),
+            name: "t".into(),
+            gateway_ids: vec!["gw-a".into(), "gw-b".into()],
+            lag_thresholds: Some(LagThresholds {
+                warning_records: 100,
+                cutover_max_records: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn updates_send_only_the_flags_given() {
+        let request = update_request(
+            update_args(&["--name", "u", "--label", "team=search"]),
+            &current(),
+        )
+        .unwrap();
+        assert_eq!(request.task_id, current().id);
+        assert_eq!(request.name.as_deref(), Some("u"));
+        assert_eq!(request.labels.unwrap().labels["team"], "search");
+        assert!(request.description.is_none());
+        assert!(request.gateway_ids.is_none() && request.lag_thresholds.is_none());
+        let cleared = update_request(update_args(&["--clear-labels"]), &current()).unwrap();
+        assert_eq!(cleared.labels, Some(LabelSet::default()));
+        let err = update_request(update_args(&[]), &current()).unwrap_err();
+        assert!(err.to_string().contains("nothing to change"), "{err}");
+    }
+
+    #[test]
+    fn gateway_and_threshold_flags_merge_with_the_current_task() {
+        let request = update_request(
+            update_args(&[
+                "--add-gateway",
+                "gw-c",
+                "--remove-gateway",
+                "gw-a",
+                "--warning-records",
+                "7",
+            ]),
+            &current(),
+        )
+        .unwrap();
+        assert_eq!(request.gateway_ids.unwrap().values, ["gw-b", "gw-c"]);
+        let thresholds = request.lag_thresholds.unwrap();
+        assert_eq!(thresholds.warning_records, 7);
+        assert_eq!(thresholds.cutover_max_records, 10);
+        let replaced = update_request(update_args(&["--gateway", "gw-z"]), &current()).unwrap();
+        assert_eq!(replaced.gateway_ids.unwrap().values, ["gw-z"]);
+        let err =
+            update_request(update_args(&["--remove-gateway", "gw-x"]), &current()).unwrap_err();
+        assert!(err.to_string().contains("gw-x"), "{err}");
     }
 
     #[test]

@@ -248,6 +248,8 @@ pub fn task(
             cutover_max_lag: Some(duration(millis(task.cutover_max_lag_ms))),
             cutover_max_records: u64::try_from(task.cutover_max_records).unwrap_or(0),
         }),
+        queue_policy: Some(task.queue_policy),
+        replay: Some(task.replay),
         shadow_reads: Some(pb::ShadowReadConfig {
             sample_ratio: task.shadow_sample_ratio,
         }),
