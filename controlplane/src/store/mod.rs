@@ -13,8 +13,10 @@
 //! - [`gateways`]: the gateway fleet (agent registrations, reports, drain
 //!   requests, events).
 //! - [`tasks`]: replication tasks, their role swaps and events.
+//! - [`counts`]: fleet-wide counts read by the metrics scrape.
 
 pub mod clusters;
+pub mod counts;
 pub mod gateways;
 pub mod tasks;
 
