@@ -1,12 +1,14 @@
 //! The gRPC server: every `tandem.v1` service, gRPC health and reflection.
 //!
 //! Every `tandem.v1` service sits behind the bearer-token check of
-//! [`crate::auth`]; health and reflection do not. Every request, rejected or
-//! not, is counted by the [`crate::metrics::grpc`] layer around the whole
-//! server; with `--metrics-listen` the metrics are served over HTTP (see
-//! [`crate::metrics::endpoint`]). Services whose RPCs are
+//! [`crate::auth`]; health and reflection do not. Services whose RPCs are
 //! not implemented yet answer `UNIMPLEMENTED` (the generated default), so
 //! clients and `grpcurl` already see the whole contract.
+//!
+//! Every request, refused by the token check or not, is counted by the
+//! [`crate::metrics::grpc`] layer around the whole server; with
+//! `--metrics-listen` the metrics are served over HTTP (see
+//! [`crate::metrics::endpoint`]).
 //!
 //! Shutdown is graceful: when the shutdown future resolves, the gateways'
 //! agent streams and the watch streams are closed first (see
