@@ -13,6 +13,10 @@
 //!   or in `TANDEM_SECRET_KEY`. With `--create-secret-key-file` a missing key
 //!   file is generated (mode 0600) — convenient for local development; in
 //!   production provision and back up the key yourself.
+//!
+//! Prometheus metrics are off unless `--metrics-listen`
+//! (`TANDEM_CP_METRICS_LISTEN`) names an address: there is no default port,
+//! so nothing unauthenticated is exposed that was not asked for.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +41,11 @@ pub struct ControlPlaneConfig {
     /// Address of the gRPC API.
     #[arg(long, env = "TANDEM_CP_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address of the unauthenticated HTTP listener serving Prometheus
+    /// `GET /metrics` and `GET /health`, e.g. 127.0.0.1:9290. Unset: no
+    /// metrics listener. Keep it on loopback or a management network.
+    #[arg(long, env = "TANDEM_CP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Postgres connection URL, e.g. postgres://user:pass@host:5432/tandem.
     #[arg(long, env = "TANDEM_DATABASE_URL")]
     pub database_url: String,
@@ -94,6 +103,7 @@ impl Default for ControlPlaneConfig {
     fn default() -> Self {
         ControlPlaneConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: None,
             database_url: String::new(),
             database_wait_secs: 30,
             auth_tokens: Vec::new(),
@@ -113,6 +123,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlaneConfig")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field(
                 "database_url",
                 &crate::store::redact_url(&self.database_url),

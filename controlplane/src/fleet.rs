@@ -66,6 +66,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::services::{duration, timestamp};
 use crate::store::gateways::GatewayRecord;
 use crate::store::tasks::TaskRecord;
@@ -254,6 +255,8 @@ struct Inner {
     /// Callers of [`commands::execute`] on this process waiting for a
     /// result, by command id.
     waiters: Mutex<HashMap<String, oneshot::Sender<pb::CommandResult>>>,
+    /// Where command outcomes are counted.
+    metrics: Metrics,
     shutdown: watch::Sender<bool>,
 }
 
@@ -268,14 +271,16 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// An empty registry for a process identified by a fresh instance id.
-    pub fn new(settings: AgentSettings) -> Fleet {
+    /// An empty registry for a process identified by a fresh instance id,
+    /// counting command outcomes in `metrics`.
+    pub fn new(settings: AgentSettings, metrics: Metrics) -> Fleet {
         Fleet {
             inner: Arc::new(Inner {
                 instance_id: Uuid::new_v4().to_string(),
                 settings,
                 agents: Mutex::new(HashMap::new()),
                 waiters: Mutex::new(HashMap::new()),
+                metrics,
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -290,6 +295,11 @@ impl Fleet {
     /// Intervals told to the agents.
     pub fn settings(&self) -> AgentSettings {
         self.inner.settings
+    }
+
+    /// The metrics command outcomes are counted in.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AgentLink>>> {
@@ -534,7 +544,7 @@ mod tests {
 
     #[tokio::test]
     async fn commands_are_delivered_and_results_reach_their_waiter_only() {
-        let fleet = Fleet::new(AgentSettings::default());
+        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
         let (tx, mut rx) = mpsc::channel(8);
         let connection = Uuid::new_v4();
         fleet.attach("gw-1", connection, tx, 0);
@@ -561,7 +571,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_gateways_fail_fast_and_dropped_waiters_unregister() {
-        let fleet = Fleet::new(AgentSettings::default());
+        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
         let err = fleet.deliver("nope", command("c-2")).await.unwrap_err();
         assert_eq!(err, FleetError::NotConnected("nope".into()));
         assert_eq!(err.status("gateway_id").code(), tonic::Code::Unavailable);
@@ -578,7 +588,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_stream_replaces_and_closes_the_older_one() {
-        let fleet = Fleet::new(AgentSettings::default());
+        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
         let (tx1, _rx1) = mpsc::channel(8);
         let (tx2, _rx2) = mpsc::channel(8);
         let first = Uuid::new_v4();
@@ -594,7 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn desired_states_are_sent_in_version_order() {
-        let fleet = Fleet::new(AgentSettings::default());
+        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
         let (tx, mut rx) = mpsc::channel(8);
         fleet.attach("gw-1", Uuid::new_v4(), tx, 3);
         for version in [2, 4, 4, 1] {

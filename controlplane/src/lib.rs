@@ -17,6 +17,7 @@
 //!   and how other services push desired states and commands to them.
 //! - [`store`]: Postgres pool, embedded migrations (`migrations/`), tables.
 //! - [`services`]: the `tandem.v1` service implementations.
+//! - [`metrics`]: Prometheus metrics and the `--metrics-listen` endpoint.
 //! - [`server`]: the gRPC server: every `tandem.v1` service plus gRPC health
 //!   and reflection.
 //!
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod config;
 pub mod fleet;
+pub mod metrics;
 pub mod pagination;
 pub mod probe;
 pub mod secrets;

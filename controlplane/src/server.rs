@@ -5,6 +5,11 @@
 //! not implemented yet answer `UNIMPLEMENTED` (the generated default), so
 //! clients and `grpcurl` already see the whole contract.
 //!
+//! Every request, refused by the token check or not, is counted by the
+//! [`crate::metrics::grpc`] layer around the whole server; with
+//! `--metrics-listen` the metrics are served over HTTP (see
+//! [`crate::metrics::endpoint`]).
+//!
 //! Shutdown is graceful: when the shutdown future resolves, the gateways'
 //! agent streams and the watch streams are closed first (see
 //! [`crate::fleet::Fleet::shutdown`]); then in-flight RPCs finish.
@@ -24,6 +29,9 @@ use tonic_health::ServingStatus;
 
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{self, Fleet};
+use crate::metrics::Metrics;
+use crate::metrics::endpoint::{self, MetricsSource};
+use crate::metrics::grpc::GrpcMetricsLayer;
 use crate::probe::Prober;
 use crate::secrets::SecretBox;
 use crate::store;
@@ -49,6 +57,8 @@ pub struct Api {
     pub prober: Prober,
     /// The gateways whose agent stream this process holds.
     pub fleet: Fleet,
+    /// Prometheus metrics of this process.
+    pub metrics: Metrics,
 }
 #[tonic::async_trait]
 impl MigrationService for Api {}
@@ -73,15 +83,48 @@ pub async fn serve(
              never expose this control plane beyond a development machine"
         );
     }
+    // Bind before the database wait, so that a taken port fails at once.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics = Metrics::new();
+    let metrics_layer = GrpcMetricsLayer::new(
+        metrics.clone(),
+        &[
+            tandem_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ],
+    )?;
     let pool = store::connect_and_migrate(&config.database_url, config.database_wait()).await?;
-    let fleet = Fleet::new(agent_settings);
+    let fleet = Fleet::new(agent_settings, metrics.clone());
     let sweep = fleet::liveness::spawn(pool.clone(), fleet.clone());
     let commands = fleet::commands::spawn(pool.clone(), fleet.clone());
+    let metrics_endpoint = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "control plane serving /metrics and /health");
+        }
+        endpoint::spawn(
+            listener,
+            MetricsSource {
+                metrics: metrics.clone(),
+                pool: pool.clone(),
+                fleet: fleet.clone(),
+            },
+        )
+    });
     let api = Api {
         pool,
         secrets,
         prober: Prober::new(config.probe_timeout()),
         fleet: fleet.clone(),
+        metrics,
     };
 
     let resume = tokio::spawn(crate::services::replication::resume_interrupted(
@@ -115,6 +158,7 @@ pub async fn serve(
         fleet.shutdown();
     };
     let served = tonic::transport::Server::builder()
+        .layer(metrics_layer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -144,6 +188,9 @@ pub async fn serve(
     sweep.abort();
     commands.abort();
     resume.abort();
+    if let Some(metrics_endpoint) = metrics_endpoint {
+        metrics_endpoint.abort();
+    }
     served?;
     Ok(())
 }

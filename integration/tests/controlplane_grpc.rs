@@ -1,8 +1,10 @@
 //! The control plane runs against a real Postgres: it applies its migrations,
 //! serves gRPC health, and lists every service of the contract through
-//! reflection (what `grpcurl list` shows).
+//! reflection (what `grpcurl list` shows), and exports Prometheus metrics on
+//! its metrics listener.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -18,9 +20,13 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
+const TOKEN: &str = "controlplane-grpc-test-token";
+
 /// A control plane running in this process on its own fresh database.
 struct TestControlPlane {
     endpoint: String,
+    /// Base URL of the metrics listener (`http://127.0.0.1:PORT`).
+    metrics_url: String,
     database_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -31,11 +37,13 @@ impl TestControlPlane {
         let database_url = tandem_integration::fresh_database("cp_test").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let metrics_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = ControlPlaneConfig {
             listen: listener.local_addr().unwrap(),
+            metrics_listen: Some(metrics_listen),
             database_url: database_url.clone(),
             database_wait_secs: 10,
-            auth_tokens: vec!["controlplane-grpc-test-token".into()],
+            auth_tokens: vec![TOKEN.into()],
             secret_key: Some(tandem_controlplane::secrets::SecretKey::generate().to_base64()),
             ..Default::default()
         };
@@ -58,6 +66,7 @@ impl TestControlPlane {
         }
         TestControlPlane {
             endpoint,
+            metrics_url: format!("http://{metrics_listen}"),
             database_url,
             stop: Some(stop),
             task,
@@ -208,4 +217,211 @@ async fn start_fails_clearly_when_postgres_is_unreachable() {
         .to_string();
     assert!(err.contains("cannot connect to Postgres"), "{err}");
     assert!(!err.contains("hunter2"), "password leaked in: {err}");
+}
+
+/// `GET {metrics_url}/metrics`: the exposition, after checking its status and
+/// content type.
+async fn scrape(cp: &TestControlPlane) -> String {
+    let response = tandem_integration::http()
+        .get(format!("{}/metrics", cp.metrics_url))
+        .send()
+        .await
+        .expect("the metrics listener answers");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.parse().unwrap())
+    })
+}
+
+fn rpc_series(service: &str, method: &str, code: &str) -> String {
+    format!(
+        r#"tandem_controlplane_grpc_requests_total{{service="{service}",method="{method}",code="{code}"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_rpcs_by_method_and_code_and_show_the_fleet() {
+    use tandem_proto::v1 as pb;
+
+    let cp = TestControlPlane::start().await;
+    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let token = |t: Option<&str>| tandem_client::BearerToken::new(t).unwrap();
+    let mut clusters = tandem_client::cluster_client(channel.clone(), token(Some(TOKEN)));
+    let mut anonymous = tandem_client::cluster_client(channel.clone(), token(None));
+
+    clusters
+        .list_clusters(pb::ListClustersRequest::default())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let invalid = clusters
+            .get_cluster(pb::GetClusterRequest {
+                cluster_id: "not-a-uuid".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid:?}");
+    }
+    let refused = anonymous
+        .list_clusters(pb::ListClustersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    // One gateway connects over a real agent stream.
+    let (up, rx) = tokio::sync::mpsc::channel(4);
+    up.send(pb::AgentStreamRequest {
+        payload: Some(pb::agent_stream_request::Payload::Hello(pb::AgentHello {
+            gateway_id: "metrics-gw-1".into(),
+            name: "metrics-gw-1".into(),
+            version: "0.1.0".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut gateways = tandem_client::gateway_client(channel, token(Some(TOKEN)));
+    let mut down = gateways
+        .agent_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = down.message().await.unwrap().unwrap().payload.unwrap();
+    assert!(
+        matches!(welcome, pb::agent_stream_response::Payload::Welcome(_)),
+        "{welcome:?}"
+    );
+
+    let text = scrape(&cp).await;
+    let cluster_service = "tandem.v1.ClusterService";
+    assert_eq!(
+        sample(&text, &rpc_series(cluster_service, "ListClusters", "OK")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &rpc_series(cluster_service, "GetCluster", "INVALID_ARGUMENT")
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &rpc_series(cluster_service, "ListClusters", "UNAUTHENTICATED")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tandem_controlplane_grpc_request_duration_seconds_count{service="tandem.v1.ClusterService",method="ListClusters"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    // An open stream is not counted until it ends, but is an agent stream.
+    assert!(!text.contains(r#"method="AgentStream""#), "{text}");
+    assert_eq!(
+        sample(&text, "tandem_controlplane_agent_streams"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "tandem_controlplane_gateways_known"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "tandem_controlplane_gateways_connected"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tandem_controlplane_gateways_draining"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"tandem_controlplane_tasks{state="running"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "tandem_controlplane_database_up"), Some(1.0));
+    let pool = sample(&text, "tandem_controlplane_database_pool_connections").unwrap();
+    assert!(pool >= 1.0, "{text}");
+
+    // The agent ends its stream: it is counted with the code it ended with,
+    // and the gateway is no longer connected.
+    drop(up);
+    while down.message().await.unwrap().is_some() {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(&cp).await;
+        let ended = sample(
+            &text,
+            &rpc_series("tandem.v1.GatewayService", "AgentStream", "OK"),
+        );
+        if ended == Some(1.0)
+            && sample(&text, "tandem_controlplane_gateways_connected") == Some(0.0)
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended stream is not counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sample(&text, "tandem_controlplane_agent_streams"),
+        Some(0.0)
+    );
+
+    // With its database gone the control plane still answers scrapes.
+    let admin_url = tandem_integration::database_url();
+    let name = cp.database_url.rsplit_once('/').unwrap().1.to_string();
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let text = scrape(&cp).await;
+    assert_eq!(
+        sample(&text, "tandem_controlplane_database_up"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tandem_controlplane_gateways_known"),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &rpc_series(cluster_service, "ListClusters", "OK")),
+        Some(1.0)
+    );
+    let health = tandem_integration::http()
+        .get(format!("{}/health", cp.metrics_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    cp.stop().await;
 }

@@ -121,11 +121,14 @@ pub async fn execute(
     // Too late: make sure it never runs, unless it was answered meanwhile.
     match store::expire(pool, id).await {
         Ok(Outcome::Answered(result)) => Ok(*result),
-        _ => Err(FleetError::Timeout {
-            gateway_id: gateway_id.to_string(),
-            command_id: id.to_string(),
-            timeout,
-        }),
+        _ => {
+            fleet.metrics().command_finished(kind, "expired");
+            Err(FleetError::Timeout {
+                gateway_id: gateway_id.to_string(),
+                command_id: id.to_string(),
+                timeout,
+            })
+        }
     }
 }
 
@@ -164,6 +167,9 @@ pub(crate) async fn on_result(
 ) {
     match store::finish(pool, gateway_id, &result).await {
         Ok(Some(finished)) => {
+            fleet
+                .metrics()
+                .command_finished(&finished.kind, finished.outcome);
             let action = match finished.kind.as_str() {
                 "retry_dead_letters" => Some(Action::Retry),
                 "skip_dead_letters" => Some(Action::Skip),
@@ -266,6 +272,10 @@ async fn sweep(pool: &PgPool, fleet: &Fleet) {
         ticker.tick().await;
         match store::sweep(pool).await {
             Ok(expired) if !expired.is_empty() => {
+                for (_, kind) in &expired {
+                    fleet.metrics().command_finished(kind, "expired");
+                }
+                let expired: Vec<Uuid> = expired.into_iter().map(|(id, _)| id).collect();
                 tracing::info!(
                     commands = expired.len(),
                     "gateway commands expired before their gateway answered"

@@ -63,6 +63,8 @@ pub enum Outcome {
 pub struct Finished {
     /// Its kind.
     pub kind: String,
+    /// Its final state: `succeeded`, `failed` or `rejected`.
+    pub outcome: &'static str,
     /// Its task.
     pub task_id: String,
 }
@@ -156,7 +158,11 @@ pub async fn finish(
         if row.is_some() {
             notify(&mut tx, RESULTS_CHANNEL, &result.command_id).await?;
         }
-        Ok(row.map(|(kind, task_id)| Finished { kind, task_id }))
+        Ok(row.map(|(kind, task_id)| Finished {
+            kind,
+            outcome: state,
+            task_id,
+        }))
     }
     .await;
     super::finish(tx, "store command result", outcome).await
@@ -193,11 +199,12 @@ pub async fn expire(pool: &PgPool, id: Uuid) -> Result<Outcome, StoreError> {
 }
 
 /// Expires the open commands past their deadline and forgets the finished
-/// ones older than the retention. Returns the ids of the expired commands.
-pub async fn sweep(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
-    let expired: Vec<(Uuid,)> = sqlx::query_as(
+/// ones older than the retention. Returns the ids and kinds of the expired
+/// commands.
+pub async fn sweep(pool: &PgPool) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let expired: Vec<(Uuid, String)> = sqlx::query_as(
         "UPDATE gateway_commands SET state = 'expired', finished_at = now() \
-         WHERE state IN ('pending', 'sent') AND expires_at <= now() RETURNING command_id",
+         WHERE state IN ('pending', 'sent') AND expires_at <= now() RETURNING command_id, kind",
     )
     .fetch_all(pool)
     .await?;
@@ -206,7 +213,7 @@ pub async fn sweep(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
     ))
     .execute(pool)
     .await?;
-    Ok(expired.into_iter().map(|(id,)| id).collect())
+    Ok(expired)
 }
 
 /// Gateways held by the replica `instance_id` that have commands to claim.

@@ -13,9 +13,11 @@
 //! - [`gateways`]: the gateway fleet (agent registrations, reports, drain
 //!   requests, events).
 //! - [`tasks`]: replication tasks, their role swaps and events.
+//! - [`counts`]: fleet-wide counts read by the metrics scrape.
 
 pub mod clusters;
 pub mod commands;
+pub mod counts;
 pub mod dead_letters;
 pub mod gateways;
 pub mod tasks;
