@@ -425,3 +425,136 @@ async fn metrics_count_rpcs_by_method_and_code_and_show_the_fleet() {
     assert_eq!(health.status(), 200);
     cp.stop().await;
 }
+
+/// Passes messages through as raw bytes: lets one client call every RPC of
+/// the contract without knowing its message types.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src));
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+/// Calls `/service/method` with an empty message and `authorization`
+/// (if any); returns the status code the server answered with.
+async fn call_raw(
+    channel: tonic::transport::Channel,
+    path: &str,
+    method: &prost_types::MethodDescriptorProto,
+    authorization: Option<&str>,
+) -> tonic::Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path: tonic::codegen::http::uri::PathAndQuery = path.parse().unwrap();
+    fn with_auth<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        request
+    }
+    let client_streaming = method.client_streaming.unwrap_or(false);
+    let server_streaming = method.server_streaming.unwrap_or(false);
+    let result = match (client_streaming, server_streaming) {
+        (false, false) => grpc
+            .unary(with_auth(Vec::new(), authorization), path, RawCodec)
+            .await
+            .map(|_| ()),
+        (false, true) => grpc
+            .server_streaming(with_auth(Vec::new(), authorization), path, RawCodec)
+            .await
+            .map(|_| ()),
+        (true, _) => grpc
+            .streaming(
+                with_auth(tokio_stream::iter(vec![Vec::new()]), authorization),
+                path,
+                RawCodec,
+            )
+            .await
+            .map(|_| ()),
+    };
+    match result {
+        Ok(()) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_of_the_contract_refuses_a_missing_or_wrong_token() {
+    use prost::Message;
+    let cp = TestControlPlane::start().await;
+    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let descriptors =
+        prost_types::FileDescriptorSet::decode(tandem_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut checked = 0;
+    for file in descriptors
+        .file
+        .iter()
+        .filter(|f| f.package() == "tandem.v1")
+    {
+        for service in &file.service {
+            for method in &service.method {
+                let path = format!("/tandem.v1.{}/{}", service.name(), method.name());
+                for authorization in [
+                    None,
+                    Some("Bearer wrong-token-wrong-token"),
+                    Some("Basic dXNlcjpwYXNz"),
+                ] {
+                    let code = call_raw(channel.clone(), &path, method, authorization).await;
+                    assert_eq!(
+                        code,
+                        tonic::Code::Unauthenticated,
+                        "{path} with authorization {authorization:?}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    // Every RPC of the contract, not a sample of them.
+    assert!(
+        checked >= 46,
+        "only {checked} RPCs found in the descriptor set"
+    );
+    cp.stop().await;
+}

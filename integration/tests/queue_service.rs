@@ -266,6 +266,61 @@ async fn dead_letter_rpcs_check_their_arguments_and_token() {
         "task_id: ",
     );
 
+    // PeekRecords and RepairQueue name the bad field; an unknown gateway is
+    // NOT_FOUND.
+    let repair = |f: fn(&mut pb::RepairQueueRequest)| {
+        let mut request = pb::RepairQueueRequest {
+            task_id: unknown.clone(),
+            gateway_id: "gw-nowhere".into(),
+            dry_run: false,
+            comment: "accepting the loss".into(),
+            ..Default::default()
+        };
+        f(&mut request);
+        request
+    };
+    for (request, prefix) in [
+        (repair(|r| r.task_id.clear()), "task_id: "),
+        (repair(|r| r.comment.clear()), "comment: "),
+        (repair(|r| r.comment = "c".repeat(1001)), "comment: "),
+        (
+            repair(|r| r.gateway_id = "has space".into()),
+            "gateway_id: ",
+        ),
+        (repair(|r| r.gateway_id.clear()), "gateway_id: "),
+    ] {
+        expect_err(
+            queues.repair_queue(request).await,
+            Code::InvalidArgument,
+            prefix,
+        );
+    }
+    expect_err(
+        queues.repair_queue(repair(|_| {})).await,
+        Code::NotFound,
+        "gateway_id: ",
+    );
+    let peek = pb::PeekRecordsRequest {
+        task_id: unknown.clone(),
+        gateway_id: "gw-nowhere".into(),
+        ..Default::default()
+    };
+    expect_err(
+        queues
+            .peek_records(pb::PeekRecordsRequest {
+                task_id: String::new(),
+                ..peek.clone()
+            })
+            .await,
+        Code::InvalidArgument,
+        "task_id: ",
+    );
+    expect_err(
+        queues.peek_records(peek).await,
+        Code::NotFound,
+        "gateway_id: ",
+    );
+
     for bearer in [None, Some("wrong-token-wrong-token-wrong")] {
         let mut queues = cp.queues_with(bearer).await;
         let code = |status: tonic::Status| status.code();
