@@ -3,6 +3,7 @@
 #
 #   scripts/postgres.sh start <state-dir>   # prints the database URL last
 #   scripts/postgres.sh stop  <state-dir>
+#   scripts/postgres.sh createdb <state-dir> <name>   # another database
 #
 # The server listens on a free loopback port, keeps everything in
 # <state-dir>, and runs as the `postgres` system user when invoked as root
@@ -10,8 +11,8 @@
 # apt-get when missing.
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop <state-dir>" >&2; exit 2; }
-[[ $# -eq 2 ]] || usage
+usage() { echo "usage: $0 start|stop <state-dir> | createdb <state-dir> <name>" >&2; exit 2; }
+[[ $# -ge 2 ]] || usage
 cmd=$1
 state=$(mkdir -p "$2" && cd "$2" && pwd)
 data="$state/data"
@@ -81,6 +82,14 @@ case "$cmd" in
     url="postgres://tandem:tandem@127.0.0.1:$port/tandem"
     echo "$url" > "$state/url"
     echo "$url"
+    ;;
+  createdb)
+    # createdb STATE_DIR NAME: a new empty database on the running server.
+    name=${3:?usage: postgres.sh createdb STATE_DIR NAME}
+    bin=$(find_bin)
+    [[ -f "$state/url" ]] || { echo "postgres: not running in $state" >&2; exit 1; }
+    port=$(sed -E 's#.*:([0-9]+)/.*#\1#' "$state/url")
+    as_pg "$bin/createdb" -h "$state" -p "$port" -U tandem "$name"
     ;;
   stop)
     bin=$(find_bin) || exit 0
