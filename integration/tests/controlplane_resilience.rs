@@ -492,6 +492,28 @@ async fn control_plane_and_postgres_down_mid_task() {
     let mut postgres = PrivatePostgres::start();
     let mut cp = ControlPlaneProcess::start(ControlPlaneOptions::new(postgres.url())).await;
     register_clusters(&cp, &old_url, &new_url).await;
+    // A cluster with a stored (sealed) password: probing it after the
+    // restart needs the same secret key.
+    let sealed = cp
+        .clusters()
+        .await
+        .register_cluster(pb::RegisterClusterRequest {
+            name: "sealed".to_string(),
+            endpoints: vec![tandem_integration::env().cluster("es6").url.clone()],
+            credentials: Some(pb::Credentials {
+                method: pb::AuthMethod::Basic as i32,
+                username: "tandem".to_string(),
+                password: "sealed-password".to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("register sealed: {e:?}"))
+        .into_inner()
+        .cluster
+        .unwrap()
+        .id;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway_id("outage");
     let gateway = start_gateway(&cp, &gw, dir.path(), &old_url, &new_url, false).await;
@@ -571,6 +593,21 @@ async fn control_plane_and_postgres_down_mid_task() {
         "{listed:#?}"
     );
     assert!(listed[0].task_ids.contains(&id), "{listed:#?}");
+
+    // The stored password still opens with the same key.
+    let probe = cp
+        .clusters()
+        .await
+        .probe_cluster(pb::ProbeClusterRequest { cluster_id: sealed })
+        .await
+        .unwrap_or_else(|e| panic!("probe sealed after the restart: {e:?}"))
+        .into_inner()
+        .probe
+        .unwrap();
+    assert!(
+        probe.reachable && probe.credentials_valid && probe.error.is_none(),
+        "{probe:#?}"
+    );
 
     // Queue statistics resume: fresh figures, counting the outage's writes.
     let head = replication_status(&gateway.admin_url).await["queue"]["next_offset"]
