@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tandem_gateway::{GatewayConfig, GatewayHandle};
 
-use crate::{free_port, http, repo_root};
+use crate::{built_binary, free_port, http, on_test_exit};
 
 /// How to configure a test gateway.
 #[derive(Debug, Clone)]
@@ -150,6 +150,12 @@ impl GatewayProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn tandem-gateway");
+        on_test_exit(
+            Some(child.id()),
+            "kill -9 $1",
+            &[child.id().to_string().as_ref()],
+        )
+        .expect("watch the gateway process");
         let process = GatewayProcess {
             url: format!("http://127.0.0.1:{port}"),
             admin_url: format!("http://127.0.0.1:{admin_port}"),
@@ -177,34 +183,12 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Path of the `tandem-gateway` binary, built on first use.
+/// Path of the `tandem-gateway` binary, built on first use (a private
+/// copy, see [`crate::built_binary`]).
 pub fn gateway_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "tandem-gateway",
-                "--bin",
-                "tandem-gateway",
-            ])
-            .current_dir(repo_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building tandem-gateway failed");
-        // Test binaries live in <target>/debug/deps; the gateway in <target>/debug.
-        let exe = std::env::current_exe().expect("current exe");
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join("tandem-gateway");
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| built_binary("tandem-gateway", "tandem-gateway"))
+        .clone()
 }
 
 async fn wait_ready(url: &str, admin_url: &str) {

@@ -241,7 +241,7 @@ fn path_str(path: &Path) -> &str {
 }
 
 /// Runs a project script and returns the last line of its stdout.
-fn run_script(script: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn run_script(script: &str, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(repo_root().join(script))
         .args(args)
         .stderr(Stdio::inherit())
@@ -262,27 +262,72 @@ fn run_script(script: &str, args: &[&str]) -> anyhow::Result<String> {
 /// Leaves a detached shell that stops everything in `state` once this test
 /// process is gone.
 fn spawn_watchdog(state: &Path) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let root = repo_root();
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         for d in \"$1\"/*/; do [ -f \"$d/pid\" ] && \"$2/scripts/search/node.sh\" stop \"$d\"; done; \
+    on_test_exit(
+        None,
+        "for d in \"$1\"/*/; do [ -f \"$d/pid\" ] && \"$2/scripts/search/node.sh\" stop \"$d\"; done; \
          \"$2/scripts/postgres.sh\" stop \"$1/postgres\"; rm -rf \"$1\"",
-        pid = std::process::id()
+        &[state.as_os_str(), root.as_os_str()],
+    )
+    .context("spawn environment watchdog")
+}
+
+/// Leaves a detached shell that runs `cleanup` (a shell snippet whose `$1`,
+/// `$2`... are `args`) once this test process is gone, so a test that
+/// panics or is killed does not leave servers behind. With `while_alive`,
+/// the watch ends without cleanup as soon as that process is gone (it was
+/// stopped normally, and its pid may be reused).
+pub(crate) fn on_test_exit(
+    while_alive: Option<u32>,
+    cleanup: &str,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let early_exit = while_alive
+        .map(|pid| format!("kill -0 {pid} 2>/dev/null || exit 0; "))
+        .unwrap_or_default();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do {early_exit}sleep 1; done; {cleanup}",
+        me = std::process::id()
     );
     Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg("watchdog")
-        .arg(state)
-        .arg(&root)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .context("spawn environment watchdog")?;
+        .context("spawn watchdog shell")?;
     Ok(())
+}
+
+/// Builds binary `bin` of `package` and returns a private copy of it, made
+/// once per test process: the target directory may be shared with other
+/// checkouts whose builds overwrite the binary, and a process restarted by a
+/// test must run the same code as before.
+pub(crate) fn built_binary(package: &str, bin: &str) -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(repo_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {bin} failed");
+    // Test binaries live in <target>/debug/deps; binaries in <target>/debug.
+    let exe = std::env::current_exe().expect("current exe");
+    let built = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(bin);
+    let dir = state_dir().join("bin");
+    std::fs::create_dir_all(&dir).expect("create the binary directory");
+    let copy = dir.join(bin);
+    std::fs::copy(&built, &copy)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), copy.display()));
+    copy
 }
 
 fn block_on<F>(future: F) -> F::Output
@@ -368,5 +413,7 @@ mod tests {
 
 pub mod client;
 pub mod compare;
+pub mod controlplane;
 pub mod gateway;
+pub mod postgres;
 pub mod relay;
