@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::auth::BearerAuth;
 use crate::fleet::AgentSettings;
@@ -95,6 +96,18 @@ pub struct ControlPlaneConfig {
     /// Statistics older than three intervals are shown as stale.
     #[arg(long, env = "TANDEM_AGENT_STATS_INTERVAL_MS", default_value_t = 10_000)]
     pub agent_stats_interval_ms: u64,
+    /// PEM certificate chain served on the gRPC listener: with
+    /// --tls-key-file, the API is served over TLS only.
+    #[arg(long, env = "TANDEM_CP_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "TANDEM_CP_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must chain to: with
+    /// it, every client (tandemctl, SDKs, gateway agents) must present a
+    /// certificate (mutual TLS), in addition to the bearer token.
+    #[arg(long, env = "TANDEM_CP_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -114,6 +127,9 @@ impl Default for ControlPlaneConfig {
             probe_timeout_secs: 10,
             agent_heartbeat_interval_ms: 10_000,
             agent_stats_interval_ms: 10_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -143,6 +159,9 @@ impl std::fmt::Debug for ControlPlaneConfig {
                 &self.agent_heartbeat_interval_ms,
             )
             .field("agent_stats_interval_ms", &self.agent_stats_interval_ms)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_client_ca_file", &self.tls_client_ca_file)
             .finish()
     }
 }
@@ -178,6 +197,44 @@ impl ControlPlaneConfig {
                 self.agent_stats_interval_ms,
             )?,
         })
+    }
+
+    /// The TLS settings of the gRPC listener (`None`: plaintext), or why
+    /// they are refused (a file that cannot be read, a key without its
+    /// certificate).
+    pub fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let read = |flag: &str, path: &PathBuf| -> anyhow::Result<Vec<u8>> {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("{flag}: cannot read {}", path.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
+                anyhow::bail!("{flag}: {} is not a PEM file", path.display());
+            }
+            Ok(pem)
+        };
+        let (cert, key) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => {
+                if self.tls_client_ca_file.is_some() {
+                    anyhow::bail!(
+                        "--tls-client-ca-file (TANDEM_CP_TLS_CLIENT_CA_FILE) needs --tls-cert-file and --tls-key-file"
+                    );
+                }
+                return Ok(None);
+            }
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => anyhow::bail!(
+                "--tls-cert-file (TANDEM_CP_TLS_CERT_FILE) needs --tls-key-file (TANDEM_CP_TLS_KEY_FILE)"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--tls-key-file (TANDEM_CP_TLS_KEY_FILE) needs --tls-cert-file (TANDEM_CP_TLS_CERT_FILE)"
+            ),
+        };
+        let identity =
+            Identity::from_pem(read("--tls-cert-file", cert)?, read("--tls-key-file", key)?);
+        let mut tls = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.tls_client_ca_file {
+            tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca-file", ca)?));
+        }
+        Ok(Some(tls))
     }
 
     /// The API authentication policy, or why the configuration is refused.

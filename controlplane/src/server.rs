@@ -16,6 +16,8 @@
 
 use std::future::Future;
 
+use anyhow::Context;
+
 use tandem_proto::v1::cluster_service_server::ClusterServiceServer;
 use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceServer};
 use tandem_proto::v1::gateway_service_server::GatewayServiceServer;
@@ -75,6 +77,12 @@ pub async fn serve(
     // Refuse a configuration without authentication or secret key before
     // touching the database.
     let auth = config.auth()?;
+    let tls = config.tls()?;
+    let tls_mode = match (&tls, &config.tls_client_ca_file) {
+        (None, _) => "off",
+        (Some(_), None) => "tls",
+        (Some(_), Some(_)) => "mutual",
+    };
     let secrets = config.secret_box()?;
     let agent_settings = config.agent_settings()?;
     if !auth.is_enabled() {
@@ -150,14 +158,20 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, instance_id = %fleet.instance_id(), "control plane serving gRPC");
+    tracing::info!(%addr, tls = tls_mode, instance_id = %fleet.instance_id(), "control plane serving gRPC");
     // Agent streams and watches never end by themselves: close them when the
     // shutdown starts, or the graceful shutdown would wait for them forever.
     let shutdown = async move {
         shutdown.await;
         fleet.shutdown();
     };
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert-file / --tls-key-file: the certificate or key is not usable")?;
+    }
+    let served = builder
         .layer(metrics_layer)
         .add_service(health_service)
         .add_service(reflection)

@@ -23,14 +23,68 @@ use std::time::Duration;
 use anyhow::Context;
 use tonic::transport::{Channel, Endpoint};
 
-/// Opens a channel to the control plane at `endpoint` (`http://host:port`).
+/// Opens a channel to the control plane at `endpoint` (`http://host:port`,
+/// or `https://` with the system's trusted roots).
 pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(endpoint.to_string())
+    connect_with(endpoint, &Tls::default()).await
+}
+
+/// TLS settings of an `https://` endpoint, as PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// CA certificate(s) the server's certificate must chain to; `None`
+    /// trusts the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate, for a control plane requiring mutual TLS.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Private key of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// [`connect`] with TLS settings.
+pub async fn connect_with(endpoint: &str, tls: &Tls) -> anyhow::Result<Channel> {
+    let mut target = Endpoint::from_shared(endpoint.to_string())
         .with_context(|| format!("--endpoint: not a valid URL: {endpoint:?}"))?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    if endpoint.starts_with("https://") {
+        target = target
+            .tls_config(client_tls(tls)?)
+            .context("--endpoint: TLS settings refused")?;
+    } else if tls != &Tls::default() {
+        anyhow::bail!(
+            "--ca-file / --cert-file / --key-file need an https:// endpoint (got {endpoint:?})"
+        );
+    }
+    target
         .connect()
         .await
         .with_context(|| format!("cannot connect to the control plane at {endpoint}"))
+}
+
+/// The rustls client settings for `tls`: files are read here so that a
+/// missing or unreadable one is reported by its flag.
+pub fn client_tls(tls: &Tls) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+    };
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_file {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read("--ca-file", ca)?)),
+        None => config.with_native_roots(),
+    };
+    match (&tls.cert_file, &tls.key_file) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read("--cert-file", cert)?,
+                read("--key-file", key)?,
+            ));
+        }
+        (Some(_), None) => anyhow::bail!("--cert-file needs --key-file"),
+        (None, Some(_)) => anyhow::bail!("--key-file needs --cert-file"),
+    }
+    Ok(config)
 }
 
 /// Adds `authorization: Bearer <token>` to every request, as the control

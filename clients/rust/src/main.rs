@@ -40,6 +40,16 @@ struct Cli {
     /// `health`.
     #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// CA certificate (PEM) of an https:// endpoint; default: the system's
+    /// trusted roots.
+    #[arg(long, env = "TANDEM_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a control plane requiring mutual TLS.
+    #[arg(long, env = "TANDEM_CERT_FILE", global = true, requires = "key_file")]
+    cert_file: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "TANDEM_KEY_FILE", global = true, requires = "cert_file")]
+    key_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
     output: Output,
@@ -72,7 +82,12 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let channel = tandem_client::connect(&cli.endpoint).await?;
+    let tls = tandem_client::Tls {
+        ca_file: cli.ca_file.clone(),
+        cert_file: cli.cert_file.clone(),
+        key_file: cli.key_file.clone(),
+    };
+    let channel = tandem_client::connect_with(&cli.endpoint, &tls).await?;
     match cli.command {
         Command::Health { service } => {
             let response = HealthClient::new(channel)

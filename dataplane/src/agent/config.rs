@@ -3,8 +3,11 @@
 //!
 //! ```toml
 //! [control_plane]
-//! endpoint = "http://cp.internal:50051"
+//! endpoint = "http://cp.internal:50051"   # or https://
 //! token = "..."                       # bearer token, never logged
+//! # ca_file = "/etc/tandem/cp-ca.pem"  # https: CA of the control plane (default: system roots)
+//! # cert_file = "/etc/tandem/gw.pem"   # https: client certificate, for mutual TLS
+//! # key_file = "/etc/tandem/gw.key"
 //! # gateway_id = "gw-eu-1"            # default: a UUID kept in <data_dir>/gateway_id
 //! # name = "gw-eu-1"                  # default: the host name
 //! # advertised_address = "10.0.0.7:9200"   # default: `listen`
@@ -15,8 +18,10 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// `[control_plane]` settings of the gateway's agent.
 #[derive(Clone, Deserialize, PartialEq)]
@@ -50,6 +55,17 @@ pub struct ControlPlaneConfig {
     /// unset = the `listen` address.
     #[serde(default)]
     pub advertised_address: Option<String>,
+    /// With an `https://` endpoint: PEM CA certificate(s) the control
+    /// plane's certificate must chain to. Unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With an `https://` endpoint: PEM client certificate presented to a
+    /// control plane requiring mutual TLS (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ControlPlaneConfig {
@@ -63,6 +79,9 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
             .field("advertised_address", &self.advertised_address)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
             .finish()
     }
 }
@@ -160,7 +179,55 @@ impl ControlPlaneConfig {
         if let Some(Err(message)) = self.advertised_address.as_deref().map(validate_host_port) {
             return err("advertised_address", message);
         }
+        let https = self.endpoint.starts_with("https://");
+        for (field, path) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            let Some(path) = path else { continue };
+            if !https {
+                return err(field, "needs an https:// endpoint".into());
+            }
+            if let Err(e) = std::fs::metadata(path) {
+                return err(field, format!("cannot read {}: {e}", path.display()));
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return err("key_file", "required with cert_file".into()),
+            (None, Some(_)) => return err("cert_file", "required with key_file".into()),
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The TLS settings of an `https://` endpoint (`None` for `http://`),
+    /// or the `(field, message)` of a file that cannot be read.
+    pub fn tls(&self) -> Result<Option<ClientTlsConfig>, (String, String)> {
+        if !self.endpoint.starts_with("https://") {
+            return Ok(None);
+        }
+        let read = |field: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                (
+                    format!("control_plane.{field}"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+        };
+        let mut tls = match &self.ca_file {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca_file", ca)?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            tls = tls.identity(Identity::from_pem(
+                read("cert_file", cert)?,
+                read("key_file", key)?,
+            ));
+        }
+        Ok(Some(tls))
     }
 
     /// The heartbeat interval as a [`std::time::Duration`].
@@ -179,15 +246,8 @@ fn validate_endpoint(endpoint: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("not a URL ({e}): {endpoint:?}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(
-                "https is not supported by this build; use http:// (for example through a \
-                 TLS-terminating sidecar)"
-                    .into(),
-            );
-        }
-        Some(other) => return Err(format!("scheme must be http, got {other:?}")),
+        Some("http" | "https") => {}
+        Some(other) => return Err(format!("scheme must be http or https, got {other:?}")),
         None => {
             return Err(format!(
                 "missing scheme, expected http://host:port, got {endpoint:?}"
@@ -254,7 +314,18 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("endpoint = \"ftp://x:1\"", "control_plane.endpoint:"),
-            ("endpoint = \"https://x:1\"", "control_plane.endpoint:"),
+            (
+                "endpoint = \"http://x:1\"\nca_file = \"/etc/hosts\"",
+                "control_plane.ca_file:",
+            ),
+            (
+                "endpoint = \"https://x:1\"\nca_file = \"/nonexistent/ca.pem\"",
+                "control_plane.ca_file:",
+            ),
+            (
+                "endpoint = \"https://x:1\"\ncert_file = \"/etc/hosts\"",
+                "control_plane.key_file:",
+            ),
             ("endpoint = \"http://x:1/api\"", "control_plane.endpoint:"),
             (
                 "endpoint = \"http://x:1\"\ntoken = \"has space\"",

@@ -316,12 +316,21 @@ impl Agent {
         ),
         String,
     > {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.config.endpoint.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.config.endpoint.clone())
             .map_err(|e| format!("invalid endpoint: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
+        if let Some(tls) = self
+            .config
+            .tls()
+            .map_err(|(field, message)| format!("{field}: {message}"))?
+        {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS settings refused: {}", error_chain(&e)))?;
+        }
         let channel = endpoint
             .connect()
             .await
