@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Any, Callable, Iterator, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterator, Sequence, Tuple
 
 import grpc
 
@@ -18,10 +18,6 @@ from tandem.v1 import (
     QueueServiceStub,
     ReplicationServiceStub,
 )
-
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
-
 
 class _CallDetails(grpc.ClientCallDetails):
     def __init__(self, base: grpc.ClientCallDetails, metadata: tuple[_channel.Metadatum, ...], timeout: float | None):
