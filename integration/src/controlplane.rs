@@ -25,6 +25,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use tandem_controlplane::config::ControlPlaneConfig;
+
 use crate::{built_binary, free_port, on_test_exit};
 
 /// Longest wait for the control plane to serve (migrations included).
@@ -94,11 +96,6 @@ impl ControlPlaneProcess {
         process
     }
 
-    /// `http://127.0.0.1:<port>`; the same across restarts.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.listen)
-    }
-
     /// Points the next [`Self::restart`] at another database URL (a Postgres
     /// restarted on a new port).
     pub fn set_database_url(&mut self, url: &str) {
@@ -117,7 +114,7 @@ impl ControlPlaneProcess {
             {
                 panic!("the control plane exited with {status} before serving");
             }
-            if self.serving().await {
+            if serving(&self.endpoint()).await {
                 return;
             }
             assert!(
@@ -143,38 +140,6 @@ impl ControlPlaneProcess {
         self.kill_9();
         self.spawn();
         self.wait_ready().await;
-    }
-
-    /// The bearer token interceptor for this control plane.
-    pub fn token(&self) -> BearerToken {
-        BearerToken::new(Some(&self.options.token)).expect("test token is ASCII")
-    }
-
-    /// A new channel to the control plane.
-    pub async fn channel(&self) -> Channel {
-        tandem_client::connect(&self.endpoint())
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-    }
-
-    /// A ClusterService client sending the token.
-    pub async fn clusters(&self) -> ClusterServiceClient<AuthenticatedChannel> {
-        tandem_client::cluster_client(self.channel().await, self.token())
-    }
-
-    /// A GatewayService client sending the token.
-    pub async fn gateways(&self) -> GatewayServiceClient<AuthenticatedChannel> {
-        tandem_client::gateway_client(self.channel().await, self.token())
-    }
-
-    /// A QueueService client sending the token.
-    pub async fn queues(&self) -> QueueServiceClient<AuthenticatedChannel> {
-        tandem_client::queue_client(self.channel().await, self.token())
-    }
-
-    /// A ReplicationService client sending the token.
-    pub async fn tasks(&self) -> ReplicationServiceClient<AuthenticatedChannel> {
-        tandem_client::replication_client(self.channel().await, self.token())
     }
 
     /// The `[control_plane]` TOML section joining a gateway to this control
@@ -216,18 +181,6 @@ impl ControlPlaneProcess {
             .expect("watch the control plane process");
         self.child = Some(child);
     }
-
-    async fn serving(&self) -> bool {
-        let Ok(channel) = tandem_client::connect(&self.endpoint()).await else {
-            return false;
-        };
-        HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
-    }
 }
 
 impl Drop for ControlPlaneProcess {
@@ -252,4 +205,202 @@ fn random_hex(bytes: usize) -> String {
         .and_then(|mut f| f.read_exact(&mut buffer))
         .expect("read /dev/urandom");
     buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Typed clients of a control plane, sending a bearer token: shared by
+/// [`ControlPlaneProcess`] and [`InProcessControlPlane`].
+#[allow(async_fn_in_trait)]
+pub trait ControlPlaneApi {
+    /// `http://host:port` of the gRPC API.
+    fn endpoint(&self) -> String;
+
+    /// The token the control plane accepts.
+    fn accepted_token(&self) -> &str;
+
+    /// A new channel to the control plane.
+    async fn channel(&self) -> Channel {
+        tandem_client::connect(&self.endpoint())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The interceptor sending `bearer` (none when `None`).
+    fn bearer(&self, bearer: Option<&str>) -> BearerToken {
+        BearerToken::new(bearer).expect("test tokens are ASCII")
+    }
+
+    /// A ClusterService client sending `bearer`.
+    async fn clusters_with(
+        &self,
+        bearer: Option<&str>,
+    ) -> ClusterServiceClient<AuthenticatedChannel> {
+        tandem_client::cluster_client(self.channel().await, self.bearer(bearer))
+    }
+
+    /// A ClusterService client sending the accepted token.
+    async fn clusters(&self) -> ClusterServiceClient<AuthenticatedChannel> {
+        self.clusters_with(Some(self.accepted_token())).await
+    }
+
+    /// A GatewayService client sending `bearer`.
+    async fn gateways_with(
+        &self,
+        bearer: Option<&str>,
+    ) -> GatewayServiceClient<AuthenticatedChannel> {
+        tandem_client::gateway_client(self.channel().await, self.bearer(bearer))
+    }
+
+    /// A GatewayService client sending the accepted token.
+    async fn gateways(&self) -> GatewayServiceClient<AuthenticatedChannel> {
+        self.gateways_with(Some(self.accepted_token())).await
+    }
+
+    /// A QueueService client sending `bearer`.
+    async fn queues_with(&self, bearer: Option<&str>) -> QueueServiceClient<AuthenticatedChannel> {
+        tandem_client::queue_client(self.channel().await, self.bearer(bearer))
+    }
+
+    /// A QueueService client sending the accepted token.
+    async fn queues(&self) -> QueueServiceClient<AuthenticatedChannel> {
+        self.queues_with(Some(self.accepted_token())).await
+    }
+
+    /// A ReplicationService client sending `bearer`.
+    async fn tasks_with(
+        &self,
+        bearer: Option<&str>,
+    ) -> ReplicationServiceClient<AuthenticatedChannel> {
+        tandem_client::replication_client(self.channel().await, self.bearer(bearer))
+    }
+
+    /// A ReplicationService client sending the accepted token.
+    async fn tasks(&self) -> ReplicationServiceClient<AuthenticatedChannel> {
+        self.tasks_with(Some(self.accepted_token())).await
+    }
+}
+
+impl ControlPlaneApi for ControlPlaneProcess {
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    fn accepted_token(&self) -> &str {
+        &self.options.token
+    }
+}
+
+/// A control plane served inside the test process
+/// (`tandem_controlplane::serve`): quicker to start than
+/// [`ControlPlaneProcess`], stopped gracefully (not killed).
+pub struct InProcessControlPlane {
+    config: ControlPlaneConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessControlPlane {
+    /// Test settings: `database_url`, `token` as the only accepted token, a
+    /// random secret key, 300 ms agent intervals, a 5 s probe timeout and a
+    /// free loopback port.
+    pub fn config(database_url: &str, token: &str) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            database_url: database_url.to_string(),
+            database_wait_secs: 10,
+            auth_tokens: vec![token.to_string()],
+            secret_key: Some(random_hex(32)),
+            probe_timeout_secs: 5,
+            agent_heartbeat_interval_ms: 300,
+            agent_stats_interval_ms: 300,
+            ..Default::default()
+        }
+    }
+
+    /// Serves `config` (its first token is [`ControlPlaneApi::accepted_token`])
+    /// and waits until gRPC health reports SERVING.
+    pub async fn start(config: ControlPlaneConfig) -> InProcessControlPlane {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .unwrap_or_else(|e| panic!("bind {}: {e}", config.listen));
+        let mut config = config;
+        config.listen = listener.local_addr().unwrap();
+        let served = config.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tandem_controlplane::serve(&served, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let control_plane = InProcessControlPlane {
+            config,
+            stop: Some(stop),
+            task,
+        };
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while !serving(&control_plane.endpoint()).await {
+            assert!(
+                !control_plane.task.is_finished(),
+                "the control plane at {} stopped while starting",
+                control_plane.endpoint()
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the control plane at {} did not become ready",
+                control_plane.endpoint()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        control_plane
+    }
+
+    /// The settings it serves with (`listen` is the bound address).
+    pub fn settings(&self) -> &ControlPlaneConfig {
+        &self.config
+    }
+
+    /// Stops it gracefully (agent streams and watches are closed first) and
+    /// checks that it ended without an error.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("stopped once").send(());
+        tokio::time::timeout(READY_TIMEOUT, &mut self.task)
+            .await
+            .expect("the control plane stops")
+            .expect("the control plane task")
+            .expect("the control plane ends without an error");
+    }
+
+    /// Stops it and serves the same settings again on the same address.
+    pub async fn restart(self) -> InProcessControlPlane {
+        let config = self.config.clone();
+        self.stop().await;
+        InProcessControlPlane::start(config).await
+    }
+}
+
+impl ControlPlaneApi for InProcessControlPlane {
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.config.listen)
+    }
+
+    fn accepted_token(&self) -> &str {
+        self.config
+            .auth_tokens
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// Whether the control plane at `endpoint` reports SERVING.
+async fn serving(endpoint: &str) -> bool {
+    let Ok(channel) = tandem_client::connect(endpoint).await else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
 }

@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
+use tandem_client::AuthenticatedChannel;
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::{
     AuthMethod, Cluster, ClusterHealth, Credentials, DeleteClusterRequest, Distribution,
     GetClusterRequest, LabelSet, Limits, ListClustersRequest, NodeDiscovery, OverLimitPolicy,
     ProbeClusterRequest, RegisterClusterRequest, StringList, TlsSettings, UpdateClusterRequest,
 };
-use tandem_client::{AuthenticatedChannel, BearerToken};
 use tandem_controlplane::config::ControlPlaneConfig;
 use tandem_controlplane::secrets::SecretKey;
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
 use tandem_integration::{SearchCluster, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -32,81 +33,19 @@ const TOKEN: &str = "cluster-service-test-token-0123456789";
 type Client = ClusterServiceClient<AuthenticatedChannel>;
 
 /// A control plane running in this process on its own database.
-struct TestControlPlane {
-    endpoint: String,
-    database_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+type TestControlPlane = InProcessControlPlane;
+
+/// A control plane on a fresh database, with a fresh secret key.
+async fn start_control_plane() -> TestControlPlane {
+    let database_url = tandem_integration::fresh_database("cp_clusters").await;
+    start_on(&database_url, &SecretKey::generate().to_base64()).await
 }
 
-impl TestControlPlane {
-    /// On a fresh database, with a fresh secret key.
-    async fn start() -> TestControlPlane {
-        let database_url = tandem_integration::fresh_database("cp_clusters").await;
-        Self::start_on(&database_url, &SecretKey::generate().to_base64()).await
-    }
-
-    async fn start_on(database_url: &str, secret_key: &str) -> TestControlPlane {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let config = ControlPlaneConfig {
-            listen: listener.local_addr().unwrap(),
-            database_url: database_url.to_string(),
-            database_wait_secs: 10,
-            auth_tokens: vec![TOKEN.to_string()],
-            secret_key: Some(secret_key.to_string()),
-            probe_timeout_secs: 5,
-            ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tandem_controlplane::serve(&config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let cp = TestControlPlane {
-            endpoint,
-            database_url: database_url.to_string(),
-            stop: Some(stop),
-            task,
-        };
-        // Ready once an authenticated RPC answers (migrations ran).
-        for _ in 0..100 {
-            if let Ok(channel) = tandem_client::connect(&cp.endpoint).await {
-                let mut client = tandem_client::cluster_client(channel, token(Some(TOKEN)));
-                if client
-                    .list_clusters(ListClustersRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return cp;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("control plane at {} did not become ready", cp.endpoint);
-    }
-
-    /// A client sending the right token.
-    async fn client(&self) -> Client {
-        self.client_with(Some(TOKEN)).await
-    }
-
-    /// A client sending `bearer` (or no authorization at all).
-    async fn client_with(&self, bearer: Option<&str>) -> Client {
-        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
-        tandem_client::cluster_client(channel, token(bearer))
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn token(bearer: Option<&str>) -> BearerToken {
-    BearerToken::new(bearer).unwrap()
+/// A control plane on `database_url` sealing secrets with `secret_key`.
+async fn start_on(database_url: &str, secret_key: &str) -> TestControlPlane {
+    let mut config = InProcessControlPlane::config(database_url, TOKEN);
+    config.secret_key = Some(secret_key.to_string());
+    InProcessControlPlane::start(config).await
 }
 
 fn es7() -> &'static SearchCluster {
@@ -344,8 +283,8 @@ fn host_port(url: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_elasticsearch_and_opensearch_with_probed_version_health_and_nodes() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     for (cluster, distribution) in [
         (es7(), Distribution::Elasticsearch),
         (os2(), Distribution::Opensearch),
@@ -409,8 +348,8 @@ async fn registers_elasticsearch_and_opensearch_with_probed_version_health_and_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_returns_what_register_stored() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let request = RegisterClusterRequest {
         description: "the old production cluster".into(),
         labels: HashMap::from([
@@ -461,8 +400,8 @@ fn prost_duration(seconds: i64) -> tandem_client::prost_types::Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_is_ordered_by_name_paginated_and_filtered() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     // Registered out of order; two OpenSearch, three Elasticsearch.
     for (name, cluster, team) in [
         ("delta", es7(), "search"),
@@ -581,8 +520,8 @@ async fn list_is_ordered_by_name_paginated_and_filtered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_changes_only_the_fields_set_and_reprobes_when_endpoints_change() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let created = registered(
         &mut client,
         RegisterClusterRequest {
@@ -654,8 +593,8 @@ async fn update_changes_only_the_fields_set_and_reprobes_when_endpoints_change()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_refuses_endpoints_of_another_cluster_or_unreachable_ones() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let created = registered(&mut client, register("es-main", &es7().url)).await;
     let endpoints_update = |endpoint: &str, allow_unreachable: bool| UpdateClusterRequest {
         cluster_id: created.id.clone(),
@@ -725,8 +664,8 @@ async fn update_refuses_endpoints_of_another_cluster_or_unreachable_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_the_cluster_then_every_rpc_gives_not_found() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let keep = registered(&mut client, register("keep", &os2().url)).await;
     let gone = registered(&mut client, register("gone", &es7().url)).await;
     client
@@ -790,8 +729,8 @@ async fn delete_removes_the_cluster_then_every_rpc_gives_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_name_gives_already_exists() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     registered(&mut client, register("taken", &es7().url)).await;
     let other = registered(&mut client, register("other", &os2().url)).await;
 
@@ -835,8 +774,8 @@ async fn duplicate_name_gives_already_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_only_probes_but_stores_nothing() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let checked = registered(
         &mut client,
         RegisterClusterRequest {
@@ -874,8 +813,8 @@ async fn validate_only_probes_but_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_register_field_gives_invalid_argument_naming_it() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let base = || register("valid-name", &es7().url);
     let url = es7().url.clone();
     let cases: Vec<(&str, RegisterClusterRequest)> = vec![
@@ -1181,8 +1120,8 @@ async fn every_invalid_register_field_gives_invalid_argument_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_ids_filters_and_update_fields_give_invalid_argument_naming_them() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let created = registered(&mut client, register("target", &es7().url)).await;
 
     for bad in ["", "42", "not-a-uuid"] {
@@ -1306,8 +1245,8 @@ async fn invalid_ids_filters_and_update_fields_give_invalid_argument_naming_them
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_cluster_is_refused_clearly_unless_allowed() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let closed = closed_endpoint();
     expect_err(
         client.register_cluster(register("down", &closed)).await,
@@ -1358,8 +1297,8 @@ async fn unreachable_cluster_is_refused_clearly_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_that_is_not_a_search_cluster_is_refused_clearly() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
 
     // The Postgres port speaks no HTTP at all.
     let db = tandem_integration::database_url();
@@ -1405,8 +1344,8 @@ async fn a_port_that_is_not_a_search_cluster_is_refused_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_refused_by_a_secured_cluster_give_a_clear_error() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let secured = HttpFront::start(Behaviour::Secured {
         upstream: es7().url.clone(),
         authorization: basic_header("tandem", "correct horse"),
@@ -1484,8 +1423,8 @@ async fn credentials_refused_by_a_secured_cluster_give_a_clear_error() {
 async fn password_is_stored_encrypted_and_never_returned() {
     const PASSWORD: &str = "s3cret-Passw0rd-never-shown";
     const API_KEY: &str = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let secured = HttpFront::start(Behaviour::Secured {
         upstream: es7().url.clone(),
         authorization: basic_header("tandem", PASSWORD),
@@ -1555,7 +1494,9 @@ async fn password_is_stored_encrypted_and_never_returned() {
 
     // In the database the secrets are sealed: neither clear text nor a
     // trivial encoding of it.
-    let mut db = sqlx::PgConnection::connect(&cp.database_url).await.unwrap();
+    let mut db = sqlx::PgConnection::connect(&cp.settings().database_url)
+        .await
+        .unwrap();
     let rows: Vec<(String, Option<Vec<u8>>)> =
         sqlx::query_as("SELECT name, secret_encrypted FROM clusters ORDER BY name")
             .fetch_all(&mut db)
@@ -1601,8 +1542,8 @@ async fn password_is_stored_encrypted_and_never_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_secret_is_kept_when_an_update_leaves_the_password_empty() {
     const PASSWORD: &str = "kept-password-123";
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let secured = HttpFront::start(Behaviour::Secured {
         upstream: es7().url.clone(),
         authorization: basic_header("tandem", PASSWORD),
@@ -1663,7 +1604,9 @@ async fn stored_secret_is_kept_when_an_update_leaves_the_password_empty() {
         open.last_probe.unwrap().error.unwrap().reason,
         "AUTHENTICATION_FAILED"
     );
-    let mut db = sqlx::PgConnection::connect(&cp.database_url).await.unwrap();
+    let mut db = sqlx::PgConnection::connect(&cp.settings().database_url)
+        .await
+        .unwrap();
     let sealed: Option<Vec<u8>> = sqlx::query_scalar("SELECT secret_encrypted FROM clusters")
         .fetch_one(&mut db)
         .await
@@ -1675,8 +1618,8 @@ async fn stored_secret_is_kept_when_an_update_leaves_the_password_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_secret_key_cannot_use_the_stored_passwords() {
     let database_url = tandem_integration::fresh_database("cp_clusters").await;
-    let cp = TestControlPlane::start_on(&database_url, &SecretKey::generate().to_base64()).await;
-    let mut client = cp.client().await;
+    let cp = start_on(&database_url, &SecretKey::generate().to_base64()).await;
+    let mut client = cp.clusters().await;
     let secured = HttpFront::start(Behaviour::Secured {
         upstream: es7().url.clone(),
         authorization: basic_header("tandem", "pw-123"),
@@ -1692,8 +1635,8 @@ async fn another_secret_key_cannot_use_the_stored_passwords() {
     .await;
     cp.stop().await;
 
-    let cp = TestControlPlane::start_on(&database_url, &SecretKey::generate().to_base64()).await;
-    let mut client = cp.client().await;
+    let cp = start_on(&database_url, &SecretKey::generate().to_base64()).await;
+    let mut client = cp.clusters().await;
     // Reading needs no secret...
     assert_eq!(get(&mut client, &created.id).await.unwrap().name, "sealed");
     // ...probing does, and says why it cannot.
@@ -1711,8 +1654,8 @@ async fn another_secret_key_cannot_use_the_stored_passwords() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_cluster_stores_a_fresh_result_and_failures_are_not_rpc_errors() {
-    let cp = TestControlPlane::start().await;
-    let mut client = cp.client().await;
+    let cp = start_control_plane().await;
+    let mut client = cp.clusters().await;
     let up = registered(&mut client, register("up", &os2().url)).await;
     let probed = client
         .probe_cluster(ProbeClusterRequest {
@@ -1755,8 +1698,8 @@ async fn probe_cluster_stores_a_fresh_result_and_failures_are_not_rpc_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cluster_rpc_requires_the_bearer_token() {
-    let cp = TestControlPlane::start().await;
-    let created = registered(&mut cp.client().await, register("guarded", &es7().url)).await;
+    let cp = start_control_plane().await;
+    let created = registered(&mut cp.clusters().await, register("guarded", &es7().url)).await;
     let id = created.id.clone();
 
     for (bearer, needle) in [
@@ -1766,7 +1709,7 @@ async fn every_cluster_rpc_requires_the_bearer_token() {
             "invalid bearer token",
         ),
     ] {
-        let mut client = cp.client_with(bearer).await;
+        let mut client = cp.clusters_with(bearer).await;
         let checks: Vec<(&str, Result<(), tonic::Status>)> = vec![
             (
                 "RegisterCluster",
@@ -1833,7 +1776,7 @@ async fn every_cluster_rpc_requires_the_bearer_token() {
     }
 
     // Another scheme than Bearer is refused too.
-    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
     let mut basic_client =
         ClusterServiceClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
             r.metadata_mut()
@@ -1848,7 +1791,7 @@ async fn every_cluster_rpc_requires_the_bearer_token() {
     assert!(status.message().contains("Bearer"), "{status:?}");
 
     // Nothing was changed by the refused calls.
-    let mut client = cp.client().await;
+    let mut client = cp.clusters().await;
     assert_eq!(get(&mut client, &id).await.unwrap(), created);
     let list = client
         .list_clusters(ListClustersRequest::default())
@@ -1858,7 +1801,7 @@ async fn every_cluster_rpc_requires_the_bearer_token() {
     assert_eq!(list.clusters.len(), 1);
 
     // Health needs no token.
-    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
     tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use tandem_controlplane::config::ControlPlaneConfig;
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
 use tandem_integration::{free_port, repo_root};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -22,61 +23,18 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 const TOKEN: &str = "controlplane-grpc-test-token";
 
-/// A control plane running in this process on its own fresh database.
-struct TestControlPlane {
-    endpoint: String,
-    /// Base URL of the metrics listener (`http://127.0.0.1:PORT`).
-    metrics_url: String,
-    database_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A control plane running in this process on its own fresh database,
+/// with a metrics listener.
+async fn start_control_plane() -> InProcessControlPlane {
+    let database_url = tandem_integration::fresh_database("cp_test").await;
+    let mut config = InProcessControlPlane::config(&database_url, TOKEN);
+    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], free_port())));
+    InProcessControlPlane::start(config).await
 }
 
-impl TestControlPlane {
-    async fn start() -> TestControlPlane {
-        let database_url = tandem_integration::fresh_database("cp_test").await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let metrics_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = ControlPlaneConfig {
-            listen: listener.local_addr().unwrap(),
-            metrics_listen: Some(metrics_listen),
-            database_url: database_url.clone(),
-            database_wait_secs: 10,
-            auth_tokens: vec![TOKEN.into()],
-            secret_key: Some(tandem_controlplane::secrets::SecretKey::generate().to_base64()),
-            ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tandem_controlplane::serve(&config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        // Wait until the server answers (it migrates the database first).
-        for _ in 0..100 {
-            if let Ok(channel) = tandem_client::connect(&endpoint).await {
-                let mut health = HealthClient::new(channel);
-                if health.check(HealthCheckRequest::default()).await.is_ok() {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        TestControlPlane {
-            endpoint,
-            metrics_url: format!("http://{metrics_listen}"),
-            database_url,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
+/// Base URL of the metrics listener of `cp` (`http://127.0.0.1:PORT`).
+fn metrics_url(cp: &InProcessControlPlane) -> String {
+    format!("http://{}", cp.settings().metrics_listen.unwrap())
 }
 
 /// Service names declared in `proto/tandem/v1/*.proto`.
@@ -106,8 +64,8 @@ fn contract_services() -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_every_service_of_the_contract() {
-    let cp = TestControlPlane::start().await;
-    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let cp = start_control_plane().await;
+    let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -137,8 +95,8 @@ async fn reflection_lists_every_service_of_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_for_every_service_with_postgres_up() {
-    let cp = TestControlPlane::start().await;
-    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let cp = start_control_plane().await;
+    let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
     let mut health = HealthClient::new(channel);
     let mut names: Vec<String> = contract_services().into_iter().collect();
     names.push(String::new());
@@ -165,8 +123,8 @@ async fn health_is_serving_for_every_service_with_postgres_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_applied_on_start_and_are_idempotent() {
-    let cp = TestControlPlane::start().await;
-    let database_url = cp.database_url.clone();
+    let cp = start_control_plane().await;
+    let database_url = cp.settings().database_url.clone();
     cp.stop().await;
 
     let mut conn = sqlx::PgConnection::connect(&database_url).await.unwrap();
@@ -221,9 +179,9 @@ async fn start_fails_clearly_when_postgres_is_unreachable() {
 
 /// `GET {metrics_url}/metrics`: the exposition, after checking its status and
 /// content type.
-async fn scrape(cp: &TestControlPlane) -> String {
+async fn scrape(cp: &InProcessControlPlane) -> String {
     let response = tandem_integration::http()
-        .get(format!("{}/metrics", cp.metrics_url))
+        .get(format!("{}/metrics", metrics_url(cp)))
         .send()
         .await
         .expect("the metrics listener answers");
@@ -259,8 +217,8 @@ fn rpc_series(service: &str, method: &str, code: &str) -> String {
 async fn metrics_count_rpcs_by_method_and_code_and_show_the_fleet() {
     use tandem_proto::v1 as pb;
 
-    let cp = TestControlPlane::start().await;
-    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let cp = start_control_plane().await;
+    let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
     let token = |t: Option<&str>| tandem_client::BearerToken::new(t).unwrap();
     let mut clusters = tandem_client::cluster_client(channel.clone(), token(Some(TOKEN)));
     let mut anonymous = tandem_client::cluster_client(channel.clone(), token(None));
@@ -396,7 +354,13 @@ async fn metrics_count_rpcs_by_method_and_code_and_show_the_fleet() {
 
     // With its database gone the control plane still answers scrapes.
     let admin_url = tandem_integration::database_url();
-    let name = cp.database_url.rsplit_once('/').unwrap().1.to_string();
+    let name = cp
+        .settings()
+        .database_url
+        .rsplit_once('/')
+        .unwrap()
+        .1
+        .to_string();
     let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut admin)
@@ -418,7 +382,7 @@ async fn metrics_count_rpcs_by_method_and_code_and_show_the_fleet() {
         Some(1.0)
     );
     let health = tandem_integration::http()
-        .get(format!("{}/health", cp.metrics_url))
+        .get(format!("{}/health", metrics_url(cp)))
         .send()
         .await
         .unwrap();
@@ -522,8 +486,8 @@ async fn call_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_of_the_contract_refuses_a_missing_or_wrong_token() {
     use prost::Message;
-    let cp = TestControlPlane::start().await;
-    let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+    let cp = start_control_plane().await;
+    let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
     let descriptors =
         prost_types::FileDescriptorSet::decode(tandem_proto::FILE_DESCRIPTOR_SET).unwrap();
     let mut checked = 0;

@@ -25,7 +25,7 @@ use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_integration::client::{bulk, put_doc};
 use tandem_integration::compare::{assert_index_equal, documents};
-use tandem_integration::controlplane::{ControlPlaneOptions, ControlPlaneProcess};
+use tandem_integration::controlplane::{ControlPlaneApi, ControlPlaneOptions, ControlPlaneProcess};
 use tandem_integration::gateway::{GatewayOptions, GatewayProcess, replication_status};
 use tandem_integration::postgres::PrivatePostgres;
 use tandem_integration::{http, unique_index};

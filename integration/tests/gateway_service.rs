@@ -12,17 +12,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tandem_client::AuthenticatedChannel;
 use tandem_client::v1::gateway_service_client::GatewayServiceClient;
-use tandem_client::v1::queue_service_client::QueueServiceClient;
-use tandem_client::{AuthenticatedChannel, BearerToken};
-use tandem_controlplane::config::ControlPlaneConfig;
-use tandem_controlplane::secrets::SecretKey;
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
 use tandem_integration::{free_port, unique_index};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::agent_stream_request::Payload as Up;
 use tandem_proto::v1::agent_stream_response::Payload as Down;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -31,121 +28,27 @@ const TOKEN: &str = "gateway-service-test-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 
 type Gateways = GatewayServiceClient<AuthenticatedChannel>;
-type Queues = QueueServiceClient<AuthenticatedChannel>;
 
 // ---------------------------------------------------------------------------
 // Harness: a control plane, and agents played by the test.
 // ---------------------------------------------------------------------------
 
-/// A control plane running in this process.
-struct TestControlPlane {
-    endpoint: String,
-    database_url: String,
-    secret_key: String,
-    heartbeat_ms: u64,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A control plane running in this process, on a fresh database.
+type TestControlPlane = InProcessControlPlane;
+
+/// A control plane with 1 s heartbeat and statistics intervals.
+async fn start_control_plane() -> TestControlPlane {
+    start_with_heartbeat(1_000).await
 }
 
-impl TestControlPlane {
-    /// On a fresh database, with 1 s heartbeat and statistics intervals.
-    async fn start() -> TestControlPlane {
-        Self::start_with_heartbeat(1_000).await
-    }
-
-    async fn start_with_heartbeat(heartbeat_ms: u64) -> TestControlPlane {
-        let database_url = tandem_integration::fresh_database("cp_gateways").await;
-        let key = SecretKey::generate().to_base64();
-        Self::start_on(&database_url, &key, heartbeat_ms).await
-    }
-
-    async fn start_on(database_url: &str, secret_key: &str, heartbeat_ms: u64) -> TestControlPlane {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let config = ControlPlaneConfig {
-            listen: listener.local_addr().unwrap(),
-            database_url: database_url.to_string(),
-            database_wait_secs: 10,
-            auth_tokens: vec![TOKEN.to_string()],
-            secret_key: Some(secret_key.to_string()),
-            agent_heartbeat_interval_ms: heartbeat_ms,
-            agent_stats_interval_ms: heartbeat_ms,
-            ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tandem_controlplane::serve(&config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let cp = TestControlPlane {
-            endpoint,
-            database_url: database_url.to_string(),
-            secret_key: secret_key.to_string(),
-            heartbeat_ms,
-            stop: Some(stop),
-            task,
-        };
-        // Ready once an authenticated RPC answers (migrations ran).
-        for _ in 0..100 {
-            if let Ok(channel) = tandem_client::connect(&cp.endpoint).await {
-                let mut client = tandem_client::gateway_client(channel, token(Some(TOKEN)));
-                if client
-                    .list_gateways(pb::ListGatewaysRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return cp;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("control plane at {} did not become ready", cp.endpoint);
-    }
-
-    async fn gateways(&self) -> Gateways {
-        self.gateways_with(Some(TOKEN)).await
-    }
-
-    async fn gateways_with(&self, bearer: Option<&str>) -> Gateways {
-        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
-        tandem_client::gateway_client(channel, token(bearer))
-    }
-
-    async fn queues_with(&self, bearer: Option<&str>) -> Queues {
-        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
-        tandem_client::queue_client(channel, token(bearer))
-    }
-
-    async fn queues(&self) -> Queues {
-        self.queues_with(Some(TOKEN)).await
-    }
-
-    /// Stops it gracefully (open agent streams are closed by the server).
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the control plane stops with agent streams open")
-            .unwrap()
-            .unwrap();
-    }
-
-    /// The same database and key, on a new server.
-    async fn restart(self) -> TestControlPlane {
-        let (database_url, secret_key, heartbeat_ms) = (
-            self.database_url.clone(),
-            self.secret_key.clone(),
-            self.heartbeat_ms,
-        );
-        self.stop().await;
-        Self::start_on(&database_url, &secret_key, heartbeat_ms).await
-    }
-}
-
-fn token(bearer: Option<&str>) -> BearerToken {
-    BearerToken::new(bearer).unwrap()
+/// A control plane with heartbeat and statistics intervals of
+/// `heartbeat_ms`.
+async fn start_with_heartbeat(heartbeat_ms: u64) -> TestControlPlane {
+    let database_url = tandem_integration::fresh_database("cp_gateways").await;
+    let mut config = InProcessControlPlane::config(&database_url, TOKEN);
+    config.agent_heartbeat_interval_ms = heartbeat_ms;
+    config.agent_stats_interval_ms = heartbeat_ms;
+    InProcessControlPlane::start(config).await
 }
 
 /// An agent played by the test over a real `AgentStream`.
@@ -411,7 +314,7 @@ fn uuid_like(seed: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_is_welcomed_and_its_heartbeats_show_in_the_fleet_view() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let id = new_id();
     let (agent, welcome, state) = FakeAgent::connect(&cp, hello(&id, "edge-1")).await;
 
@@ -560,7 +463,7 @@ async fn agent_is_welcomed_and_its_heartbeats_show_in_the_fleet_view() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_gateways_pages_by_name_and_checks_its_arguments() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let mut agents = Vec::new();
     for name in ["edge-c", "edge-a", "edge-b"] {
         let (agent, _, _) = FakeAgent::connect(&cp, hello(&new_id(), name)).await;
@@ -649,7 +552,7 @@ async fn list_gateways_pages_by_name_and_checks_its_arguments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_stats_aggregate_the_latest_report_of_every_gateway() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let (a, b) = (new_id(), new_id());
     let (agent_a, _, _) = FakeAgent::connect(&cp, hello(&a, "edge-a")).await;
     let (mut agent_b, _, _) = FakeAgent::connect(&cp, hello(&b, "edge-b")).await;
@@ -776,7 +679,7 @@ async fn queue_stats_aggregate_the_latest_report_of_every_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_stream_disconnects_and_delete_is_refused_until_then() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let id = new_id();
     let (mut agent, _, _) = FakeAgent::connect(&cp, hello(&id, "edge-1")).await;
     let mut client = cp.gateways().await;
@@ -825,7 +728,7 @@ async fn closed_stream_disconnects_and_delete_is_refused_until_then() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_agent_is_disconnected_after_three_heartbeat_intervals() {
-    let cp = TestControlPlane::start_with_heartbeat(200).await;
+    let cp = start_with_heartbeat(200).await;
     let id = new_id();
     let (mut agent, welcome, _) = FakeAgent::connect(&cp, hello(&id, "quiet")).await;
     assert_eq!(
@@ -850,7 +753,7 @@ async fn silent_agent_is_disconnected_after_three_heartbeat_intervals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_stream_of_a_gateway_replaces_the_first() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let id = new_id();
     let (mut first, _, _) = FakeAgent::connect(&cp, hello(&id, "edge-1")).await;
     let (second, _, _) = FakeAgent::connect(&cp, hello(&id, "edge-1-restarted")).await;
@@ -888,7 +791,7 @@ async fn second_stream_of_a_gateway_replaces_the_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_and_undrain_are_stored_and_pushed_to_the_agent() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let id = new_id();
     let (mut agent, _, _) = FakeAgent::connect(&cp, hello(&id, "edge-1")).await;
     let mut client = cp.gateways().await;
@@ -1051,7 +954,7 @@ async fn drain_and_undrain_are_stored_and_pushed_to_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_wrong_token_is_unauthenticated_on_every_rpc() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     for bearer in [None, Some("wrong-token-wrong-token-0000")] {
         let mut client = cp.gateways_with(bearer).await;
         let mut results: Vec<(&str, Code)> = vec![
@@ -1142,7 +1045,7 @@ async fn missing_or_wrong_token_is_unauthenticated_on_every_rpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_stream_needs_a_well_formed_hello_first() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
 
     let message = expect_err(
         open_stream(
@@ -1204,7 +1107,7 @@ async fn agent_stream_needs_a_well_formed_hello_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_survives_a_control_plane_restart_and_the_agent_reconnects() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let id = new_id();
     let (mut agent, _, _) = FakeAgent::connect(&cp, hello(&id, "edge-1")).await;
     agent
@@ -1284,7 +1187,7 @@ async fn next_update(
 async fn events_are_stored_once_acknowledged_and_watched() {
     use pb::watch_gateway_response::Update;
 
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let mut client = cp.gateways().await;
     let mut watch = client
         .watch_gateway(pb::WatchGatewayRequest::default())
@@ -1381,7 +1284,7 @@ async fn events_are_stored_once_acknowledged_and_watched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peek_records_is_relayed_to_the_gateway_holding_the_queue() {
-    let cp = TestControlPlane::start().await;
+    let cp = start_control_plane().await;
     let id = new_id();
     let (mut agent, _, _) = FakeAgent::connect(&cp, hello(&id, "edge-1")).await;
     let mut queues = cp.queues().await;
@@ -1497,7 +1400,7 @@ async fn peek_records_is_relayed_to_the_gateway_holding_the_queue() {
 async fn real_gateway_registers_and_its_queue_shows_in_the_fleet_view() {
     let env = tandem_integration::env();
     let (primary, backup) = (env.cluster("es7"), env.cluster("os2"));
-    let cp = TestControlPlane::start_with_heartbeat(300).await;
+    let cp = start_with_heartbeat(300).await;
     let data = tempfile::tempdir().unwrap();
     let id = new_id();
     let mut options = GatewayOptions::replicating(&primary.url, &backup.url, data.path());
@@ -1507,7 +1410,7 @@ async fn real_gateway_registers_and_its_queue_shows_in_the_fleet_view() {
         "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{id}\"\n\
          name = \"real-edge\"\nheartbeat_interval_ms = 300\nreconnect_max_ms = 1000\n\
          advertised_address = \"127.0.0.1:{}\"\n[control_plane.labels]\nzone = \"test-a\"\n",
-        cp.endpoint,
+        cp.endpoint(),
         free_port()
     );
     let gateway = TestGateway::start_with(options).await;

@@ -13,105 +13,32 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 use tandem_client::v1::queue_service_client::QueueServiceClient;
-use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
-use tandem_controlplane::config::ControlPlaneConfig;
 use tandem_controlplane::secrets::SecretKey;
 use tandem_integration::client::{call, create_index, put_doc};
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
 use tandem_integration::{free_port, unique_index};
 use tandem_proto::v1 as pb;
-use tokio::net::TcpListener;
 use tonic::Code;
 
 const TOKEN: &str = "queue-service-test-token-0123456789";
 const WAIT: Duration = Duration::from_secs(40);
 
 type Queues = QueueServiceClient<AuthenticatedChannel>;
-type Tasks = ReplicationServiceClient<AuthenticatedChannel>;
 
 /// One control-plane replica served in this process.
-struct Replica {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
+type Replica = InProcessControlPlane;
 
-impl Replica {
-    async fn start(database_url: &str, secret_key: &str, addr: Option<SocketAddr>) -> Replica {
-        let listener = TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = ControlPlaneConfig {
-            listen: addr,
-            database_url: database_url.to_string(),
-            database_wait_secs: 10,
-            auth_tokens: vec![TOKEN.to_string()],
-            secret_key: Some(secret_key.to_string()),
-            agent_heartbeat_interval_ms: 300,
-            agent_stats_interval_ms: 300,
-            ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tandem_controlplane::serve(&config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let replica = Replica {
-            addr,
-            stop: Some(stop),
-            task,
-        };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if replica
-                .tasks()
-                .await
-                .list_tasks(pb::ListTasksRequest::default())
-                .await
-                .is_ok()
-            {
-                return replica;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica never ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+/// A replica on `database_url` with the shared `secret_key`, on `addr` (a
+/// free port when `None`).
+async fn start_replica(database_url: &str, secret_key: &str, addr: Option<SocketAddr>) -> Replica {
+    let mut config = InProcessControlPlane::config(database_url, TOKEN);
+    config.secret_key = Some(secret_key.to_string());
+    if let Some(addr) = addr {
+        config.listen = addr;
     }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn channel(&self) -> tonic::transport::Channel {
-        tandem_client::connect(&self.endpoint()).await.unwrap()
-    }
-
-    async fn tasks(&self) -> Tasks {
-        tandem_client::replication_client(self.channel().await, token(Some(TOKEN)))
-    }
-
-    async fn queues_with(&self, bearer: Option<&str>) -> Queues {
-        tandem_client::queue_client(self.channel().await, token(bearer))
-    }
-
-    async fn queues(&self) -> Queues {
-        self.queues_with(Some(TOKEN)).await
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the replica stops")
-            .unwrap()
-            .unwrap();
-    }
+    InProcessControlPlane::start(config).await
 }
 
 fn token(bearer: Option<&str>) -> BearerToken {
@@ -174,7 +101,7 @@ fn doc_id(entry: &pb::DeadLetter) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_rpcs_check_their_arguments_and_token() {
     let database = tandem_integration::fresh_database("cp_queue_args").await;
-    let cp = Replica::start(&database, &SecretKey::generate().to_base64(), None).await;
+    let cp = start_replica(&database, &SecretKey::generate().to_base64(), None).await;
     let mut queues = cp.queues().await;
     let unknown = "9d7c6f2e-5b8a-4c1d-9e3f-0a1b2c3d4e5f".to_string();
 
@@ -359,9 +286,9 @@ async fn dead_letters_are_retried_and_skipped_across_replicas_and_reconnects() {
     );
     let database = tandem_integration::fresh_database("cp_queue").await;
     let key = SecretKey::generate().to_base64();
-    let a = Replica::start(&database, &key, None).await;
-    let b = Replica::start(&database, &key, None).await;
-    let b_addr = b.addr;
+    let a = start_replica(&database, &key, None).await;
+    let b = start_replica(&database, &key, None).await;
+    let b_addr = b.settings().listen;
 
     let mut clusters = tandem_client::cluster_client(a.channel().await, token(Some(TOKEN)));
     for (name, url) in [("old", &old_url), ("new", &new_url)] {
@@ -620,7 +547,7 @@ async fn dead_letters_are_retried_and_skipped_across_replicas_and_reconnects() {
 
     // B comes back on the same address; the gateway reconnects and the skip
     // runs.
-    let b = Replica::start(&database, &key, Some(b_addr)).await;
+    let b = start_replica(&database, &key, Some(b_addr)).await;
     let done = wait_dead_letters(
         &mut queues,
         &task_id,

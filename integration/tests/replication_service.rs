@@ -16,14 +16,12 @@ use std::time::Duration;
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
-use tandem_controlplane::config::ControlPlaneConfig;
-use tandem_controlplane::secrets::SecretKey;
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
 use tandem_integration::{free_port, unique_index};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::agent_stream_request::Payload as Up;
 use tandem_proto::v1::agent_stream_response::Payload as Down;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -34,77 +32,14 @@ const WAIT: Duration = Duration::from_secs(30);
 type Tasks = ReplicationServiceClient<AuthenticatedChannel>;
 type Clusters = ClusterServiceClient<AuthenticatedChannel>;
 
-struct TestControlPlane {
-    endpoint: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl TestControlPlane {
-    async fn start(heartbeat_ms: u64) -> TestControlPlane {
-        let database_url = tandem_integration::fresh_database("cp_tasks").await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let config = ControlPlaneConfig {
-            listen: listener.local_addr().unwrap(),
-            database_url,
-            database_wait_secs: 10,
-            auth_tokens: vec![TOKEN.to_string()],
-            secret_key: Some(SecretKey::generate().to_base64()),
-            agent_heartbeat_interval_ms: heartbeat_ms,
-            agent_stats_interval_ms: heartbeat_ms,
-            ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tandem_controlplane::serve(&config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let cp = TestControlPlane {
-            endpoint,
-            stop: Some(stop),
-            task,
-        };
-        for _ in 0..100 {
-            if let Ok(channel) = tandem_client::connect(&cp.endpoint).await {
-                let mut client = tandem_client::replication_client(channel, token(Some(TOKEN)));
-                if client
-                    .list_tasks(pb::ListTasksRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return cp;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("control plane at {} did not become ready", cp.endpoint);
-    }
-
-    async fn tasks_with(&self, bearer: Option<&str>) -> Tasks {
-        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
-        tandem_client::replication_client(channel, token(bearer))
-    }
-
-    async fn tasks(&self) -> Tasks {
-        self.tasks_with(Some(TOKEN)).await
-    }
-
-    async fn clusters(&self) -> Clusters {
-        let channel = tandem_client::connect(&self.endpoint).await.unwrap();
-        tandem_client::cluster_client(channel, token(Some(TOKEN)))
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the control plane stops")
-            .unwrap()
-            .unwrap();
-    }
+/// A control plane on a fresh database, with agent intervals of
+/// `heartbeat_ms`.
+async fn start_control_plane(heartbeat_ms: u64) -> InProcessControlPlane {
+    let database_url = tandem_integration::fresh_database("cp_tasks").await;
+    let mut config = InProcessControlPlane::config(&database_url, TOKEN);
+    config.agent_heartbeat_interval_ms = heartbeat_ms;
+    config.agent_stats_interval_ms = heartbeat_ms;
+    InProcessControlPlane::start(config).await
 }
 
 fn token(bearer: Option<&str>) -> BearerToken {
@@ -249,7 +184,7 @@ struct ScriptedAgent {
 }
 
 impl ScriptedAgent {
-    async fn connect(cp: &TestControlPlane, id: &str) -> ScriptedAgent {
+    async fn connect(cp: &InProcessControlPlane, id: &str) -> ScriptedAgent {
         let (up, rx) = mpsc::channel::<pb::AgentStreamRequest>(64);
         up.send(pb::AgentStreamRequest {
             payload: Some(Up::Hello(pb::AgentHello {
@@ -265,7 +200,7 @@ impl ScriptedAgent {
         })
         .await
         .unwrap();
-        let channel = tandem_client::connect(&cp.endpoint).await.unwrap();
+        let channel = tandem_client::connect(&cp.endpoint()).await.unwrap();
         let mut client = tandem_client::gateway_client(channel, token(Some(TOKEN)));
         let mut down = client
             .agent_stream(ReceiverStream::new(rx))
@@ -374,9 +309,9 @@ impl Drop for ScriptedAgent {
 
 /// A control plane with clusters `old` (es7) and `new` (os2) and one
 /// scripted agent.
-async fn scripted_setup() -> (TestControlPlane, ScriptedAgent, String) {
+async fn scripted_setup() -> (InProcessControlPlane, ScriptedAgent, String) {
     let env = tandem_integration::env();
-    let cp = TestControlPlane::start(300).await;
+    let cp = start_control_plane(300).await;
     let mut clusters = cp.clusters().await;
     register(&mut clusters, "old", &env.cluster("es7").url).await;
     register(&mut clusters, "new", &env.cluster("os2").url).await;
@@ -396,7 +331,7 @@ async fn seed_workflow_with_a_real_gateway() {
         env.cluster("es7").url.clone(),
         env.cluster("os2").url.clone(),
     );
-    let cp = TestControlPlane::start(300).await;
+    let cp = start_control_plane(300).await;
     let mut clusters = cp.clusters().await;
     register(&mut clusters, "old", &old_url).await;
     register(&mut clusters, "new", &new_url).await;
@@ -409,7 +344,7 @@ async fn seed_workflow_with_a_real_gateway() {
         "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
          heartbeat_interval_ms = 300\nreconnect_max_ms = 1000\n\
          advertised_address = \"127.0.0.1:{}\"\n",
-        cp.endpoint,
+        cp.endpoint(),
         free_port()
     );
     let gateway = TestGateway::start_with(options).await;
@@ -2034,7 +1969,7 @@ async fn task_updates_are_validated_and_guarded() {
         "gateway_ids: ",
     );
     let mut fleet = tandem_client::gateway_client(
-        tandem_client::connect(&cp.endpoint).await.unwrap(),
+        tandem_client::connect(&cp.endpoint()).await.unwrap(),
         token(Some(TOKEN)),
     );
     fleet
@@ -2105,6 +2040,12 @@ async fn task_updates_are_validated_and_guarded() {
 
     // Gateways cannot change during a role swap.
     agent2.never_swap();
+    // The remaining gateway reports the new desired state first (a cutover
+    // is refused while a gateway is out of sync).
+    wait_task(&mut tasks, &id, "in sync on its one gateway", |t| {
+        t.gateways.len() == 1 && t.gateways.iter().all(|g| g.in_sync)
+    })
+    .await;
     tasks
         .cutover(pb::CutoverRequest {
             task_id: id.clone(),
