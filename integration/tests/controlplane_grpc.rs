@@ -382,7 +382,7 @@ async fn metrics_count_rpcs_by_method_and_code_and_show_the_fleet() {
         Some(1.0)
     );
     let health = tandem_integration::http()
-        .get(format!("{}/health", metrics_url(cp)))
+        .get(format!("{}/health", metrics_url(&cp)))
         .send()
         .await
         .unwrap();
