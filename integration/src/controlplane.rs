@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::gateway_service_client::GatewayServiceClient;
+use tandem_client::v1::migration_service_client::MigrationServiceClient;
 use tandem_client::v1::queue_service_client::QueueServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
@@ -170,6 +171,11 @@ impl ControlPlaneProcess {
     /// A QueueService client sending the token.
     pub async fn queues(&self) -> QueueServiceClient<AuthenticatedChannel> {
         tandem_client::queue_client(self.channel().await, self.token())
+    }
+
+    /// A MigrationService client sending the token.
+    pub async fn migrations(&self) -> MigrationServiceClient<AuthenticatedChannel> {
+        tandem_client::migration_client(self.channel().await, self.token())
     }
 
     /// A ReplicationService client sending the token.
