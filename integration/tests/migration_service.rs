@@ -111,7 +111,7 @@ fn state(job: &pb::MigrationJob) -> pb::JobState {
 }
 
 fn progress(job: &pb::MigrationJob) -> pb::Progress {
-    job.progress.clone().unwrap_or_default()
+    job.progress.unwrap_or_default()
 }
 
 /// Polls the job until `done` holds, returning it; panics after [`WAIT`].
@@ -288,7 +288,7 @@ async fn es7_indices_with_mappings_and_aliases_are_copied_to_os2() {
     assert_eq!(indices, [big.as_str(), mapped.as_str(), routed.as_str()]);
     for index in &job.index_progress {
         assert_eq!(index.phase, pb::IndexMigrationPhase::Done as i32);
-        let p = index.progress.clone().unwrap();
+        let p = index.progress.unwrap();
         assert_eq!(p.docs_done, p.docs_total, "{}", index.source_index);
     }
 
