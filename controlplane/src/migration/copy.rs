@@ -104,10 +104,7 @@ pub async fn run(
         use_pit,
         restarted: false,
     };
-    if reader
-        .start(&mut progress, partition.released_at_checkpoint)
-        .await?
-    {
+    if reader.start(&mut progress, partition.released_at_checkpoint) {
         restarted_event(lease, partition).await;
     }
     let mut active = 1u32;
@@ -208,11 +205,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Prepares the read from the stored position; returns `true` when the
     /// slice restarts from its first document (counters reset).
-    async fn start(
-        &mut self,
-        progress: &mut PartitionProgress,
-        released_at_checkpoint: bool,
-    ) -> Result<bool, JobFailure> {
+    fn start(&mut self, progress: &mut PartitionProgress, released_at_checkpoint: bool) -> bool {
         let resumable = match (&self.position, self.use_pit) {
             (Checkpoint::PointInTime { .. }, true) => true,
             // A scroll has moved past its checkpoint if its holder died
@@ -222,10 +215,10 @@ impl Reader<'_> {
             _ => false,
         };
         if resumable {
-            return Ok(false);
+            return false;
         }
         self.position = self.fresh();
-        Ok(restart(progress))
+        restart(progress)
     }
 
     fn fresh(&self) -> Checkpoint {
