@@ -16,6 +16,9 @@
 //! - [`fleet`]: the agent streams of the gateways connected to this process,
 //!   and how other services push desired states and commands to them.
 //! - [`store`]: Postgres pool, embedded migrations (`migrations/`), tables.
+//! - [`jobs`]: long-running jobs split into partitions leased through
+//!   Postgres, and the worker every replica runs.
+//! - [`migration`]: full-copy migration jobs (a [`jobs`] kind).
 //! - [`services`]: the `tandem.v1` service implementations.
 //! - [`metrics`]: Prometheus metrics and the `--metrics-listen` endpoint.
 //! - [`server`]: the gRPC server: every `tandem.v1` service plus gRPC health
@@ -29,7 +32,9 @@
 pub mod auth;
 pub mod config;
 pub mod fleet;
+pub mod jobs;
 pub mod metrics;
+pub mod migration;
 pub mod pagination;
 pub mod probe;
 pub mod secrets;

@@ -313,6 +313,26 @@ impl Prober {
         }
     }
 
+    /// An HTTP client for work that talks to a cluster at length (migration
+    /// jobs): the same TLS handling as probes (extra CAs, `server_name`,
+    /// client certificate), redirects not followed, `timeout` per request.
+    /// Returns the base URL to send requests to, and the client.
+    pub async fn job_client(
+        &self,
+        endpoint: &str,
+        tls: &TlsOptions,
+        timeout: Duration,
+    ) -> Result<(String, reqwest::Client), String> {
+        let (base, resolve) = self.route(endpoint, tls).await?;
+        let client = Prober { timeout }
+            .client(
+                tls,
+                resolve.as_ref().map(|(name, addr)| (name.as_str(), *addr)),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok((base, client))
+    }
+
     async fn probe_endpoint(&self, endpoint: &str, target: &ProbeTarget) -> EndpointOutcome {
         let (base, resolve) = match self.route(endpoint, &target.tls).await {
             Ok(route) => route,
@@ -708,6 +728,12 @@ fn parse_root(body: &[u8]) -> Option<RootInfo> {
                 .to_string(),
         },
     })
+}
+
+/// Distribution and version from the body of `GET /`, `None` when it is
+/// not a search cluster's answer.
+pub fn parse_version_info(body: &[u8]) -> Option<VersionInfo> {
+    parse_root(body).map(|root| root.version)
 }
 
 /// `major.minor.patch` of `7.17.29`, `8.0.0-rc1`, `6.8.23-SNAPSHOT`.

@@ -10,18 +10,23 @@
 //! `--metrics-listen` the metrics are served over HTTP (see
 //! [`crate::metrics::endpoint`]).
 //!
+//! Every replica runs the job worker of [`crate::jobs::worker`] (migration
+//! jobs), stopped on shutdown so its leases are released at once.
+//!
 //! Shutdown is graceful: when the shutdown future resolves, the gateways'
 //! agent streams and the watch streams are closed first (see
 //! [`crate::fleet::Fleet::shutdown`]); then in-flight RPCs finish.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use tandem_proto::v1::cluster_service_server::ClusterServiceServer;
 use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceServer};
 use tandem_proto::v1::gateway_service_server::GatewayServiceServer;
-use tandem_proto::v1::migration_service_server::{MigrationService, MigrationServiceServer};
+use tandem_proto::v1::migration_service_server::MigrationServiceServer;
 use tandem_proto::v1::queue_service_server::QueueServiceServer;
 use tandem_proto::v1::replication_service_server::ReplicationServiceServer;
 use tokio::net::TcpListener;
@@ -31,9 +36,11 @@ use tonic_health::ServingStatus;
 
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{self, Fleet};
+use crate::jobs;
 use crate::metrics::Metrics;
 use crate::metrics::endpoint::{self, MetricsSource};
 use crate::metrics::grpc::GrpcMetricsLayer;
+use crate::migration::{self, MigrationHandler};
 use crate::probe::Prober;
 use crate::secrets::SecretBox;
 use crate::store;
@@ -62,8 +69,6 @@ pub struct Api {
     /// Prometheus metrics of this process.
     pub metrics: Metrics,
 }
-#[tonic::async_trait]
-impl MigrationService for Api {}
 #[tonic::async_trait]
 impl CompareService for Api {}
 
@@ -135,6 +140,17 @@ pub async fn serve(
         metrics,
     };
 
+    // Every replica works on job partitions; leases keep them apart.
+    let handlers: jobs::Handlers = Arc::new(BTreeMap::from([(
+        migration::KIND,
+        Arc::new(MigrationHandler::new(api.clone())) as Arc<dyn jobs::JobHandler>,
+    )]));
+    let worker = jobs::worker::spawn(
+        api.pool.clone(),
+        fleet.instance_id().to_string(),
+        handlers,
+        jobs::worker::WorkerOptions::default(),
+    );
     let resume = tokio::spawn(crate::services::replication::resume_interrupted(
         api.clone(),
     ));
@@ -199,6 +215,7 @@ pub async fn serve(
         .add_service(CompareServiceServer::with_interceptor(api, auth))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
+    worker.stop().await;
     sweep.abort();
     commands.abort();
     resume.abort();

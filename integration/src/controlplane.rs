@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::gateway_service_client::GatewayServiceClient;
+use tandem_client::v1::migration_service_client::MigrationServiceClient;
 use tandem_client::v1::queue_service_client::QueueServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
@@ -263,6 +264,19 @@ pub trait ControlPlaneApi {
     /// A QueueService client sending the accepted token.
     async fn queues(&self) -> QueueServiceClient<AuthenticatedChannel> {
         self.queues_with(Some(self.accepted_token())).await
+    }
+
+    /// A MigrationService client sending `bearer`.
+    async fn migrations_with(
+        &self,
+        bearer: Option<&str>,
+    ) -> MigrationServiceClient<AuthenticatedChannel> {
+        tandem_client::migration_client(self.channel().await, self.bearer(bearer))
+    }
+
+    /// A MigrationService client sending the accepted token.
+    async fn migrations(&self) -> MigrationServiceClient<AuthenticatedChannel> {
+        self.migrations_with(Some(self.accepted_token())).await
     }
 
     /// A ReplicationService client sending `bearer`.

@@ -169,3 +169,11 @@ pub fn replication_client(
 ) -> v1::replication_service_client::ReplicationServiceClient<AuthenticatedChannel> {
     v1::replication_service_client::ReplicationServiceClient::with_interceptor(channel, token)
 }
+
+/// A MigrationService client sending `token` with every request.
+pub fn migration_client(
+    channel: Channel,
+    token: BearerToken,
+) -> v1::migration_service_client::MigrationServiceClient<AuthenticatedChannel> {
+    v1::migration_service_client::MigrationServiceClient::with_interceptor(channel, token)
+}

@@ -300,7 +300,7 @@ impl Api {
     }
 
     /// The stored credentials of `record`, opened for probing.
-    fn probe_auth(&self, record: &ClusterRecord) -> Result<ProbeAuth, Status> {
+    pub(crate) fn probe_auth(&self, record: &ClusterRecord) -> Result<ProbeAuth, Status> {
         let credentials = &record.settings.credentials;
         Ok(match credentials.method {
             AuthKind::None => ProbeAuth::None,
@@ -313,7 +313,7 @@ impl Api {
     }
 
     /// The stored TLS settings of `record`, client key opened.
-    fn tls_options(&self, record: &ClusterRecord) -> Result<TlsOptions, Status> {
+    pub(crate) fn tls_options(&self, record: &ClusterRecord) -> Result<TlsOptions, Status> {
         let tls = &record.settings.tls;
         Ok(TlsOptions {
             ca_certificates_pem: tls.ca_certificates_pem.clone(),

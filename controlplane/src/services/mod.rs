@@ -6,6 +6,7 @@
 
 pub mod clusters;
 pub mod gateways;
+pub mod migration;
 pub mod queues;
 pub mod replication;
 

@@ -595,7 +595,7 @@ impl Api {
     }
 
     /// The id of the cluster `reference` (field `field`) designates.
-    async fn resolve_cluster(
+    pub(crate) async fn resolve_cluster(
         &self,
         field: &str,
         reference: &pb::ClusterRef,
@@ -627,7 +627,7 @@ impl Api {
 }
 
 /// Checks that a ClusterRef names a cluster by id or by name.
-fn check_ref_shape(field: &str, reference: &pb::ClusterRef) -> Result<(), Status> {
+pub(crate) fn check_ref_shape(field: &str, reference: &pb::ClusterRef) -> Result<(), Status> {
     if !reference.cluster_id.is_empty() {
         validate::id(&validate::field(field, "cluster_id"), &reference.cluster_id)?;
         return Ok(());

@@ -1,0 +1,566 @@
+//! Copying the documents of one partition (index × slice).
+//!
+//! Reading: point in time plus `search_after`, sorted by `_id`, or sliced
+//! scroll. Every hit carries its `_version` (`"version": true`).
+//!
+//! Writing: `_bulk` index actions with `version_type=external` and the
+//! source `_version`, so that a document already written by the gateway's
+//! replay (same or newer version) is kept: the target answers 409, counted
+//! as `docs_skipped_newer`. Any other refused item counts as `docs_failed`
+//! and is reported as a DOCUMENT_REJECTED event with a sample reason.
+//!
+//! Checkpoints, after every batch:
+//!
+//! - point in time: the PIT id and the last sort values. `_id` order is the
+//!   same in any point in time, so when the PIT expired (long pause, dead
+//!   worker) a new one is opened and the copy resumes after the last `_id`:
+//!   nothing is redone. Documents created meanwhile with a smaller `_id`
+//!   are not copied, which is what a copy started before them would do
+//!   too: the replication queue carries them.
+//! - scroll: the scroll id. A resume within the keep-alive continues the
+//!   scroll; otherwise (expired context, dead worker) the slice restarts
+//!   from its first document, counters reset. This is safe because writes
+//!   are externally versioned: already copied documents come back as 409.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::search::{SearchClient, segment};
+use super::{MigrationSpec, TypeRewriteMode};
+use crate::jobs::store::NewJobEvent;
+use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRecord, RunOutcome};
+
+/// Counter of documents the target already held in the same or a newer
+/// version.
+pub const SKIPPED_NEWER: &str = "docs_skipped_newer";
+/// Counter of documents the target refused.
+pub const FAILED: &str = "docs_failed";
+
+/// Bulk attempts for items the target rejected as overloaded (429).
+const BULK_ATTEMPTS: u32 = 5;
+
+/// Resume position of a partition, stored as its checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+enum Checkpoint {
+    /// Not started.
+    #[default]
+    Start,
+    /// Point in time plus `search_after`.
+    PointInTime {
+        /// PIT id, reused while alive.
+        pit_id: Option<String>,
+        /// Sort values of the last document copied.
+        search_after: Option<Value>,
+    },
+    /// Sliced scroll.
+    Scroll {
+        /// Scroll id, continued while alive.
+        scroll_id: Option<String>,
+    },
+}
+
+/// One document read from the source.
+struct Hit {
+    id: String,
+    doc_type: Option<String>,
+    routing: Option<String>,
+    version: i64,
+    source: String,
+}
+
+/// Copies `partition` from its checkpoint.
+pub async fn run(
+    spec: &MigrationSpec,
+    source: &SearchClient,
+    target: &SearchClient,
+    use_pit: bool,
+    partition: &PartitionRecord,
+    lease: &Lease,
+) -> Result<RunOutcome, JobFailure> {
+    let mut progress = PartitionProgress {
+        checkpoint: Value::Null,
+        docs_done: partition.docs_done,
+        bytes_done: partition.bytes_done,
+        docs_total: None,
+        counters: partition.counters.clone(),
+    };
+    let stored: Checkpoint = partition
+        .checkpoint
+        .clone()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default();
+    let mut reader = Reader {
+        source,
+        index: &partition.unit,
+        slice: (partition.slice_count > 1).then_some((partition.slice_id, partition.slice_count)),
+        batch: spec.batch_size(),
+        keep_alive: format!("{}ms", spec.keep_alive().as_millis()),
+        position: stored,
+        use_pit,
+        restarted: false,
+    };
+    if reader.start(&mut progress, partition.released_at_checkpoint) {
+        restarted_event(lease, partition).await;
+    }
+    let mut active = 1u32;
+    loop {
+        let started = Instant::now();
+        let hits = reader.next().await?;
+        if std::mem::take(&mut reader.restarted) && restart(&mut progress) {
+            restarted_event(lease, partition).await;
+        }
+
+        if hits.is_empty() {
+            reader.close().await;
+            progress.checkpoint = serde_json::to_value(&reader.position).unwrap_or_default();
+            progress.docs_total = Some(progress.docs_done);
+            return match lease.checkpoint(&progress).await? {
+                LeaseStatus::Continue { .. } => Ok(RunOutcome::Completed),
+                LeaseStatus::Stop => Ok(RunOutcome::Stopped),
+            };
+        }
+        let count = hits.len() as u64;
+        let bytes: u64 = hits.iter().map(|h| h.source.len() as u64).sum();
+        let written = write(spec, target, &partition.unit, &hits).await?;
+        if let Some(event) = written.rejection_event(&partition.unit) {
+            lease.event(event).await;
+        }
+        progress.docs_done += count;
+        progress.bytes_done += bytes;
+        *progress.counters.entry(SKIPPED_NEWER.into()).or_default() += written.skipped_newer;
+        *progress.counters.entry(FAILED.into()).or_default() += written.failed;
+        throttle(spec, active, count, bytes, started.elapsed()).await;
+        progress.checkpoint = serde_json::to_value(&reader.position).unwrap_or_default();
+        match lease.checkpoint(&progress).await? {
+            LeaseStatus::Continue { active: now } => active = now,
+            LeaseStatus::Stop => return Ok(RunOutcome::Stopped),
+        }
+    }
+}
+
+/// Resets the progress of a slice that starts over; `true` when some
+/// progress was lost.
+fn restart(progress: &mut PartitionProgress) -> bool {
+    let lost = progress.docs_done > 0;
+    progress.docs_done = 0;
+    progress.bytes_done = 0;
+    progress.counters.clear();
+    lost
+}
+
+async fn restarted_event(lease: &Lease, partition: &PartitionRecord) {
+    lease
+        .event(
+            NewJobEvent::new(
+                tandem_proto::v1::EventSeverity::Info,
+                "PARTITION_RESTARTED",
+                format!(
+                    "the scroll of slice {} cannot continue; the slice restarts from its first document",
+                    partition.slice_id
+                ),
+            )
+            .unit(&partition.unit),
+        )
+        .await;
+}
+
+/// Sleeps so that this partition stays within its share (`1 / active`) of
+/// the job-wide limits, given a batch of `docs` and `bytes` that took
+/// `spent`.
+async fn throttle(spec: &MigrationSpec, active: u32, docs: u64, bytes: u64, spent: Duration) {
+    let share = f64::from(active.max(1));
+    let mut needed = Duration::ZERO;
+    if spec.max_docs_per_second > 0 {
+        needed = needed.max(Duration::from_secs_f64(
+            docs as f64 * share / spec.max_docs_per_second as f64,
+        ));
+    }
+    if spec.max_bytes_per_second > 0 {
+        needed = needed.max(Duration::from_secs_f64(
+            bytes as f64 * share / spec.max_bytes_per_second as f64,
+        ));
+    }
+    if needed > spent {
+        tokio::time::sleep(needed - spent).await;
+    }
+}
+
+struct Reader<'a> {
+    source: &'a SearchClient,
+    index: &'a str,
+    slice: Option<(u32, u32)>,
+    batch: u32,
+    keep_alive: String,
+    position: Checkpoint,
+    use_pit: bool,
+    /// Set when an expired scroll made the slice start over.
+    restarted: bool,
+}
+
+impl Reader<'_> {
+    /// Prepares the read from the stored position; returns `true` when the
+    /// slice restarts from its first document (counters reset).
+    fn start(&mut self, progress: &mut PartitionProgress, released_at_checkpoint: bool) -> bool {
+        let resumable = match (&self.position, self.use_pit) {
+            (Checkpoint::PointInTime { .. }, true) => true,
+            // A scroll has moved past its checkpoint if its holder died
+            // between a read and the next checkpoint: only a partition
+            // released right at a checkpoint (pause) continues its scroll.
+            (Checkpoint::Scroll { scroll_id: Some(_) }, false) => released_at_checkpoint,
+            _ => false,
+        };
+        if resumable {
+            return false;
+        }
+        self.position = self.fresh();
+        restart(progress)
+    }
+
+    fn fresh(&self) -> Checkpoint {
+        if self.use_pit {
+            Checkpoint::PointInTime {
+                pit_id: None,
+                search_after: None,
+            }
+        } else {
+            Checkpoint::Scroll { scroll_id: None }
+        }
+    }
+
+    fn slice_json(&self) -> Option<Value> {
+        self.slice.map(|(id, max)| json!({ "id": id, "max": max }))
+    }
+
+    async fn next(&mut self) -> Result<Vec<Hit>, JobFailure> {
+        match self.position.clone() {
+            Checkpoint::PointInTime {
+                pit_id,
+                search_after,
+            } => self.next_pit(pit_id, search_after).await,
+            Checkpoint::Scroll { scroll_id } => self.next_scroll(scroll_id).await,
+            Checkpoint::Start => Ok(Vec::new()),
+        }
+    }
+
+    async fn open_pit(&self) -> Result<String, JobFailure> {
+        let source = self.source;
+        let index = segment(self.index);
+        let opensearch = source.version.distribution == crate::probe::Distribution::Opensearch;
+        let path = if opensearch {
+            format!(
+                "/{index}/_search/point_in_time?keep_alive={}",
+                self.keep_alive
+            )
+        } else {
+            format!("/{index}/_pit?keep_alive={}", self.keep_alive)
+        };
+        let body = source.expect(Method::POST, &path, None).await?;
+        body["pit_id"]
+            .as_str()
+            .or_else(|| body["id"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                JobFailure::transient(
+                    "UPSTREAM_PROTOCOL_ERROR",
+                    format!("opening a point in time on {}: no id in {body}", self.index),
+                )
+            })
+    }
+
+    async fn next_pit(
+        &mut self,
+        pit_id: Option<String>,
+        search_after: Option<Value>,
+    ) -> Result<Vec<Hit>, JobFailure> {
+        let mut pit_id = match pit_id {
+            Some(id) => id,
+            None => self.open_pit().await?,
+        };
+        let mut reopened = false;
+        loop {
+            let mut body = json!({
+                "size": self.batch,
+                "version": true,
+                "pit": { "id": pit_id, "keep_alive": self.keep_alive },
+                "sort": [{ "_id": "asc" }],
+                "track_total_hits": false,
+            });
+            if let Some(slice) = self.slice_json() {
+                body["slice"] = slice;
+            }
+            if let Some(after) = &search_after {
+                body["search_after"] = after.clone();
+            }
+            let answer = self
+                .source
+                .call(Method::POST, "/_search", Some(&body))
+                .await?;
+            if !answer.ok() {
+                // An expired point in time: open another and resume after
+                // the same `_id`.
+                if !reopened
+                    && (answer.status.as_u16() == 404
+                        || answer.reason().contains("point in time")
+                        || answer.reason().contains("search_context_missing")
+                        || answer.reason().contains("No search context"))
+                {
+                    reopened = true;
+                    pit_id = self.open_pit().await?;
+                    continue;
+                }
+                return Err(self.source.refused(&Method::POST, "/_search", &answer));
+            }
+            let hits = parse_hits(&answer.body);
+            let next_pit = answer.body["pit_id"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(pit_id.clone());
+            let last_sort = answer.body["hits"]["hits"]
+                .as_array()
+                .and_then(|h| h.last())
+                .map(|h| h["sort"].clone());
+            self.position = Checkpoint::PointInTime {
+                pit_id: Some(next_pit),
+                search_after: last_sort.or(search_after),
+            };
+            return Ok(hits);
+        }
+    }
+
+    async fn next_scroll(&mut self, scroll_id: Option<String>) -> Result<Vec<Hit>, JobFailure> {
+        let answer = match &scroll_id {
+            Some(id) => {
+                let body = json!({ "scroll": self.keep_alive, "scroll_id": id });
+                self.source
+                    .call(Method::POST, "/_search/scroll", Some(&body))
+                    .await?
+            }
+            None => {
+                let mut body = json!({
+                    "size": self.batch,
+                    "version": true,
+                    "sort": ["_doc"],
+                });
+                if let Some(slice) = self.slice_json() {
+                    body["slice"] = slice;
+                }
+                let path = format!(
+                    "/{}/_search?scroll={}",
+                    segment(self.index),
+                    self.keep_alive
+                );
+                self.source.call(Method::POST, &path, Some(&body)).await?
+            }
+        };
+        if !answer.ok() {
+            if scroll_id.is_some() && answer.status.as_u16() == 404 {
+                // The scroll context expired: start the slice over (see
+                // the module documentation).
+                self.restarted = true;
+                return Box::pin(self.next_scroll(None)).await;
+            }
+            return Err(self
+                .source
+                .refused(&Method::POST, "/_search/scroll", &answer));
+        }
+        self.position = Checkpoint::Scroll {
+            scroll_id: answer.body["_scroll_id"].as_str().map(str::to_string),
+        };
+        Ok(parse_hits(&answer.body))
+    }
+
+    /// Frees the point in time or scroll context (best effort).
+    async fn close(&self) {
+        let source = self.source;
+        let result = match &self.position {
+            Checkpoint::PointInTime {
+                pit_id: Some(id), ..
+            } => {
+                if source.version.distribution == crate::probe::Distribution::Opensearch {
+                    source
+                        .call(
+                            Method::DELETE,
+                            "/_search/point_in_time",
+                            Some(&json!({ "pit_id": [id] })),
+                        )
+                        .await
+                } else {
+                    source
+                        .call(Method::DELETE, "/_pit", Some(&json!({ "id": id })))
+                        .await
+                }
+            }
+            Checkpoint::Scroll {
+                scroll_id: Some(id),
+            } => {
+                source
+                    .call(
+                        Method::DELETE,
+                        "/_search/scroll",
+                        Some(&json!({ "scroll_id": [id] })),
+                    )
+                    .await
+            }
+            _ => return,
+        };
+        if let Err(err) = result {
+            tracing::debug!(index = %self.index, error = %err, "cannot free a search context");
+        }
+    }
+}
+
+fn parse_hits(body: &Value) -> Vec<Hit> {
+    body["hits"]["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|hit| {
+            Some(Hit {
+                id: hit["_id"].as_str()?.to_string(),
+                doc_type: hit["_type"].as_str().map(str::to_string),
+                routing: hit["_routing"].as_str().map(str::to_string),
+                version: hit["_version"].as_i64().unwrap_or(1),
+                source: hit
+                    .get("_source")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "{}".into()),
+            })
+        })
+        .collect()
+}
+
+/// What one bulk write did.
+#[derive(Debug, Default)]
+struct Written {
+    skipped_newer: u64,
+    failed: u64,
+    /// A few refused ids with their reasons.
+    samples: Vec<(String, String)>,
+}
+
+impl Written {
+    fn rejection_event(&self, index: &str) -> Option<NewJobEvent> {
+        let (id, reason) = self.samples.first()?;
+        let ids: Vec<&str> = self.samples.iter().map(|(id, _)| id.as_str()).collect();
+        Some(
+            NewJobEvent::new(
+                tandem_proto::v1::EventSeverity::Warning,
+                "DOCUMENT_REJECTED",
+                format!(
+                    "the target refused {} document(s) of {index}, e.g. {id}: {reason}",
+                    self.failed
+                ),
+            )
+            .unit(index)
+            .attribute("document_ids", ids.join(","))
+            .attribute("reason", reason.clone()),
+        )
+    }
+}
+
+/// Writes `hits` to `index` on the target with external versions.
+async fn write(
+    spec: &MigrationSpec,
+    target: &SearchClient,
+    index: &str,
+    hits: &[Hit],
+) -> Result<Written, JobFailure> {
+    let old_syntax = target.version.distribution == crate::probe::Distribution::Elasticsearch
+        && target.version.major <= 5;
+    let mut written = Written::default();
+    let mut pending: Vec<&Hit> = hits.iter().collect();
+    for attempt in 1..=BULK_ATTEMPTS {
+        let mut body = Vec::new();
+        for hit in &pending {
+            let mut action = serde_json::Map::new();
+            action.insert("_index".into(), json!(index));
+            action.insert("_id".into(), json!(hit.id));
+            if target.typed() {
+                let ty = match (&hit.doc_type, spec.type_rewrite.mode) {
+                    (Some(ty), TypeRewriteMode::Auto | TypeRewriteMode::None) if ty != "_doc" => {
+                        ty.clone()
+                    }
+                    _ => spec.type_rewrite.target_type().to_string(),
+                };
+                action.insert("_type".into(), json!(ty));
+            }
+            let (version, version_type, routing) = if old_syntax {
+                ("_version", "_version_type", "_routing")
+            } else {
+                ("version", "version_type", "routing")
+            };
+            action.insert(version.into(), json!(hit.version));
+            action.insert(version_type.into(), json!("external"));
+            if let Some(r) = &hit.routing {
+                action.insert(routing.into(), json!(r));
+            }
+            body.extend_from_slice(json!({ "index": action }).to_string().as_bytes());
+            body.push(b'\n');
+            body.extend_from_slice(hit.source.as_bytes());
+            body.push(b'\n');
+        }
+        let answer = target.ndjson("/_bulk", body).await?;
+        if !answer.ok() {
+            let failure = target.refused(&Method::POST, "/_bulk", &answer);
+            if failure.retryable && attempt < BULK_ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                continue;
+            }
+            return Err(failure);
+        }
+        let items = answer.body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() != pending.len() {
+            return Err(JobFailure::transient(
+                "UPSTREAM_PROTOCOL_ERROR",
+                format!(
+                    "cluster {}: _bulk answered {} items for {} actions",
+                    target.name,
+                    items.len(),
+                    pending.len()
+                ),
+            ));
+        }
+        let mut retry = Vec::new();
+        for (hit, item) in pending.iter().zip(items) {
+            let result = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or_default();
+            match result["status"].as_u64().unwrap_or(0) {
+                200..=299 => {}
+                409 => written.skipped_newer += 1,
+                429 if attempt < BULK_ATTEMPTS => retry.push(*hit),
+                _ => {
+                    written.failed += 1;
+                    if written.samples.len() < 5 {
+                        let reason = result
+                            .pointer("/error/reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or("refused")
+                            .to_string();
+                        written.samples.push((hit.id.clone(), reason));
+                    }
+                }
+            }
+        }
+        if retry.is_empty() {
+            return Ok(written);
+        }
+        pending = retry;
+        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+    }
+    Ok(written)
+}
+
+/// The counters of a partition, summed into `into`.
+pub fn add_counters(into: &mut BTreeMap<String, u64>, counters: &BTreeMap<String, u64>) {
+    for (key, value) in counters {
+        *into.entry(key.clone()).or_default() += value;
+    }
+}

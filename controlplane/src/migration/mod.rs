@@ -1,0 +1,332 @@
+//! Full-copy migration jobs: the `migration` kind of [`crate::jobs`].
+//!
+//! Planning ([`MigrationHandler::plan`]) connects to both clusters, selects
+//! the source indices ([`metadata::select`]), refuses existing target
+//! indices under `EXISTING_INDEX_POLICY_FAIL` (before creating anything),
+//! creates every target index from the source's metadata
+//! ([`metadata::copy_index`]), counts the documents, and plans one
+//! partition per index × slice. A metadata failure fails the job, naming
+//! the index. A crash in the middle of planning re-plans the job; under
+//! `EXISTING_INDEX_POLICY_FAIL` the indices the first attempt created then
+//! count as existing and fail the job (use `REUSE` to resume such a job by
+//! creating it again).
+//!
+//! Each partition is then copied by [`copy::run`] (see there for reading,
+//! versioned writes and checkpoints).
+//!
+//! Throttling: `max_docs_per_second` / `max_bytes_per_second` are job-wide;
+//! every partition paces itself to its share, the limit divided by the
+//! number of partitions of the job leased at its last checkpoint (on any
+//! replica).
+//!
+//! Not supported yet: copying index templates (`copy_templates` is refused
+//! at creation), data streams.
+
+pub mod copy;
+pub mod metadata;
+pub mod search;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::jobs::{
+    JobFailure, JobHandler, JobRecord, Lease, NewPartition, PartitionRecord, Plan, RunOutcome,
+};
+use crate::server::Api;
+use search::SearchClient;
+
+/// The `kind` of migration jobs.
+pub const KIND: &str = "migration";
+
+/// Most slices per index chosen automatically.
+const MAX_AUTO_SLICES: u32 = 32;
+
+/// Which indices a job copies (`IndexFilter`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSelection {
+    /// Patterns to include; empty means every index.
+    pub include: Vec<String>,
+    /// Patterns excluded after `include`.
+    pub exclude: Vec<String>,
+    /// Also hidden (dot) indices.
+    pub include_hidden: bool,
+}
+
+/// How documents are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// Point in time where supported, scroll otherwise.
+    Auto,
+    /// Sliced scroll.
+    Scroll,
+    /// Point in time (refused when unsupported).
+    PointInTime,
+}
+
+/// Mapping-type rewrite mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeRewriteMode {
+    /// Rewrite only when the versions need it.
+    Auto,
+    /// Never rewrite.
+    None,
+    /// Always strip types.
+    Strip,
+}
+
+/// Mapping-type rewriting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeRewrite {
+    /// Mode.
+    pub mode: TypeRewriteMode,
+    /// Type for typed targets; empty means `_doc`.
+    pub target_type: String,
+}
+
+impl TypeRewrite {
+    /// The type written to typed targets.
+    pub fn target_type(&self) -> &str {
+        if self.target_type.is_empty() {
+            "_doc"
+        } else {
+            &self.target_type
+        }
+    }
+}
+
+/// Metadata copy options (`MetadataCopyOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataSpec {
+    /// Do not copy settings.
+    pub skip_settings: bool,
+    /// Do not copy mappings.
+    pub skip_mappings: bool,
+    /// Do not copy aliases.
+    pub skip_aliases: bool,
+    /// Existing target indices are reused instead of failing the job.
+    pub reuse_existing: bool,
+    /// Settings set on creation on top of the copied ones.
+    pub settings_overrides: BTreeMap<String, String>,
+    /// Setting names or patterns never copied.
+    pub excluded_settings: Vec<String>,
+}
+
+/// What a migration job does: its `spec` in the jobs table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationSpec {
+    /// Cluster read from.
+    pub source_cluster_id: Uuid,
+    /// Cluster written to.
+    pub target_cluster_id: Uuid,
+    /// Indices copied.
+    pub indices: IndexSelection,
+    /// Slices per index; 0 = primary shards, at most 32.
+    pub slices_per_index: u32,
+    /// Documents per page and bulk; 0 = 1000.
+    pub batch_size: u32,
+    /// Job-wide documents per second; 0 = unlimited.
+    pub max_docs_per_second: u64,
+    /// Job-wide `_source` bytes per second; 0 = unlimited.
+    pub max_bytes_per_second: u64,
+    /// How documents are read.
+    pub read_mode: ReadMode,
+    /// Keep-alive of scrolls and points in time, in ms; 0 = 5 min.
+    pub keep_alive_ms: u64,
+    /// Metadata options.
+    pub metadata: MetadataSpec,
+    /// Mapping-type rewriting.
+    pub type_rewrite: TypeRewrite,
+}
+
+impl MigrationSpec {
+    /// Documents per page and per bulk request.
+    pub fn batch_size(&self) -> u32 {
+        if self.batch_size == 0 {
+            1000
+        } else {
+            self.batch_size
+        }
+    }
+
+    /// Keep-alive of scrolls and points in time.
+    pub fn keep_alive(&self) -> Duration {
+        if self.keep_alive_ms == 0 {
+            Duration::from_secs(300)
+        } else {
+            Duration::from_millis(self.keep_alive_ms)
+        }
+    }
+}
+
+/// What planning found: the job's `plan` in the jobs table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MigrationPlan {
+    /// Source version, e.g. `6.8.23`.
+    pub source_version: String,
+    /// Target version.
+    pub target_version: String,
+    /// Whether documents are read with point in time (else scroll).
+    pub point_in_time: bool,
+    /// Selected indices, by name.
+    pub indices: Vec<IndexPlan>,
+}
+
+/// One planned index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IndexPlan {
+    /// Name (same on both sides).
+    pub name: String,
+    /// Source documents when planned.
+    pub docs_total: u64,
+    /// Slices.
+    pub slices: u32,
+    /// Non-fatal metadata findings.
+    pub warnings: Vec<String>,
+}
+
+/// The migration job handler.
+#[derive(Debug, Clone)]
+pub struct MigrationHandler {
+    api: Api,
+}
+
+impl MigrationHandler {
+    /// A handler reaching clusters through `api`'s store, secrets and
+    /// prober.
+    pub fn new(api: Api) -> MigrationHandler {
+        MigrationHandler { api }
+    }
+}
+
+/// The spec of `job`, or a permanent failure.
+pub fn spec_of(job: &JobRecord) -> Result<MigrationSpec, JobFailure> {
+    serde_json::from_value(job.spec.clone()).map_err(|e| {
+        JobFailure::permanent(
+            "SPEC_UNREADABLE",
+            format!("stored job spec unreadable: {e}"),
+        )
+    })
+}
+
+/// The plan of `job`, when planned.
+pub fn plan_of(job: &JobRecord) -> Option<MigrationPlan> {
+    job.plan
+        .clone()
+        .and_then(|p| serde_json::from_value::<MigrationPlan>(p).ok())
+}
+
+fn use_pit(spec: &MigrationSpec, source: &SearchClient) -> Result<bool, JobFailure> {
+    match spec.read_mode {
+        ReadMode::Scroll => Ok(false),
+        ReadMode::Auto => Ok(source.supports_pit()),
+        ReadMode::PointInTime if source.supports_pit() => Ok(true),
+        ReadMode::PointInTime => Err(JobFailure::permanent(
+            "POINT_IN_TIME_UNSUPPORTED",
+            format!(
+                "the source ({}) does not support point in time; use READ_STRATEGY_SCROLL",
+                source.version.number
+            ),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl JobHandler for MigrationHandler {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn plan(&self, job: &JobRecord) -> Result<Plan, JobFailure> {
+        let spec = spec_of(job)?;
+        let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
+        let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
+        let point_in_time = use_pit(&spec, &source)?;
+        let selected = metadata::select(&source, &spec.indices).await?;
+        if !spec.metadata.reuse_existing {
+            let mut existing = Vec::new();
+            for index in &selected {
+                if metadata::exists(&target, &index.name).await? {
+                    existing.push(index.name.clone());
+                }
+            }
+            if !existing.is_empty() {
+                return Err(JobFailure::permanent(
+                    "TARGET_INDEX_EXISTS",
+                    format!(
+                        "target indices already exist: {} (EXISTING_INDEX_POLICY_FAIL); \
+                         delete them or use EXISTING_INDEX_POLICY_REUSE",
+                        existing.join(", ")
+                    ),
+                )
+                .with("indices", existing.join(",")));
+            }
+        }
+        let mut plan = MigrationPlan {
+            source_version: source.version.number.clone(),
+            target_version: target.version.number.clone(),
+            point_in_time,
+            indices: Vec::new(),
+        };
+        let mut partitions = Vec::new();
+        for index in selected {
+            let outcome = metadata::copy_index(
+                &source,
+                &target,
+                &index.name,
+                &spec.metadata,
+                &spec.type_rewrite,
+            )
+            .await?;
+            let mut warnings = outcome.warnings;
+            if outcome.reused {
+                warnings.push("target index existed: its settings and mappings were kept".into());
+            }
+            let docs_total = metadata::count(&source, &index.name).await?;
+            let slices = match spec.slices_per_index {
+                0 => index.primaries.clamp(1, MAX_AUTO_SLICES),
+                n => n,
+            };
+            for slice_id in 0..slices {
+                partitions.push(NewPartition {
+                    unit: index.name.clone(),
+                    slice_id,
+                    slice_count: slices,
+                    docs_total: if slices == 1 { docs_total } else { 0 },
+                });
+            }
+            plan.indices.push(IndexPlan {
+                name: index.name,
+                docs_total,
+                slices,
+                warnings,
+            });
+        }
+        Ok(Plan {
+            details: serde_json::to_value(&plan).unwrap_or(Value::Null),
+            partitions,
+        })
+    }
+
+    async fn run(
+        &self,
+        job: &JobRecord,
+        partition: &PartitionRecord,
+        lease: &Lease,
+    ) -> Result<RunOutcome, JobFailure> {
+        let spec = spec_of(job)?;
+        let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
+        let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
+        let point_in_time = plan_of(job)
+            .map(|p| p.point_in_time)
+            .unwrap_or(use_pit(&spec, &source)?);
+        copy::run(&spec, &source, &target, point_in_time, partition, lease)
+            .await
+            .map_err(|f| f.with("index", partition.unit.clone()))
+    }
+}
