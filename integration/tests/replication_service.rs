@@ -981,6 +981,28 @@ async fn lifecycle_transitions_and_illegal_ones() {
         .into_inner();
     assert_eq!(stopped.tasks.len(), 1);
     assert_eq!(stopped.tasks[0].id, id);
+    // A cluster a task uses cannot be deleted, even once the task stopped.
+    let mut clusters = cp.clusters().await;
+    let old = clusters
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: task.primary.as_ref().unwrap().cluster_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    let refused = clusters
+        .delete_cluster(pb::DeleteClusterRequest {
+            cluster_id: old.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().starts_with("cluster_id: ") && refused.message().contains(&task.name),
+        "{refused:?}"
+    );
     // Delete: a stopped task goes; the agent gets a state without it.
     tasks
         .delete_task(pb::DeleteTaskRequest { task_id: tid() })
@@ -990,6 +1012,16 @@ async fn lifecycle_transitions_and_illegal_ones() {
         tasks.get_task(pb::GetTaskRequest { task_id: tid() }).await,
         Code::NotFound,
         "task_id: ",
+    );
+    // The refusal now names only the task still using it.
+    let refused = clusters
+        .delete_cluster(pb::DeleteClusterRequest { cluster_id: old.id })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("task(s) other;") && !refused.message().contains(&task.name),
+        "{refused:?}"
     );
     drop(agent);
     cp.stop().await;

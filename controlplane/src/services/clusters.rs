@@ -16,8 +16,9 @@
 //!   failed probe is a successful RPC whose result carries the error. A
 //!   probe reaching a cluster with another UUID than the registered one is
 //!   a failure (`CLUSTER_UUID_MISMATCH`).
-//! - **Delete** removes the cluster. Tasks and jobs do not exist yet; once
-//!   they do, clusters they use must be refused with `FAILED_PRECONDITION`.
+//! - **Delete** removes the cluster, unless a replication task (in any
+//!   state: delete the task first) or an unfinished job uses it
+//!   (`FAILED_PRECONDITION` naming them).
 //!
 //! Secrets are sealed before they are stored, opened only to probe, never
 //! returned (see [`convert`]) and never logged.
@@ -220,9 +221,23 @@ impl ClusterService for Api {
         request: Request<DeleteClusterRequest>,
     ) -> Result<Response<DeleteClusterResponse>, Status> {
         let id = validate::id("cluster_id", &request.get_ref().cluster_id)?;
-        // No task or job can refer to a cluster yet; when they exist, refuse
-        // here with FAILED_PRECONDITION naming them (see cluster.proto).
         let context = format!("deleting cluster {id}");
+        let (tasks, jobs) = store::users(&self.pool, id)
+            .await
+            .map_err(|e| store_status(e, &context))?;
+        if !tasks.is_empty() || !jobs.is_empty() {
+            let mut users = Vec::new();
+            if !tasks.is_empty() {
+                users.push(format!("replication task(s) {}", tasks.join(", ")));
+            }
+            if !jobs.is_empty() {
+                users.push(format!("unfinished job(s) {}", jobs.join(", ")));
+            }
+            return Err(Status::failed_precondition(format!(
+                "cluster_id: cluster {id} is used by {}; delete the tasks and finish or cancel the jobs first",
+                users.join(" and ")
+            )));
+        }
         if !store::delete(&self.pool, id)
             .await
             .map_err(|e| store_status(e, &context))?

@@ -435,6 +435,27 @@ async fn record_probe_in(
 }
 
 /// Deletes cluster `id`. False when it did not exist.
+/// What still refers to the cluster `id`: the names of its replication
+/// tasks (any state) and of its unfinished jobs.
+pub async fn users(pool: &PgPool, id: Uuid) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let tasks: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM replication_tasks \
+         WHERE primary_cluster_id = $1 OR backup_cluster_id = $1 ORDER BY name",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let jobs: Vec<String> = sqlx::query_scalar(
+        "SELECT name || ' (' || kind || ' job ' || id || ')' FROM jobs \
+         WHERE $1 = ANY(cluster_ids) AND state NOT IN ('succeeded', 'failed', 'cancelled') \
+         ORDER BY created_at",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok((tasks, jobs))
+}
+
 pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM clusters WHERE id = $1")
         .bind(id)
