@@ -20,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::cli::cluster::ClusterCommand;
 use crate::cli::gateway::GatewayCommand;
+use crate::cli::migration::MigrationCommand;
 use crate::cli::output::Output;
 use crate::cli::queue::QueueCommand;
 use crate::cli::task::TaskCommand;
@@ -77,6 +78,9 @@ enum Command {
     /// Create and drive replication tasks: start, pause, cutover, rollback.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Copy existing data between clusters (full-migration jobs).
+    #[command(subcommand)]
+    Migration(MigrationCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -128,6 +132,11 @@ async fn main() -> anyhow::Result<()> {
             let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
             let client = tandem_client::replication_client(channel, token);
             cli::task::run(client, command, cli.output).await?;
+        }
+        Command::Migration(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::migration_client(channel, token);
+            cli::migration::run(client, command, cli.output).await?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod gateway;
+pub mod migration;
 pub mod output;
 pub mod queue;
 pub mod task;
