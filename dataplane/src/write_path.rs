@@ -114,27 +114,44 @@ impl WritePath {
         class: &RequestClass,
         primary: &Upstream,
     ) -> Result<WriteOutcome> {
-        if let Some(encoding) = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.eq_ignore_ascii_case("identity"))
-        {
-            let reason = format!(
-                "compressed request bodies (content-encoding: {encoding}) are not supported for writes through the gateway; send the body uncompressed"
-            );
-            return reply_error(session, 415, "tandem_unsupported_encoding", &reason).await;
-        }
+        let encoding = match BodyEncoding::of(session.req_header()) {
+            Ok(encoding) => encoding,
+            Err(encoding) => {
+                let reason = format!(
+                    "request bodies with content-encoding {encoding:?} are not supported for writes through the gateway; send them uncompressed, gzip or deflate"
+                );
+                return reply_error(session, 415, "tandem_unsupported_encoding", &reason).await;
+            }
+        };
 
+        let too_large = || {
+            format!(
+                "request body exceeds the gateway's max_body_bytes ({} bytes){}; split the request",
+                self.max_body_bytes,
+                if encoding == BodyEncoding::Identity {
+                    ""
+                } else {
+                    " once decompressed"
+                }
+            )
+        };
         let body = match read_body(session, self.max_body_bytes).await? {
             Some(body) => body,
             None => {
-                let reason = format!(
-                    "request body exceeds the gateway's max_body_bytes ({} bytes); split the request",
-                    self.max_body_bytes
-                );
-                return reply_error(session, 413, "tandem_request_too_large", &reason).await;
+                return reply_error(session, 413, "tandem_request_too_large", &too_large()).await;
+            }
+        };
+        // A compressed body is decompressed here (bounded: no decompression
+        // bomb gets past max_body_bytes), parsed and recorded, and forwarded
+        // decompressed without its content-encoding.
+        let body = match encoding.decode(body, self.max_body_bytes) {
+            Ok(body) => body,
+            Err(DecodeError::TooLarge) => {
+                return reply_error(session, 413, "tandem_request_too_large", &too_large()).await;
+            }
+            Err(DecodeError::Corrupt(err)) => {
+                let reason = format!("the request body is not valid {}: {err}", encoding.name());
+                return reply_error(session, 400, "tandem_bad_encoding", &reason).await;
             }
         };
 
@@ -309,7 +326,76 @@ fn forwarded_header(req: &RequestHeader) -> Result<RequestHeader> {
     for name in HOP_BY_HOP {
         header.remove_header(*name);
     }
+    // The body is forwarded as read and decoded (see `BodyEncoding`).
+    header.remove_header("content-encoding");
     Ok(header)
+}
+
+/// The `content-encoding` of a write body the gateway can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEncoding {
+    /// Not compressed.
+    Identity,
+    /// `gzip` (or `x-gzip`).
+    Gzip,
+    /// `deflate` (zlib stream).
+    Deflate,
+}
+
+/// Why a compressed body could not be decoded.
+#[derive(Debug)]
+enum DecodeError {
+    /// Larger than the cap once decompressed.
+    TooLarge,
+    /// Not a valid stream of its encoding.
+    Corrupt(std::io::Error),
+}
+
+impl BodyEncoding {
+    /// The encoding of `req`'s body; `Err` names an unsupported one.
+    fn of(req: &RequestHeader) -> std::result::Result<BodyEncoding, String> {
+        let Some(value) = req.headers.get(http::header::CONTENT_ENCODING) else {
+            return Ok(BodyEncoding::Identity);
+        };
+        let text = value
+            .to_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match text.as_str() {
+            "" | "identity" => Ok(BodyEncoding::Identity),
+            "gzip" | "x-gzip" => Ok(BodyEncoding::Gzip),
+            "deflate" => Ok(BodyEncoding::Deflate),
+            _ => Err(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BodyEncoding::Identity => "identity",
+            BodyEncoding::Gzip => "gzip",
+            BodyEncoding::Deflate => "deflate",
+        }
+    }
+
+    /// `body` decompressed, at most `cap` bytes.
+    fn decode(self, body: Bytes, cap: usize) -> std::result::Result<Bytes, DecodeError> {
+        use std::io::Read;
+        let reader: Box<dyn Read + '_> = match self {
+            BodyEncoding::Identity => return Ok(body),
+            BodyEncoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+            BodyEncoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        };
+        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(cap));
+        reader
+            .take(cap as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(DecodeError::Corrupt)?;
+        if out.len() > cap {
+            return Err(DecodeError::TooLarge);
+        }
+        Ok(Bytes::from(out))
+    }
 }
 
 fn client_header(upstream: &ResponseHeader, body_len: usize) -> Result<ResponseHeader> {
@@ -353,4 +439,72 @@ async fn reply_error(
         status,
         recorded: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        out.write_all(data).unwrap();
+        Bytes::from(out.finish().unwrap())
+    }
+
+    fn request(encoding: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/_bulk", None).unwrap();
+        if let Some(encoding) = encoding {
+            req.insert_header("content-encoding", encoding).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn encodings_are_recognised_and_unknown_ones_named() {
+        assert_eq!(BodyEncoding::of(&request(None)), Ok(BodyEncoding::Identity));
+        assert_eq!(
+            BodyEncoding::of(&request(Some("GZIP"))),
+            Ok(BodyEncoding::Gzip)
+        );
+        assert_eq!(
+            BodyEncoding::of(&request(Some("x-gzip"))),
+            Ok(BodyEncoding::Gzip)
+        );
+        assert_eq!(
+            BodyEncoding::of(&request(Some("deflate"))),
+            Ok(BodyEncoding::Deflate)
+        );
+        assert_eq!(
+            BodyEncoding::of(&request(Some("br"))),
+            Err("br".to_string())
+        );
+    }
+
+    #[test]
+    fn decoding_is_bounded_and_rejects_corrupt_streams() {
+        let data = b"{\"a\":1}\n".repeat(100);
+        let decoded = BodyEncoding::Gzip.decode(gzip(&data), data.len()).unwrap();
+        assert_eq!(&decoded[..], &data[..]);
+        assert!(matches!(
+            BodyEncoding::Gzip.decode(gzip(&data), data.len() - 1),
+            Err(DecodeError::TooLarge)
+        ));
+        assert!(matches!(
+            BodyEncoding::Gzip.decode(Bytes::from_static(b"not gzip"), 1000),
+            Err(DecodeError::Corrupt(_))
+        ));
+        let plain = Bytes::from_static(b"as is");
+        assert_eq!(
+            BodyEncoding::Identity.decode(plain.clone(), 1).unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn the_forwarded_request_loses_its_content_encoding() {
+        let forwarded = forwarded_header(&request(Some("gzip"))).unwrap();
+        assert!(forwarded.headers.get("content-encoding").is_none());
+    }
 }

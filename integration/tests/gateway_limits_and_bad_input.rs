@@ -245,6 +245,120 @@ async fn bad_requests_get_clear_errors_and_record_nothing() {
     );
 }
 
+fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match encoding {
+        "gzip" => {
+            let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            out.write_all(data).unwrap();
+            out.finish().unwrap()
+        }
+        _ => {
+            let mut out = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            out.write_all(data).unwrap();
+            out.finish().unwrap()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_writes_are_decoded_forwarded_recorded_and_replayed() {
+    let (primary, backup) = primary_and_backup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.top_level_toml = "max_body_bytes = 65536".into();
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("compressed");
+    let client = http();
+
+    // A gzip bulk (what Beats and Logstash send with compression on) and a
+    // deflate single-document write both reach the primary and are replayed.
+    let mut lines = String::new();
+    for i in 0..50 {
+        lines.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"g{i}\"}}}}\n{{\"n\":{i}}}\n"
+        ));
+    }
+    let response = client
+        .post(format!("{}/_bulk", gw.url))
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(compress("gzip", lines.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"], false, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 50);
+    let response = client
+        .put(format!("{}/{index}/_doc/d1", gw.url))
+        .header("content-type", "application/json")
+        .header("content-encoding", "deflate")
+        .body(compress("deflate", br#"{"n":1000}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let status =
+        tandem_integration::gateway::drain(&gw.admin_url, std::time::Duration::from_secs(30)).await;
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    let copied =
+        tandem_integration::compare::assert_index_equal(&primary.url, &backup.url, &index).await;
+    assert_eq!(copied, 51);
+    let before = next_offset(&gw.admin_url).await;
+
+    // An encoding the gateway cannot read: 415, nothing forwarded.
+    let response = client
+        .put(format!("{}/{index}/_doc/br", gw.url))
+        .header("content-encoding", "br")
+        .body(vec![1u8, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["type"], "tandem_unsupported_encoding",
+        "{body}"
+    );
+    // A body that is not the gzip it claims to be: 400.
+    let response = client
+        .put(format!("{}/{index}/_doc/bad", gw.url))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(b"{\"n\":1}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "tandem_bad_encoding", "{body}");
+    // Small on the wire, too large once decompressed: 413 (no decompression
+    // bomb gets past max_body_bytes).
+    let bomb = format!("{{\"pad\":\"{}\"}}", "x".repeat(1_000_000));
+    let compressed = compress("gzip", bomb.as_bytes());
+    assert!(compressed.len() < 65_536);
+    let response = client
+        .put(format!("{}/{index}/_doc/bomb", gw.url))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(next_offset(&gw.admin_url).await, before, "nothing recorded");
+    for id in ["br", "bad", "bomb"] {
+        let found = client
+            .get(format!("{}/{index}/_doc/{id}", primary.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(found.status(), 404, "{id} never reached the primary");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_refuses_new_writes_with_507_and_keeps_every_acked_one() {
     let (primary, backup) = primary_and_backup();
