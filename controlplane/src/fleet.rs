@@ -67,6 +67,7 @@ use tonic::Status;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
+use crate::secrets::SecretBox;
 use crate::services::{duration, timestamp};
 use crate::store::gateways::GatewayRecord;
 use crate::store::tasks::TaskRecord;
@@ -257,6 +258,8 @@ struct Inner {
     waiters: Mutex<HashMap<String, oneshot::Sender<pb::CommandResult>>>,
     /// Where command outcomes are counted.
     metrics: Metrics,
+    /// Opens the cluster credentials sent in desired states.
+    secrets: SecretBox,
     shutdown: watch::Sender<bool>,
 }
 
@@ -272,8 +275,9 @@ impl std::fmt::Debug for Fleet {
 
 impl Fleet {
     /// An empty registry for a process identified by a fresh instance id,
-    /// counting command outcomes in `metrics`.
-    pub fn new(settings: AgentSettings, metrics: Metrics) -> Fleet {
+    /// counting command outcomes in `metrics` and opening cluster
+    /// credentials with `secrets`.
+    pub fn new(settings: AgentSettings, metrics: Metrics, secrets: SecretBox) -> Fleet {
         Fleet {
             inner: Arc::new(Inner {
                 instance_id: Uuid::new_v4().to_string(),
@@ -281,6 +285,7 @@ impl Fleet {
                 agents: Mutex::new(HashMap::new()),
                 waiters: Mutex::new(HashMap::new()),
                 metrics,
+                secrets,
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -295,6 +300,11 @@ impl Fleet {
     /// Intervals told to the agents.
     pub fn settings(&self) -> AgentSettings {
         self.inner.settings
+    }
+
+    /// Opens the cluster credentials sent in desired states.
+    pub(crate) fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
     }
 
     /// The metrics command outcomes are counted in.
@@ -473,20 +483,103 @@ pub fn desired_state_with_tasks(record: &GatewayRecord, tasks: &[TaskRecord]) ->
 }
 
 /// The full desired state of a gateway, with the tasks assigned to it read
-/// from the database. If they cannot be read, the error is returned: never
-/// send a state without tasks that would make the gateway drop them.
+/// from the database and the credentials of their clusters (see
+/// [`attach_credentials`]). If the tasks cannot be read, the error is
+/// returned: never send a state without tasks that would make the gateway
+/// drop them.
 pub async fn load_desired_state(
     pool: &sqlx::PgPool,
+    secrets: &SecretBox,
     record: &GatewayRecord,
 ) -> Result<pb::DesiredState, crate::store::StoreError> {
     let tasks = crate::store::tasks::for_gateway(pool, &record.id).await?;
-    Ok(desired_state_with_tasks(record, &tasks))
+    let mut state = desired_state_with_tasks(record, &tasks);
+    attach_credentials(pool, secrets, &mut state).await?;
+    Ok(state)
+}
+
+/// Adds to every cluster assignment of `state` the cluster's credentials,
+/// opened from the store: the gateway uses them for its own requests
+/// (replay, read-repair, node discovery) unless its configuration sets
+/// credentials for that upstream. A secret that cannot be opened (key
+/// changed) is left out and logged; the gateway keeps what it has.
+async fn attach_credentials(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    state: &mut pb::DesiredState,
+) -> Result<(), crate::store::StoreError> {
+    let mut known: HashMap<String, Option<pb::Credentials>> = HashMap::new();
+    for task in &mut state.tasks {
+        for upstream in [task.primary.as_mut(), task.backup.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let credentials = match known.get(&upstream.cluster_id) {
+                Some(credentials) => credentials.clone(),
+                None => {
+                    let credentials =
+                        cluster_credentials(pool, secrets, &upstream.cluster_id).await?;
+                    known.insert(upstream.cluster_id.clone(), credentials.clone());
+                    credentials
+                }
+            };
+            upstream.credentials = credentials;
+        }
+    }
+    Ok(())
+}
+
+/// The credentials of cluster `cluster_id`, secret opened.
+async fn cluster_credentials(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    cluster_id: &str,
+) -> Result<Option<pb::Credentials>, crate::store::StoreError> {
+    use crate::store::clusters::{self, AuthKind};
+    let Ok(id) = Uuid::parse_str(cluster_id) else {
+        return Ok(None);
+    };
+    let Some(record) = clusters::get(pool, id).await? else {
+        return Ok(None);
+    };
+    let stored = &record.settings.credentials;
+    let secret = match stored.secret_encrypted.as_deref() {
+        None => String::new(),
+        Some(sealed) => {
+            let context = crate::services::clusters::settings::credentials_context(id);
+            match secrets.open(sealed, &context) {
+                Ok(secret) => secret.expose().to_string(),
+                Err(err) => {
+                    tracing::error!(cluster_id = %id, error = %err, "cannot open the cluster's stored credentials; gateways keep their own");
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    Ok(Some(match stored.method {
+        AuthKind::None => pb::Credentials {
+            method: pb::AuthMethod::None as i32,
+            ..Default::default()
+        },
+        AuthKind::Basic => pb::Credentials {
+            method: pb::AuthMethod::Basic as i32,
+            username: stored.username.clone(),
+            password: secret,
+            ..Default::default()
+        },
+        AuthKind::ApiKey => pb::Credentials {
+            method: pb::AuthMethod::ApiKey as i32,
+            api_key: secret,
+            ..Default::default()
+        },
+    }))
 }
 
 /// What one gateway must do for `task`: mode from its state, direction (the
 /// target of a role swap in progress, with its write hold), and the
-/// clusters in their current roles. Endpoints and credentials are not sent:
-/// gateways take them from their own configuration.
+/// clusters in their current roles. Endpoints, TLS and limits are not sent:
+/// gateways take them from their own configuration; credentials are added
+/// by [`load_desired_state`].
 pub fn task_assignment(task: &TaskRecord) -> pb::TaskAssignment {
     let direction = task.effective_direction();
     let original_primary = pb::UpstreamAssignment {
@@ -544,7 +637,11 @@ mod tests {
 
     #[tokio::test]
     async fn commands_are_delivered_and_results_reach_their_waiter_only() {
-        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
+        let fleet = Fleet::new(
+            AgentSettings::default(),
+            Metrics::default(),
+            SecretBox::new(&crate::secrets::SecretKey::generate()),
+        );
         let (tx, mut rx) = mpsc::channel(8);
         let connection = Uuid::new_v4();
         fleet.attach("gw-1", connection, tx, 0);
@@ -571,7 +668,11 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_gateways_fail_fast_and_dropped_waiters_unregister() {
-        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
+        let fleet = Fleet::new(
+            AgentSettings::default(),
+            Metrics::default(),
+            SecretBox::new(&crate::secrets::SecretKey::generate()),
+        );
         let err = fleet.deliver("nope", command("c-2")).await.unwrap_err();
         assert_eq!(err, FleetError::NotConnected("nope".into()));
         assert_eq!(err.status("gateway_id").code(), tonic::Code::Unavailable);
@@ -588,7 +689,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_stream_replaces_and_closes_the_older_one() {
-        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
+        let fleet = Fleet::new(
+            AgentSettings::default(),
+            Metrics::default(),
+            SecretBox::new(&crate::secrets::SecretKey::generate()),
+        );
         let (tx1, _rx1) = mpsc::channel(8);
         let (tx2, _rx2) = mpsc::channel(8);
         let first = Uuid::new_v4();
@@ -604,7 +709,11 @@ mod tests {
 
     #[tokio::test]
     async fn desired_states_are_sent_in_version_order() {
-        let fleet = Fleet::new(AgentSettings::default(), Metrics::default());
+        let fleet = Fleet::new(
+            AgentSettings::default(),
+            Metrics::default(),
+            SecretBox::new(&crate::secrets::SecretKey::generate()),
+        );
         let (tx, mut rx) = mpsc::channel(8);
         fleet.attach("gw-1", Uuid::new_v4(), tx, 3);
         for version in [2, 4, 4, 1] {

@@ -286,6 +286,7 @@ mod tests {
         let fleet = Fleet::new(
             ControlPlaneConfig::default().agent_settings().unwrap(),
             Metrics::default(),
+            crate::secrets::SecretBox::new(&crate::secrets::SecretKey::generate()),
         );
         let text = metrics.scrape(&pool, &fleet).await;
         for line in [

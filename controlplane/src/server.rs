@@ -116,7 +116,7 @@ pub async fn serve(
         ],
     )?;
     let pool = store::connect_and_migrate(&config.database_url, config.database_wait()).await?;
-    let fleet = Fleet::new(agent_settings, metrics.clone());
+    let fleet = Fleet::new(agent_settings, metrics.clone(), secrets.clone());
     let sweep = fleet::liveness::spawn(pool.clone(), fleet.clone());
     let commands = fleet::commands::spawn(pool.clone(), fleet.clone());
     let metrics_endpoint = metrics_listener.map(|listener| {

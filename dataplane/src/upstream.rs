@@ -157,6 +157,9 @@ pub struct Upstream {
     nodes: RwLock<Arc<Vec<Arc<UpstreamNode>>>>,
     next: AtomicUsize,
     connector: Connector,
+    /// `authorization` assigned by the control plane (see
+    /// [`Upstream::set_assigned_authorization`]).
+    assigned_auth: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -183,6 +186,7 @@ impl Upstream {
             nodes: RwLock::new(Arc::new(vec![node])),
             next: AtomicUsize::new(0),
             connector: Connector::new(None),
+            assigned_auth: RwLock::new(None),
         }
     }
 
@@ -229,16 +233,35 @@ impl Upstream {
         peer
     }
 
-    /// Basic-auth header value for the gateway's own requests (discovery,
-    /// replay, read-repair), when credentials are configured.
-    pub fn basic_auth(&self) -> Option<String> {
+    /// `authorization` value for the gateway's own requests (discovery,
+    /// replay, read-repair): the configured user, else what the control
+    /// plane assigned, else none.
+    pub fn own_authorization(&self) -> Option<String> {
         use base64::Engine;
-        let user = self.config.username.as_deref()?;
-        let password = self.config.password.as_deref().unwrap_or("");
-        Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        ))
+        if let Some(user) = self.config.username.as_deref() {
+            let password = self.config.password.as_deref().unwrap_or("");
+            return Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ));
+        }
+        self.assigned_auth.read().clone()
+    }
+
+    /// Sets the `authorization` value assigned by the control plane (from
+    /// the cluster's registered credentials; `None`: no authentication).
+    /// Credentials in the configuration take precedence. True when the
+    /// value in use changed.
+    pub fn set_assigned_authorization(&self, value: Option<String>) -> bool {
+        if self.config.username.is_some() {
+            return false;
+        }
+        let mut assigned = self.assigned_auth.write();
+        if *assigned == value {
+            return false;
+        }
+        *assigned = value;
+        true
     }
 
     /// Sends one request with a complete body and reads the complete
@@ -267,7 +290,7 @@ impl Upstream {
             .insert_header("content-length", body.len().to_string())
             .map_err(connect_err)?;
         header.remove_header("transfer-encoding");
-        if own_credentials && let Some(auth) = self.basic_auth() {
+        if own_credentials && let Some(auth) = self.own_authorization() {
             header
                 .insert_header("authorization", auth)
                 .map_err(connect_err)?;

@@ -417,3 +417,4 @@ pub mod controlplane;
 pub mod gateway;
 pub mod postgres;
 pub mod relay;
+pub mod secured;

@@ -2121,3 +2121,95 @@ async fn task_updates_are_validated_and_guarded() {
     drop(agent2);
     cp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_replays_with_the_backup_credentials_registered_in_the_control_plane() {
+    use tandem_integration::secured::{SecuredFront, basic};
+    let env = tandem_integration::env();
+    let (old_url, new_url) = (
+        env.cluster("es7").url.clone(),
+        env.cluster("os2").url.clone(),
+    );
+    // The backup is secured; only the control plane knows its password.
+    let expected = basic("replayer", "s3cret-from-the-control-plane");
+    let secured = SecuredFront::start(&new_url, &expected).await;
+    let cp = start_control_plane(300).await;
+    let mut clusters = cp.clusters().await;
+    register(&mut clusters, "old", &old_url).await;
+    let backup = pb::RegisterClusterRequest {
+        name: "new".into(),
+        endpoints: vec![secured.url.clone()],
+        credentials: Some(pb::Credentials {
+            method: pb::AuthMethod::Basic as i32,
+            username: "replayer".into(),
+            password: "s3cret-from-the-control-plane".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    clusters.register_cluster(backup).await.unwrap();
+
+    // The gateway's configuration names the backup without credentials.
+    let data = tempfile::tempdir().unwrap();
+    let gw = new_gateway_id();
+    let mut options = GatewayOptions::replicating(&old_url, &secured.url, data.path());
+    options.paused = true;
+    options.extra_toml = format!(
+        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
+         heartbeat_interval_ms = 300\nreconnect_max_ms = 500\n\
+         advertised_address = \"127.0.0.1:{}\"\n",
+        cp.endpoint(),
+        free_port()
+    );
+    let gateway = TestGateway::start_with(options).await;
+    let mut tasks = cp.tasks().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        match tasks.create_task(create("secured", &gw, false)).await {
+            Ok(response) => break response.into_inner().task.unwrap().id,
+            Err(status) if status.code() == Code::NotFound => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gateway never registered"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("create: {status:?}"),
+        }
+    };
+
+    let index = unique_index("secured-backup");
+    for i in 0..20 {
+        let status = tandem_integration::client::put_doc(
+            &gateway.url,
+            &index,
+            &i.to_string(),
+            serde_json::json!({ "i": i }),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let since = std::time::SystemTime::now();
+    wait_task(&mut tasks, &id, "drained", drained_since(since)).await;
+    assert_eq!(
+        tandem_integration::compare::assert_index_equal(&old_url, &new_url, &index).await,
+        20
+    );
+    // Every replayed batch carried the registered credentials.
+    let bulks: Vec<_> = secured
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("_bulk"))
+        .collect();
+    assert!(
+        !bulks.is_empty(),
+        "the replay went through the secured front"
+    );
+    assert!(
+        bulks.iter().all(|s| s.authorization == expected),
+        "{:?}",
+        bulks.iter().map(|s| &s.authorization).collect::<Vec<_>>()
+    );
+    drop(gateway);
+    cp.stop().await;
+}

@@ -15,6 +15,7 @@ use tonic::{Status, Streaming};
 use uuid::Uuid;
 
 use super::{AgentLink, Fleet, HELLO_TIMEOUT, OUTBOUND_CAPACITY, commands, load_desired_state};
+use crate::secrets::SecretBox;
 use crate::services::{duration, store_status, timestamp};
 use crate::store::dead_letters;
 use crate::store::gateways::{self as store, Registration, Reports};
@@ -79,12 +80,14 @@ pub(crate) async fn open(
     .await
     .map_err(|e| store_status(e, &format!("registering gateway {}", hello.gateway_id)))?;
 
-    let desired = load_desired_state(&pool, &record).await.map_err(|e| {
-        store_status(
-            e,
-            &format!("reading the desired state of gateway {}", record.id),
-        )
-    })?;
+    let desired = load_desired_state(&pool, fleet.secrets(), &record)
+        .await
+        .map_err(|e| {
+            store_status(
+                e,
+                &format!("reading the desired state of gateway {}", record.id),
+            )
+        })?;
     let (outbound, responses) = mpsc::channel(OUTBOUND_CAPACITY);
     let welcome = pb::AgentWelcome {
         gateway_id: record.id.clone(),
@@ -113,7 +116,13 @@ pub(crate) async fn open(
     );
 
     let session = Session {
-        writer: Writer::spawn(pool.clone(), link.clone(), record.id.clone(), connection_id),
+        writer: Writer::spawn(
+            pool.clone(),
+            fleet.secrets().clone(),
+            link.clone(),
+            record.id.clone(),
+            connection_id,
+        ),
         gateway_id: record.id,
         connection_id,
         fleet,
@@ -384,11 +393,18 @@ struct Pending {
 }
 
 impl Writer {
-    fn spawn(pool: PgPool, link: Arc<AgentLink>, gateway_id: String, connection_id: Uuid) -> Self {
+    fn spawn(
+        pool: PgPool,
+        secrets: SecretBox,
+        link: Arc<AgentLink>,
+        gateway_id: String,
+        connection_id: Uuid,
+    ) -> Self {
         let shared = Arc::new(WriterShared::default());
         let task = tokio::spawn(write_loop(
             shared.clone(),
             pool,
+            secrets,
             link,
             gateway_id,
             connection_id,
@@ -430,6 +446,7 @@ impl Writer {
 async fn write_loop(
     shared: Arc<WriterShared>,
     pool: PgPool,
+    secrets: SecretBox,
     link: Arc<AgentLink>,
     gateway_id: String,
     connection_id: Uuid,
@@ -463,7 +480,7 @@ async fn write_loop(
                 if record.desired_version > link.pushed_version() {
                     // Changed by another replica (or a caller that did not
                     // push): deliver it now.
-                    match load_desired_state(&pool, &record).await {
+                    match load_desired_state(&pool, &secrets, &record).await {
                         Ok(state) => {
                             let _ = link.push(state).await;
                         }

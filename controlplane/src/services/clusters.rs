@@ -24,7 +24,7 @@
 //! returned (see [`convert`]) and never logged.
 
 mod convert;
-mod settings;
+pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 

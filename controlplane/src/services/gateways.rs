@@ -244,7 +244,7 @@ impl Api {
     /// stream is on this replica. Elsewhere (or disconnected), the state is
     /// delivered from the database (see [`crate::fleet`]).
     async fn deliver_desired_state(&self, record: &GatewayRecord) {
-        let state = match fleet::load_desired_state(&self.pool, record).await {
+        let state = match fleet::load_desired_state(&self.pool, &self.secrets, record).await {
             Ok(state) => state,
             Err(err) => {
                 tracing::warn!(gateway_id = %record.id, error = %err, "cannot read the desired state; the gateway gets it after its next report");

@@ -436,7 +436,7 @@ impl Api {
                     continue;
                 }
             };
-            match fleet::load_desired_state(&self.pool, &record).await {
+            match fleet::load_desired_state(&self.pool, &self.secrets, &record).await {
                 Ok(state) => {
                     if let Err(err) = self.fleet.push_desired_state(gateway_id, state).await {
                         tracing::debug!(%gateway_id, reason = %err, "desired state not pushed from this replica");

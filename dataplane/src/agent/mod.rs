@@ -575,6 +575,8 @@ impl Agent {
             if let Some(previous) = &shared.target {
                 target.paused = target.paused.or(previous.paused);
                 target.reversed = target.reversed.or(previous.reversed);
+                target.primary_auth = target.primary_auth.or(previous.primary_auth.clone());
+                target.backup_auth = target.backup_auth.or(previous.backup_auth.clone());
             }
             shared.task_id = target.task_id.clone();
             shared.target = Some(target.clone());
@@ -671,6 +673,7 @@ impl Agent {
             }
         }
         if complete {
+            self.apply_credentials(&target);
             let version = target.version;
             let advanced = self.applied.send_if_modified(|applied| {
                 let newer = version > *applied;
@@ -684,6 +687,30 @@ impl Agent {
             }
         }
         complete
+    }
+
+    /// Gives the upstreams, in their current roles (the target's direction
+    /// is applied by now), the credentials of the assigned clusters. An
+    /// upstream with credentials in the gateway's configuration keeps them.
+    fn apply_credentials(&self, target: &Target) {
+        let roles = self.roles.current();
+        let upstreams = [
+            (Some(&roles.primary), &target.primary_auth),
+            (roles.backup.as_ref(), &target.backup_auth),
+        ];
+        for (upstream, auth) in upstreams {
+            let (Some(upstream), Some(auth)) = (upstream, auth) else {
+                continue;
+            };
+            let value = auth.as_ref().map(|header| header.0.clone());
+            if upstream.set_assigned_authorization(value) {
+                tracing::info!(
+                    version = target.version,
+                    upstream = upstream.role,
+                    "credentials for the gateway's own requests set from the control plane"
+                );
+            }
+        }
     }
 
     // -- commands -------------------------------------------------------------

@@ -439,6 +439,43 @@ pub struct Target {
     pub reversed: Option<bool>,
     /// Bound of the write hold of a role swap, from the task's `WriteHold`.
     pub max_hold_ms: Option<u64>,
+    /// `authorization` for the gateway's own requests to the primary, from
+    /// the cluster credentials of the assignment (`Some(None)`: the cluster
+    /// needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_auth: Option<Option<AuthHeader>>,
+    /// The same for the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_auth: Option<Option<AuthHeader>>,
+}
+
+/// An `authorization` header value built from cluster credentials; never
+/// printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AuthHeader(pub String);
+
+impl std::fmt::Debug for AuthHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthHeader(<redacted>)")
+    }
+}
+
+/// The `authorization` value for `credentials`: `None` when the message
+/// carries no method, `Some(None)` for a cluster without authentication.
+pub fn auth_header(credentials: Option<&pb::Credentials>) -> Option<Option<AuthHeader>> {
+    use base64::Engine;
+    let credentials = credentials?;
+    match pb::AuthMethod::try_from(credentials.method).ok()? {
+        pb::AuthMethod::Unspecified => None,
+        pb::AuthMethod::None => Some(None),
+        pb::AuthMethod::Basic => Some(Some(AuthHeader(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", credentials.username, credentials.password))
+        )))),
+        pb::AuthMethod::ApiKey => Some(Some(AuthHeader(format!("ApiKey {}", credentials.api_key)))),
+    }
 }
 
 impl Target {
@@ -525,9 +562,13 @@ pub fn interpret_desired_state(
                 ));
             }
             if task.primary.is_some() || task.backup.is_some() {
+                target.primary_auth =
+                    auth_header(task.primary.as_ref().and_then(|p| p.credentials.as_ref()));
+                target.backup_auth =
+                    auth_header(task.backup.as_ref().and_then(|b| b.credentials.as_ref()));
                 ignored.push(
-                    "primary/backup assignments (endpoints, credentials, TLS, limits, node \
-                     discovery): upstreams come from the gateway's configuration"
+                    "primary/backup endpoints, TLS, limits and node discovery: upstreams come \
+                     from the gateway's configuration (credentials apply where it sets none)"
                         .into(),
                 );
             }
@@ -1335,6 +1376,7 @@ mod tests {
                 paused: Some(true),
                 reversed: Some(true),
                 max_hold_ms: None,
+                ..Target::default()
             }
         );
         assert_eq!(interp.ignored.len(), 1, "{:?}", interp.ignored);
@@ -1358,6 +1400,8 @@ mod tests {
         t.backup = Some(pb::UpstreamAssignment {
             endpoints: vec!["http://new:9200".into()],
             credentials: Some(pb::Credentials {
+                method: pb::AuthMethod::Basic as i32,
+                username: "replayer".into(),
                 password: "hunter2-secret".into(),
                 ..Default::default()
             }),
@@ -1382,7 +1426,15 @@ mod tests {
         assert_eq!(interp.target.max_hold_ms, Some(7000));
         assert_eq!(interp.target.max_hold(), Some(Duration::from_secs(7)));
         let notes = interp.ignored.join("\n");
-        assert!(notes.contains("primary/backup assignments"), "{notes}");
+        assert!(notes.contains("primary/backup endpoints"), "{notes}");
+        // The backup's credentials apply (and never show in Debug output).
+        let auth = interp.target.backup_auth.clone().flatten().unwrap();
+        assert_eq!(auth.0, "Basic cmVwbGF5ZXI6aHVudGVyMi1zZWNyZXQ=");
+        assert!(!format!("{:?}", interp.target).contains("cmVwbGF5"));
+        assert_eq!(
+            interp.target.primary_auth, None,
+            "no credentials sent for the primary"
+        );
         assert!(notes.contains("queue_policy"), "{notes}");
         assert!(!notes.contains("drain"), "drain is applied: {notes}");
         assert!(notes.contains("h-1"), "{notes}");
@@ -1442,6 +1494,7 @@ mod tests {
             paused,
             reversed,
             max_hold_ms: Some(1500),
+            ..Target::default()
         };
         assert_eq!(
             plan(&target(Some(true), Some(false)), actual(false, false)),

@@ -89,8 +89,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = path.with_extension("tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // Owner-only: the target may carry cluster credentials.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?
+    };
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -105,6 +114,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::protocol::AuthHeader;
 
     #[test]
     fn gateway_id_is_generated_once_and_kept() {
@@ -138,9 +148,18 @@ mod tests {
             paused: Some(true),
             reversed: Some(false),
             max_hold_ms: Some(3000),
+            backup_auth: Some(Some(AuthHeader("Basic dTpw".into()))),
+            ..Target::default()
         };
         save_target(dir.path(), &target).unwrap();
         assert_eq!(load_target(dir.path()), Some(target));
+        // It may hold credentials: readable by the owner only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(STATE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
         std::fs::write(dir.path().join(STATE_FILE), b"{").unwrap();
         assert_eq!(load_target(dir.path()), None);
     }

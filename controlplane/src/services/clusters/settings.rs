@@ -32,7 +32,7 @@ const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 const MAX_LIMIT_WAIT: Duration = Duration::from_secs(3600);
 
 /// Sealing context of a cluster's password or API key.
-pub(super) fn credentials_context(id: Uuid) -> String {
+pub(crate) fn credentials_context(id: Uuid) -> String {
     format!("cluster/{id}/credentials")
 }
 
