@@ -277,7 +277,7 @@ impl Api {
         check_ref_shape("source", source)?;
         check_ref_shape("target", target)?;
         let indices = check_indices(request.indices.as_ref())?;
-        let options = request.options.clone().unwrap_or_default();
+        let options = request.options.unwrap_or_default();
         let depth =
             match validate::enum_value::<pb::CompareMode>("options.mode", options.mode, true)? {
                 pb::CompareMode::CountOnly => Depth::CountOnly,

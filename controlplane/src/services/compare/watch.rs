@@ -85,13 +85,13 @@ async fn run(
                 }
             }
         }
-        if include_diffs {
-            if let Ok(rows) = diffs::recorded_after(&api.pool, job_id, last_diff, 1000).await {
-                for row in rows {
-                    last_diff = row.diff_no;
-                    if !send(tx, Update::Diff(convert::diff(&row))).await {
-                        return;
-                    }
+        if include_diffs
+            && let Ok(rows) = diffs::recorded_after(&api.pool, job_id, last_diff, 1000).await
+        {
+            for row in rows {
+                last_diff = row.diff_no;
+                if !send(tx, Update::Diff(convert::diff(&row))).await {
+                    return;
                 }
             }
         }
