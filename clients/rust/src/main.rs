@@ -10,9 +10,13 @@
 //! tandemctl queue stats -o json
 //! tandemctl task create seed --primary es-old --backup es-new --gateway edge-1 --start-paused
 //! tandemctl task cutover seed --wait
+//! tandemctl compare create --source es-old --target es-new --include 'logs-*'
 //! ```
 
 mod cli;
+// Mounted here rather than in `cli/mod.rs` while that module is reworked.
+#[path = "cli/compare.rs"]
+mod compare_cli;
 
 use clap::{Parser, Subcommand};
 use tonic_health::pb::HealthCheckRequest;
@@ -23,6 +27,7 @@ use crate::cli::gateway::GatewayCommand;
 use crate::cli::output::Output;
 use crate::cli::queue::QueueCommand;
 use crate::cli::task::TaskCommand;
+use crate::compare_cli::CompareCommand;
 
 /// Operate Tandem: clusters, gateways, replication tasks, migrations.
 #[derive(Debug, Parser)]
@@ -77,6 +82,9 @@ enum Command {
     /// Create and drive replication tasks: start, pause, cutover, rollback.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Compare the documents of two clusters and list the differences.
+    #[command(subcommand)]
+    Compare(CompareCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -128,6 +136,11 @@ async fn main() -> anyhow::Result<()> {
             let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
             let client = tandem_client::replication_client(channel, token);
             cli::task::run(client, command, cli.output).await?;
+        }
+        Command::Compare(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::compare_client(channel, token);
+            compare_cli::run(client, command, cli.output).await?;
         }
     }
     Ok(())
