@@ -18,7 +18,9 @@
 //! - [`store`]: Postgres pool, embedded migrations (`migrations/`), tables.
 //! - [`jobs`]: long-running jobs split into partitions leased through
 //!   Postgres, and the worker every replica runs.
-//! - [`migration`]: full-copy migration jobs (a [`jobs`] kind).
+//! - [`migration`]: full-copy migration jobs (a [`jobs`] kind), and the
+//!   cluster HTTP client and index selection other job kinds reuse.
+//! - [`compare`]: comparison (verification) jobs (a [`jobs`] kind).
 //! - [`services`]: the `tandem.v1` service implementations.
 //! - [`metrics`]: Prometheus metrics and the `--metrics-listen` endpoint.
 //! - [`server`]: the gRPC server: every `tandem.v1` service plus gRPC health
@@ -30,6 +32,7 @@
 //! on a development machine); see [`serve`] to embed it (tests do).
 
 pub mod auth;
+pub mod compare;
 pub mod config;
 pub mod fleet;
 pub mod jobs;

@@ -11,7 +11,8 @@
 //! [`crate::metrics::endpoint`]).
 //!
 //! Every replica runs the job worker of [`crate::jobs::worker`] (migration
-//! jobs), stopped on shutdown so its leases are released at once.
+//! and comparison jobs), stopped on shutdown so its leases are released at
+//! once.
 //!
 //! Shutdown is graceful: when the shutdown future resolves, the gateways'
 //! agent streams and the watch streams are closed first (see
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use tandem_proto::v1::cluster_service_server::ClusterServiceServer;
-use tandem_proto::v1::compare_service_server::{CompareService, CompareServiceServer};
+use tandem_proto::v1::compare_service_server::CompareServiceServer;
 use tandem_proto::v1::gateway_service_server::GatewayServiceServer;
 use tandem_proto::v1::migration_service_server::MigrationServiceServer;
 use tandem_proto::v1::queue_service_server::QueueServiceServer;
@@ -34,6 +35,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
+use crate::compare::{self, CompareHandler};
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{self, Fleet};
 use crate::jobs;
@@ -69,9 +71,6 @@ pub struct Api {
     /// Prometheus metrics of this process.
     pub metrics: Metrics,
 }
-#[tonic::async_trait]
-impl CompareService for Api {}
-
 /// Connects to Postgres, applies migrations, and serves the gRPC API on
 /// `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -141,10 +140,16 @@ pub async fn serve(
     };
 
     // Every replica works on job partitions; leases keep them apart.
-    let handlers: jobs::Handlers = Arc::new(BTreeMap::from([(
-        migration::KIND,
-        Arc::new(MigrationHandler::new(api.clone())) as Arc<dyn jobs::JobHandler>,
-    )]));
+    let handlers: jobs::Handlers = Arc::new(BTreeMap::from([
+        (
+            migration::KIND,
+            Arc::new(MigrationHandler::new(api.clone())) as Arc<dyn jobs::JobHandler>,
+        ),
+        (
+            compare::KIND,
+            Arc::new(CompareHandler::new(api.clone())) as Arc<dyn jobs::JobHandler>,
+        ),
+    ]));
     let worker = jobs::worker::spawn(
         api.pool.clone(),
         fleet.instance_id().to_string(),

@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
+use tandem_client::v1::compare_service_client::CompareServiceClient;
 use tandem_client::v1::gateway_service_client::GatewayServiceClient;
 use tandem_client::v1::migration_service_client::MigrationServiceClient;
 use tandem_client::v1::queue_service_client::QueueServiceClient;
@@ -277,6 +278,19 @@ pub trait ControlPlaneApi {
     /// A MigrationService client sending the accepted token.
     async fn migrations(&self) -> MigrationServiceClient<AuthenticatedChannel> {
         self.migrations_with(Some(self.accepted_token())).await
+    }
+
+    /// A CompareService client sending `bearer`.
+    async fn compare_with(
+        &self,
+        bearer: Option<&str>,
+    ) -> CompareServiceClient<AuthenticatedChannel> {
+        tandem_client::compare_client(self.channel().await, self.bearer(bearer))
+    }
+
+    /// A CompareService client sending the accepted token.
+    async fn compare(&self) -> CompareServiceClient<AuthenticatedChannel> {
+        self.compare_with(Some(self.accepted_token())).await
     }
 
     /// A ReplicationService client sending `bearer`.

@@ -177,3 +177,11 @@ pub fn migration_client(
 ) -> v1::migration_service_client::MigrationServiceClient<AuthenticatedChannel> {
     v1::migration_service_client::MigrationServiceClient::with_interceptor(channel, token)
 }
+
+/// A CompareService client sending `token` with every request.
+pub fn compare_client(
+    channel: Channel,
+    token: BearerToken,
+) -> v1::compare_service_client::CompareServiceClient<AuthenticatedChannel> {
+    v1::compare_service_client::CompareServiceClient::with_interceptor(channel, token)
+}

@@ -10,15 +10,18 @@
 //! tandemctl queue stats -o json
 //! tandemctl task create seed --primary es-old --backup es-new --gateway edge-1 --start-paused
 //! tandemctl task cutover seed --wait
+//! tandemctl compare create --source es-old --target es-new --include 'logs-*'
 //! ```
 
 mod cli;
+// Mounted here rather than in `cli/mod.rs` while that module is reworked.
 
 use clap::{Parser, Subcommand};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::cli::cluster::ClusterCommand;
+use crate::cli::compare::CompareCommand;
 use crate::cli::gateway::GatewayCommand;
 use crate::cli::migration::MigrationCommand;
 use crate::cli::output::Output;
@@ -81,6 +84,9 @@ enum Command {
     /// Copy existing data between clusters (full-migration jobs).
     #[command(subcommand)]
     Migration(MigrationCommand),
+    /// Compare the documents of two clusters and list the differences.
+    #[command(subcommand)]
+    Compare(CompareCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -137,6 +143,11 @@ async fn main() -> anyhow::Result<()> {
             let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
             let client = tandem_client::migration_client(channel, token);
             cli::migration::run(client, command, cli.output).await?;
+        }
+        Command::Compare(command) => {
+            let token = tandem_client::BearerToken::new(cli.token.as_deref())?;
+            let client = tandem_client::compare_client(channel, token);
+            cli::compare::run(client, command, cli.output).await?;
         }
     }
     Ok(())

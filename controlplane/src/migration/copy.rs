@@ -134,7 +134,11 @@ pub async fn run(
         progress.bytes_done += bytes;
         *progress.counters.entry(SKIPPED_NEWER.into()).or_default() += written.skipped_newer;
         *progress.counters.entry(FAILED.into()).or_default() += written.failed;
-        throttle(spec, active, count, bytes, started.elapsed()).await;
+        let limits = Limits {
+            docs_per_second: spec.max_docs_per_second,
+            bytes_per_second: spec.max_bytes_per_second,
+        };
+        throttle(limits, active, count, bytes, started.elapsed()).await;
         progress.checkpoint = serde_json::to_value(&reader.position).unwrap_or_default();
         match lease.checkpoint(&progress).await? {
             LeaseStatus::Continue { active: now } => active = now,
@@ -169,20 +173,29 @@ async fn restarted_event(lease: &Lease, partition: &PartitionRecord) {
         .await;
 }
 
+/// Job-wide read limits; zero means unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Documents per second.
+    pub docs_per_second: u64,
+    /// Bytes per second.
+    pub bytes_per_second: u64,
+}
+
 /// Sleeps so that this partition stays within its share (`1 / active`) of
-/// the job-wide limits, given a batch of `docs` and `bytes` that took
-/// `spent`.
-async fn throttle(spec: &MigrationSpec, active: u32, docs: u64, bytes: u64, spent: Duration) {
+/// the job-wide `limits`, given a batch of `docs` and `bytes` that took
+/// `spent`. Shared by every job kind that reads clusters.
+pub async fn throttle(limits: Limits, active: u32, docs: u64, bytes: u64, spent: Duration) {
     let share = f64::from(active.max(1));
     let mut needed = Duration::ZERO;
-    if spec.max_docs_per_second > 0 {
+    if limits.docs_per_second > 0 {
         needed = needed.max(Duration::from_secs_f64(
-            docs as f64 * share / spec.max_docs_per_second as f64,
+            docs as f64 * share / limits.docs_per_second as f64,
         ));
     }
-    if spec.max_bytes_per_second > 0 {
+    if limits.bytes_per_second > 0 {
         needed = needed.max(Duration::from_secs_f64(
-            bytes as f64 * share / spec.max_bytes_per_second as f64,
+            bytes as f64 * share / limits.bytes_per_second as f64,
         ));
     }
     if needed > spent {

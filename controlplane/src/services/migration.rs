@@ -452,7 +452,7 @@ impl Api {
     }
 }
 
-fn check_indices(filter: Option<&pb::IndexFilter>) -> Result<IndexSelection, Status> {
+pub(crate) fn check_indices(filter: Option<&pb::IndexFilter>) -> Result<IndexSelection, Status> {
     let filter = filter.cloned().unwrap_or_default();
     for (list, values) in [
         ("indices.include", &filter.include),

@@ -5,6 +5,7 @@
 //! [`crate::store`], and map failures to one gRPC status at this edge.
 
 pub mod clusters;
+pub mod compare;
 pub mod gateways;
 pub mod migration;
 pub mod queues;
