@@ -1,9 +1,8 @@
 //! The gRPC server: every `tandem.v1` service, gRPC health and reflection.
 //!
 //! Every `tandem.v1` service sits behind the bearer-token check of
-//! [`crate::auth`]; health and reflection do not. Services whose RPCs are
-//! not implemented yet answer `UNIMPLEMENTED` (the generated default), so
-//! clients and `grpcurl` already see the whole contract.
+//! [`crate::auth`]; health and reflection do not. Every RPC of the
+//! contract is implemented.
 //!
 //! Every request, refused by the token check or not, is counted by the
 //! [`crate::metrics::grpc`] layer around the whole server; with
