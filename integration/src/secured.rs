@@ -25,6 +25,7 @@ pub struct SecuredFront {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     seen: Arc<parking_lot::Mutex<Vec<Seen>>>,
+    expected: Arc<parking_lot::RwLock<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,21 +35,32 @@ impl SecuredFront {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let (upstream, expected) = (
-            Arc::new(upstream.to_string()),
-            Arc::new(authorization.to_string()),
-        );
-        let seen_in_task = seen.clone();
+        let expected = Arc::new(parking_lot::RwLock::new(authorization.to_string()));
+        let upstream = Arc::new(upstream.to_string());
+        let (seen_in_task, expected_in_task) = (seen.clone(), expected.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (upstream, expected, seen) =
-                    (upstream.clone(), expected.clone(), seen_in_task.clone());
+                let (upstream, expected, seen) = (
+                    upstream.clone(),
+                    expected_in_task.clone(),
+                    seen_in_task.clone(),
+                );
                 tokio::spawn(async move {
                     let _ = serve(stream, &upstream, &expected, &seen).await;
                 });
             }
         });
-        SecuredFront { url, seen, task }
+        SecuredFront {
+            url,
+            seen,
+            expected,
+            task,
+        }
+    }
+
+    /// From now on admits only `authorization` (a password rotation).
+    pub fn set_expected(&self, authorization: &str) {
+        *self.expected.write() = authorization.to_string();
     }
 
     /// Every request received so far.
@@ -77,7 +89,7 @@ pub fn basic(user: &str, password: &str) -> String {
 async fn serve(
     mut stream: TcpStream,
     upstream: &str,
-    expected: &str,
+    expected: &parking_lot::RwLock<String>,
     seen: &parking_lot::Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     let mut buffer = Vec::new();
@@ -126,7 +138,8 @@ async fn serve(
             authorization: authorization.clone(),
         });
 
-        let (status, content_type, reply_body) = if authorization != expected {
+        let admitted = authorization == *expected.read();
+        let (status, content_type, reply_body) = if !admitted {
             (
                 "401 Unauthorized".to_string(),
                 "application/json".to_string(),

@@ -2210,6 +2210,65 @@ async fn the_gateway_replays_with_the_backup_credentials_registered_in_the_contr
         "{:?}",
         bulks.iter().map(|s| &s.authorization).collect::<Vec<_>>()
     );
+
+    // The password is rotated on the cluster, then in the control plane:
+    // the gateway replays with the new one, no restart.
+    let rotated = basic("replayer", "rotated-s3cret");
+    secured.set_expected(&rotated);
+    let cluster_id = tasks
+        .get_task(pb::GetTaskRequest {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .backup
+        .unwrap()
+        .cluster_id;
+    clusters
+        .update_cluster(pb::UpdateClusterRequest {
+            cluster_id,
+            credentials: Some(pb::Credentials {
+                method: pb::AuthMethod::Basic as i32,
+                username: "replayer".into(),
+                password: "rotated-s3cret".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let before = secured.seen().len();
+    for i in 20..30 {
+        let status = tandem_integration::client::put_doc(
+            &gateway.url,
+            &index,
+            &i.to_string(),
+            serde_json::json!({ "i": i }),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let since = std::time::SystemTime::now();
+    wait_task(
+        &mut tasks,
+        &id,
+        "drained after the rotation",
+        drained_since(since),
+    )
+    .await;
+    assert_eq!(
+        tandem_integration::compare::assert_index_equal(&old_url, &new_url, &index).await,
+        30
+    );
+    let after: Vec<_> = secured.seen()[before..]
+        .iter()
+        .filter(|s| s.path.contains("_bulk") && s.authorization == rotated)
+        .cloned()
+        .collect();
+    assert!(!after.is_empty(), "replay used the rotated password");
     drop(gateway);
     cp.stop().await;
 }

@@ -211,6 +211,18 @@ impl ClusterService for Api {
             reprobed = probe.is_some(),
             "cluster updated"
         );
+        if updated.settings.credentials != current.settings.credentials {
+            // Gateways replaying to (or reading from) this cluster get the
+            // new credentials with a new desired state.
+            match crate::store::tasks::bump_gateways_of_cluster(&self.pool, id).await {
+                Ok(bumped) => self.deliver(&bumped).await,
+                Err(err) => tracing::warn!(
+                    cluster_id = %id,
+                    error = %err,
+                    "cannot raise the gateways' desired state; they get the new credentials with their next change"
+                ),
+            }
+        }
         Ok(Response::new(UpdateClusterResponse {
             cluster: Some(convert::cluster(&updated)),
         }))

@@ -359,6 +359,27 @@ impl NewEvent {
 /// Desired-state versions raised by a change, per gateway.
 pub type Bumped = Vec<(String, u64)>;
 
+/// Raises the desired-state version of every gateway serving a task that
+/// uses cluster `cluster_id` (its settings, e.g. credentials, changed).
+pub async fn bump_gateways_of_cluster(
+    pool: &PgPool,
+    cluster_id: Uuid,
+) -> Result<Bumped, StoreError> {
+    let rows = sqlx::query_as::<_, (String, i64)>(
+        "UPDATE gateways SET desired_version = GREATEST(desired_version, applied_version) + 1 \
+         WHERE id IN (SELECT unnest(gateway_ids) FROM replication_tasks \
+                      WHERE primary_cluster_id = $1 OR backup_cluster_id = $1) \
+         RETURNING id, desired_version",
+    )
+    .bind(cluster_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, v)| (id, u64::try_from(v).unwrap_or(0)))
+        .collect())
+}
+
 async fn bump_gateways(
     tx: &mut Transaction<'static, Postgres>,
     gateway_ids: &[String],
