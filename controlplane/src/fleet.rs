@@ -483,8 +483,8 @@ pub fn desired_state_with_tasks(record: &GatewayRecord, tasks: &[TaskRecord]) ->
 }
 
 /// The full desired state of a gateway, with the tasks assigned to it read
-/// from the database and the credentials of their clusters (see
-/// [`attach_credentials`]). If the tasks cannot be read, the error is
+/// from the database and the credentials and limits of their clusters (see
+/// [`attach_cluster_settings`]). If the tasks cannot be read, the error is
 /// returned: never send a state without tasks that would make the gateway
 /// drop them.
 pub async fn load_desired_state(
@@ -494,54 +494,57 @@ pub async fn load_desired_state(
 ) -> Result<pb::DesiredState, crate::store::StoreError> {
     let tasks = crate::store::tasks::for_gateway(pool, &record.id).await?;
     let mut state = desired_state_with_tasks(record, &tasks);
-    attach_credentials(pool, secrets, &mut state).await?;
+    attach_cluster_settings(pool, secrets, &mut state).await?;
     Ok(state)
 }
 
-/// Adds to every cluster assignment of `state` the cluster's credentials,
-/// opened from the store: the gateway uses them for its own requests
-/// (replay, read-repair, node discovery) unless its configuration sets
-/// credentials for that upstream. A secret that cannot be opened (key
-/// changed) is left out and logged; the gateway keeps what it has.
-async fn attach_credentials(
+/// Adds to every cluster assignment of `state` the cluster's per-node
+/// limits and its credentials, opened from the store: the gateway uses the
+/// credentials for its own requests (replay, read-repair, node discovery)
+/// and the limits for every request, unless its configuration sets them
+/// for that upstream. A secret that cannot be opened (key changed) is left
+/// out and logged; the gateway keeps what it has.
+async fn attach_cluster_settings(
     pool: &sqlx::PgPool,
     secrets: &SecretBox,
     state: &mut pb::DesiredState,
 ) -> Result<(), crate::store::StoreError> {
-    let mut known: HashMap<String, Option<pb::Credentials>> = HashMap::new();
+    type Settings = (Option<pb::Credentials>, Option<pb::Limits>);
+    let mut known: HashMap<String, Settings> = HashMap::new();
     for task in &mut state.tasks {
         for upstream in [task.primary.as_mut(), task.backup.as_mut()]
             .into_iter()
             .flatten()
         {
-            let credentials = match known.get(&upstream.cluster_id) {
-                Some(credentials) => credentials.clone(),
+            let (credentials, limits) = match known.get(&upstream.cluster_id) {
+                Some(settings) => settings.clone(),
                 None => {
-                    let credentials =
-                        cluster_credentials(pool, secrets, &upstream.cluster_id).await?;
-                    known.insert(upstream.cluster_id.clone(), credentials.clone());
-                    credentials
+                    let settings = cluster_settings(pool, secrets, &upstream.cluster_id).await?;
+                    known.insert(upstream.cluster_id.clone(), settings.clone());
+                    settings
                 }
             };
             upstream.credentials = credentials;
+            upstream.limits = limits;
         }
     }
     Ok(())
 }
 
-/// The credentials of cluster `cluster_id`, secret opened.
-async fn cluster_credentials(
+/// The credentials (secret opened) and limits of cluster `cluster_id`.
+async fn cluster_settings(
     pool: &sqlx::PgPool,
     secrets: &SecretBox,
     cluster_id: &str,
-) -> Result<Option<pb::Credentials>, crate::store::StoreError> {
+) -> Result<(Option<pb::Credentials>, Option<pb::Limits>), crate::store::StoreError> {
     use crate::store::clusters::{self, AuthKind};
     let Ok(id) = Uuid::parse_str(cluster_id) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(record) = clusters::get(pool, id).await? else {
-        return Ok(None);
+        return Ok((None, None));
     };
+    let limits = crate::services::clusters::convert::cluster(&record).limits;
     let stored = &record.settings.credentials;
     let secret = match stored.secret_encrypted.as_deref() {
         None => String::new(),
@@ -551,12 +554,12 @@ async fn cluster_credentials(
                 Ok(secret) => secret.expose().to_string(),
                 Err(err) => {
                     tracing::error!(cluster_id = %id, error = %err, "cannot open the cluster's stored credentials; gateways keep their own");
-                    return Ok(None);
+                    return Ok((None, limits));
                 }
             }
         }
     };
-    Ok(Some(match stored.method {
+    let credentials = match stored.method {
         AuthKind::None => pb::Credentials {
             method: pb::AuthMethod::None as i32,
             ..Default::default()
@@ -572,14 +575,15 @@ async fn cluster_credentials(
             api_key: secret,
             ..Default::default()
         },
-    }))
+    };
+    Ok((Some(credentials), limits))
 }
 
 /// What one gateway must do for `task`: mode from its state, direction (the
 /// target of a role swap in progress, with its write hold), and the
-/// clusters in their current roles. Endpoints, TLS and limits are not sent:
-/// gateways take them from their own configuration; credentials are added
-/// by [`load_desired_state`].
+/// clusters in their current roles. Endpoints and TLS are not sent:
+/// gateways take them from their own configuration; credentials and limits
+/// are added by [`load_desired_state`].
 pub fn task_assignment(task: &TaskRecord) -> pb::TaskAssignment {
     let direction = task.effective_direction();
     let original_primary = pb::UpstreamAssignment {

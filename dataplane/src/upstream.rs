@@ -27,7 +27,7 @@ use pingora::prelude::*;
 use pingora::upstreams::peer::ALPN;
 
 use crate::config::{Endpoint, UpstreamConfig};
-use crate::limits::{LimitExceeded, NodeLimiter, NodePermit};
+use crate::limits::{LimitExceeded, LimitsConfig, NodeLimiter, NodePermit};
 
 /// Idle pooled connections are closed after this long, well before the
 /// search engines' own idle timeouts, so a pooled connection is not found
@@ -160,6 +160,9 @@ pub struct Upstream {
     /// `authorization` assigned by the control plane (see
     /// [`Upstream::set_assigned_authorization`]).
     assigned_auth: RwLock<Option<String>>,
+    /// Per-node limits assigned by the control plane (see
+    /// [`Upstream::set_assigned_limits`]).
+    assigned_limits: RwLock<Option<LimitsConfig>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -187,6 +190,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             connector: Connector::new(None),
             assigned_auth: RwLock::new(None),
+            assigned_limits: RwLock::new(None),
         }
     }
 
@@ -246,6 +250,60 @@ impl Upstream {
             ));
         }
         self.assigned_auth.read().clone()
+    }
+
+    /// Whether the configuration sets any per-node limit (then limits
+    /// assigned by the control plane are not used).
+    fn limits_configured(&self) -> bool {
+        let limits = &self.config.limits;
+        limits.max_qps_per_node.is_some()
+            || limits.max_bytes_per_sec_per_node.is_some()
+            || limits.max_connections_per_node.is_some()
+    }
+
+    /// The per-node limits in force: the configured ones, else those the
+    /// control plane assigned, else none.
+    pub fn limits(&self) -> LimitsConfig {
+        if self.limits_configured() {
+            return self.config.limits.clone();
+        }
+        self.assigned_limits
+            .read()
+            .clone()
+            .unwrap_or_else(|| self.config.limits.clone())
+    }
+
+    /// Sets the per-node limits assigned by the control plane (from the
+    /// cluster's registered limits). Limits in the configuration take
+    /// precedence. Every node gets a fresh limiter with the new limits
+    /// (requests in flight keep their permits). True when the limits in
+    /// force changed.
+    pub fn set_assigned_limits(&self, limits: Option<LimitsConfig>) -> bool {
+        if self.limits_configured() {
+            return false;
+        }
+        {
+            let mut assigned = self.assigned_limits.write();
+            if *assigned == limits {
+                return false;
+            }
+            *assigned = limits;
+        }
+        let config = self.limits();
+        let nodes: Vec<Arc<UpstreamNode>> = self
+            .nodes()
+            .iter()
+            .map(|node| {
+                let label = format!("{}:{}", node.host, node.port);
+                Arc::new(UpstreamNode::new(
+                    node.host.clone(),
+                    node.port,
+                    NodeLimiter::new(label, &config),
+                ))
+            })
+            .collect();
+        *self.nodes.write() = Arc::new(nodes);
+        true
     }
 
     /// Sets the `authorization` value assigned by the control plane (from
@@ -374,8 +432,7 @@ impl Upstream {
                     .find(|n| n.host == host && n.port == port)
                     .cloned()
                     .unwrap_or_else(|| {
-                        let limiter =
-                            NodeLimiter::new(format!("{host}:{port}"), &self.config.limits);
+                        let limiter = NodeLimiter::new(format!("{host}:{port}"), &self.limits());
                         Arc::new(UpstreamNode::new(host, port, limiter))
                     })
             })

@@ -2272,3 +2272,112 @@ async fn the_gateway_replays_with_the_backup_credentials_registered_in_the_contr
     drop(gateway);
     cp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_node_limits_registered_in_the_control_plane_throttle_the_gateway() {
+    let env = tandem_integration::env();
+    let (old_url, new_url) = (
+        env.cluster("es7").url.clone(),
+        env.cluster("os2").url.clone(),
+    );
+    let cp = start_control_plane(300).await;
+    let mut clusters = cp.clusters().await;
+    let old = clusters
+        .register_cluster(pb::RegisterClusterRequest {
+            name: "old".into(),
+            endpoints: vec![old_url.clone()],
+            limits: Some(pb::Limits {
+                max_qps_per_node: 2,
+                over_limit: pb::OverLimitPolicy::Reject as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    register(&mut clusters, "new", &new_url).await;
+
+    // The gateway's configuration sets no limits.
+    let data = tempfile::tempdir().unwrap();
+    let gw = new_gateway_id();
+    let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
+    options.paused = true;
+    options.extra_toml = format!(
+        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
+         heartbeat_interval_ms = 300\nreconnect_max_ms = 500\n\
+         advertised_address = \"127.0.0.1:{}\"\n",
+        cp.endpoint(),
+        free_port()
+    );
+    let gateway = TestGateway::start_with(options).await;
+    let client = tandem_integration::http();
+    let burst = |n: usize| {
+        let client = client.clone();
+        let url = format!("{}/", gateway.url);
+        async move {
+            let mut refused = 0;
+            for _ in 0..n {
+                let response = client.get(&url).send().await.unwrap();
+                match response.status().as_u16() {
+                    200 => {}
+                    429 => {
+                        let body: serde_json::Value = response.json().await.unwrap();
+                        assert_eq!(body["error"]["type"], "tandem_rate_limited", "{body}");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            refused
+        }
+    };
+    assert_eq!(
+        burst(10).await,
+        0,
+        "no limit before the gateway joins a task"
+    );
+
+    let mut tasks = cp.tasks().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        match tasks.create_task(create("limited", &gw, true)).await {
+            Ok(response) => break response.into_inner().task.unwrap().id,
+            Err(status) if status.code() == Code::NotFound => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gateway never registered"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("create: {status:?}"),
+        }
+    };
+    let in_sync =
+        |t: &pb::ReplicationTask| !t.gateways.is_empty() && t.gateways.iter().all(|g| g.in_sync);
+    wait_task(&mut tasks, &id, "in sync", in_sync).await;
+    // 2 requests/s per node, refused over it: most of a quick burst is 429.
+    let refused = burst(10).await;
+    assert!(refused >= 6, "only {refused} of 10 refused");
+
+    // Raised in the control plane: applied without a restart.
+    clusters
+        .update_cluster(pb::UpdateClusterRequest {
+            cluster_id: old.id,
+            limits: Some(pb::Limits {
+                max_qps_per_node: 10_000,
+                over_limit: pb::OverLimitPolicy::Reject as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_task(&mut tasks, &id, "in sync after the update", in_sync).await;
+    assert_eq!(burst(10).await, 0, "the raised limit applies");
+    drop(gateway);
+    cp.stop().await;
+}

@@ -23,7 +23,7 @@
 //! Secrets are sealed before they are stored, opened only to probe, never
 //! returned (see [`convert`]) and never logged.
 
-mod convert;
+pub(crate) mod convert;
 pub(crate) mod settings;
 
 use std::collections::BTreeMap;
@@ -211,9 +211,11 @@ impl ClusterService for Api {
             reprobed = probe.is_some(),
             "cluster updated"
         );
-        if updated.settings.credentials != current.settings.credentials {
-            // Gateways replaying to (or reading from) this cluster get the
-            // new credentials with a new desired state.
+        if updated.settings.credentials != current.settings.credentials
+            || updated.settings.limits != current.settings.limits
+        {
+            // Gateways serving tasks of this cluster get the new
+            // credentials and limits with a new desired state.
             match crate::store::tasks::bump_gateways_of_cluster(&self.pool, id).await {
                 Ok(bumped) => self.deliver(&bumped).await,
                 Err(err) => tracing::warn!(

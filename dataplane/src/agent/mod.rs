@@ -577,6 +577,8 @@ impl Agent {
                 target.reversed = target.reversed.or(previous.reversed);
                 target.primary_auth = target.primary_auth.or(previous.primary_auth.clone());
                 target.backup_auth = target.backup_auth.or(previous.backup_auth.clone());
+                target.primary_limits = target.primary_limits.or(previous.primary_limits);
+                target.backup_limits = target.backup_limits.or(previous.backup_limits);
             }
             shared.task_id = target.task_id.clone();
             shared.target = Some(target.clone());
@@ -673,7 +675,7 @@ impl Agent {
             }
         }
         if complete {
-            self.apply_credentials(&target);
+            self.apply_upstream_settings(&target);
             let version = target.version;
             let advanced = self.applied.send_if_modified(|applied| {
                 let newer = version > *applied;
@@ -690,24 +692,44 @@ impl Agent {
     }
 
     /// Gives the upstreams, in their current roles (the target's direction
-    /// is applied by now), the credentials of the assigned clusters. An
-    /// upstream with credentials in the gateway's configuration keeps them.
-    fn apply_credentials(&self, target: &Target) {
+    /// is applied by now), the credentials and per-node limits of the
+    /// assigned clusters. What the gateway's configuration sets for an
+    /// upstream is kept.
+    fn apply_upstream_settings(&self, target: &Target) {
         let roles = self.roles.current();
         let upstreams = [
-            (Some(&roles.primary), &target.primary_auth),
-            (roles.backup.as_ref(), &target.backup_auth),
+            (
+                Some(&roles.primary),
+                &target.primary_auth,
+                target.primary_limits,
+            ),
+            (
+                roles.backup.as_ref(),
+                &target.backup_auth,
+                target.backup_limits,
+            ),
         ];
-        for (upstream, auth) in upstreams {
-            let (Some(upstream), Some(auth)) = (upstream, auth) else {
+        for (upstream, auth, limits) in upstreams {
+            let Some(upstream) = upstream else {
                 continue;
             };
-            let value = auth.as_ref().map(|header| header.0.clone());
-            if upstream.set_assigned_authorization(value) {
+            if let Some(auth) = auth
+                && upstream.set_assigned_authorization(auth.as_ref().map(|h| h.0.clone()))
+            {
                 tracing::info!(
                     version = target.version,
                     upstream = upstream.role,
                     "credentials for the gateway's own requests set from the control plane"
+                );
+            }
+            if let Some(limits) = limits
+                && upstream.set_assigned_limits(Some(limits.to_config()))
+            {
+                tracing::info!(
+                    version = target.version,
+                    upstream = upstream.role,
+                    ?limits,
+                    "per-node limits set from the control plane"
                 );
             }
         }

@@ -447,6 +447,64 @@ pub struct Target {
     /// The same for the backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_auth: Option<Option<AuthHeader>>,
+    /// Per-node limits of the primary's cluster, from the assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_limits: Option<AssignedLimits>,
+    /// The same for the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_limits: Option<AssignedLimits>,
+}
+
+/// A cluster's per-node limits as the control plane assigns them (0 means
+/// unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedLimits {
+    /// Requests per second per node.
+    pub max_qps_per_node: u32,
+    /// Request body bytes per second per node.
+    pub max_bytes_per_sec_per_node: u64,
+    /// Requests in flight per node.
+    pub max_connections_per_node: u32,
+    /// Answer 429 at once instead of waiting.
+    pub reject: bool,
+    /// Longest wait for capacity, in milliseconds (0: the default).
+    pub max_wait_ms: u64,
+}
+
+impl AssignedLimits {
+    /// From the contract's `Limits`.
+    pub fn from_proto(limits: &pb::Limits) -> AssignedLimits {
+        AssignedLimits {
+            max_qps_per_node: limits.max_qps_per_node,
+            max_bytes_per_sec_per_node: limits.max_bytes_per_sec_per_node,
+            max_connections_per_node: limits.max_connections_per_node,
+            reject: limits.over_limit == pb::OverLimitPolicy::Reject as i32,
+            max_wait_ms: limits
+                .max_wait
+                .and_then(std_duration)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// As the gateway's limits configuration.
+    pub fn to_config(self) -> crate::limits::LimitsConfig {
+        let mut config = crate::limits::LimitsConfig {
+            max_qps_per_node: (self.max_qps_per_node > 0)
+                .then_some(f64::from(self.max_qps_per_node)),
+            max_bytes_per_sec_per_node: (self.max_bytes_per_sec_per_node > 0)
+                .then_some(self.max_bytes_per_sec_per_node),
+            max_connections_per_node: (self.max_connections_per_node > 0)
+                .then_some(self.max_connections_per_node as usize),
+            ..Default::default()
+        };
+        if self.reject {
+            config.over_limit = crate::limits::OverLimitPolicy::Reject;
+        }
+        if self.max_wait_ms > 0 {
+            config.max_wait_ms = self.max_wait_ms;
+        }
+        config
+    }
 }
 
 /// An `authorization` header value built from cluster credentials; never
@@ -566,9 +624,19 @@ pub fn interpret_desired_state(
                     auth_header(task.primary.as_ref().and_then(|p| p.credentials.as_ref()));
                 target.backup_auth =
                     auth_header(task.backup.as_ref().and_then(|b| b.credentials.as_ref()));
+                target.primary_limits = task
+                    .primary
+                    .as_ref()
+                    .and_then(|p| p.limits.as_ref())
+                    .map(AssignedLimits::from_proto);
+                target.backup_limits = task
+                    .backup
+                    .as_ref()
+                    .and_then(|b| b.limits.as_ref())
+                    .map(AssignedLimits::from_proto);
                 ignored.push(
-                    "primary/backup endpoints, TLS, limits and node discovery: upstreams come \
-                     from the gateway's configuration (credentials apply where it sets none)"
+                    "primary/backup endpoints, TLS and node discovery: upstreams come from the \
+                     gateway's configuration (credentials and limits apply where it sets none)"
                         .into(),
                 );
             }

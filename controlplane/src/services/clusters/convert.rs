@@ -14,7 +14,7 @@ use crate::services::{duration, timestamp};
 use crate::store::clusters::{AuthKind, ClusterRecord, ClusterSettings, OverLimit};
 
 /// A stored cluster as returned by the API.
-pub(super) fn cluster(record: &ClusterRecord) -> pb::Cluster {
+pub(crate) fn cluster(record: &ClusterRecord) -> pb::Cluster {
     pb::Cluster {
         id: record.id.to_string(),
         last_probe: record.last_probe.as_ref().map(probe_result),
