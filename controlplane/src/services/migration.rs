@@ -20,9 +20,10 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::job_list::{JobListRequest, list_jobs};
 use super::replication::check_ref_shape;
 use super::store_status;
-use crate::jobs::store::{self, InsertOutcome, JobFilter};
+use crate::jobs::store::{self, InsertOutcome};
 use crate::jobs::{JobRecord, NewJob};
 use crate::migration::{
     IndexSelection, KIND, MetadataSpec, MigrationSpec, ReadMode, TypeRewrite, TypeRewriteMode,
@@ -86,37 +87,20 @@ impl MigrationService for Api {
         request: Request<pb::ListMigrationJobsRequest>,
     ) -> Result<Response<pb::ListMigrationJobsResponse>, Status> {
         let request = request.into_inner();
-        let mut filter = JobFilter::default();
-        for (i, state) in request.states.iter().enumerate() {
-            let state: pb::JobState =
-                validate::enum_value(&validate::index("states", i), *state, false)?;
-            filter.states.push(state);
-        }
-        if !request.task_id.is_empty() {
-            filter.task_id = Some(validate::id("task_id", &request.task_id)?);
-        }
-        if !request.cluster_id.is_empty() {
-            filter.cluster_id = Some(validate::id("cluster_id", &request.cluster_id)?);
-        }
-        validate::labels("labels", &request.labels)?;
-        filter.labels = request.labels.clone().into_iter().collect();
-        let fingerprint = format!(
-            "{:?}|{}|{}|{:?}",
-            request.states, request.task_id, request.cluster_id, filter.labels
-        );
-        let page = PageRequest::<(i64, Uuid)>::parse(
-            request.page_size,
-            &request.page_token,
-            &fingerprint,
-        )?;
-        let mut records = store::list(&self.pool, KIND, &filter, page.after, page.fetch_limit())
-            .await
-            .map_err(|e| store_status(e, "listing migration jobs"))?;
-        let next_page_token = page.finish(
-            &mut records,
-            |j| (j.created_at.timestamp_micros(), j.id),
-            &fingerprint,
-        );
+        let (records, next_page_token) = list_jobs(
+            &self.pool,
+            KIND,
+            JobListRequest {
+                states: &request.states,
+                task_id: &request.task_id,
+                cluster_id: &request.cluster_id,
+                labels: &request.labels,
+                page_size: request.page_size,
+                page_token: &request.page_token,
+            },
+            "migration jobs",
+        )
+        .await?;
         let mut jobs = Vec::with_capacity(records.len());
         for record in &records {
             jobs.push(self.migration_snapshot(record, false).await?);

@@ -7,6 +7,7 @@
 pub mod clusters;
 pub mod compare;
 pub mod gateways;
+pub(crate) mod job_list;
 pub mod migration;
 pub mod queues;
 pub mod replication;
