@@ -30,7 +30,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use serde_json::Value;
 
-use crate::es::bulk::{BulkItem, accepted_ops, parse_bulk_bytes};
+use crate::es::bulk::{BulkItem, BulkResponse, accepted_ops, parse_bulk_bytes};
 use crate::es::classify::RequestClass;
 use crate::es::ops::{ReplicationOp, accepted_single};
 use crate::metrics::Metrics;
@@ -266,13 +266,22 @@ impl WritePath {
             // Nothing was applied (a 4xx/5xx for the whole request).
             return Ok(Vec::new());
         }
-        let json: Value = serde_json::from_slice(response)
-            .map_err(|e| format!("primary answered {status} with a body that is not JSON: {e}"))?;
         match items {
-            Some(items) => accepted_ops(items, &json).map_err(|e| e.to_string()),
-            None => accepted_single(class, body, status, &json)
-                .map(|op| op.into_iter().collect())
-                .map_err(|e| e.to_string()),
+            Some(items) => {
+                // Typed and borrowed: only what pairing needs is read.
+                let answer: BulkResponse<'_> = serde_json::from_slice(response).map_err(|e| {
+                    format!("primary answered {status} with a body that is not a _bulk answer: {e}")
+                })?;
+                accepted_ops(items, &answer).map_err(|e| e.to_string())
+            }
+            None => {
+                let json: Value = serde_json::from_slice(response).map_err(|e| {
+                    format!("primary answered {status} with a body that is not JSON: {e}")
+                })?;
+                accepted_single(class, body, status, &json)
+                    .map(|op| op.into_iter().collect())
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 }
