@@ -39,8 +39,8 @@ use tokio::sync::{Notify, watch};
 use crate::dead_letters::DeadLetterStore;
 use crate::es::ops::ReplicationOp;
 use crate::es::replay::{
-    ItemOutcome, ReadRepairError, ReplayTarget, build_replay_bulk, parse_bulk_response_for_replay,
-    read_repair_get_path, read_repair_op, request_outcome,
+    ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayTarget, build_replay_bulk,
+    parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
 };
 use crate::es::rewrite::replay_request;
 use crate::es::version::ClusterVersion;
@@ -932,8 +932,8 @@ impl Replication {
     /// Sends a replay `_bulk`; `Err` means the whole request should be
     /// retried.
     async fn send_bulk(&self, body: Vec<u8>) -> Result<Vec<ItemOutcome>, String> {
-        let mut header =
-            RequestHeader::build(Method::POST, b"/_bulk", None).map_err(|e| e.to_string())?;
+        let mut header = RequestHeader::build(Method::POST, REPLAY_BULK_PATH.as_bytes(), None)
+            .map_err(|e| e.to_string())?;
         header
             .insert_header("content-type", "application/x-ndjson")
             .map_err(|e| e.to_string())?;
@@ -949,9 +949,8 @@ impl Replication {
                 String::from_utf8_lossy(&response.body[..response.body.len().min(300)])
             ));
         }
-        let json: Value = serde_json::from_slice(&response.body)
-            .map_err(|e| format!("backup _bulk answer is not JSON: {e}"))?;
-        Ok(parse_bulk_response_for_replay(&json))
+        parse_bulk_response_for_replay(&response.body)
+            .map_err(|e| format!("backup _bulk answer is not a bulk answer: {e}"))
     }
 
     /// Applies a metadata or query-scoped op, retrying while it may succeed.
