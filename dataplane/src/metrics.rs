@@ -49,6 +49,37 @@ pub struct OpLabels {
     pub kind: String,
 }
 
+/// Operations counted per kind, so a batch updates each per-kind counter
+/// once instead of once per op (no label `String` and family lock per op).
+#[derive(Debug, Default)]
+pub struct OpKindCounts(Vec<(&'static str, u64)>);
+
+impl OpKindCounts {
+    /// Counts one op of `kind`.
+    pub fn add(&mut self, kind: &'static str) {
+        match self.0.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((kind, 1)),
+        }
+    }
+
+    /// Ops counted, all kinds together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Adds the counts to a per-kind counter family.
+    pub fn add_to(&self, family: &Family<OpLabels, Counter>) {
+        for (kind, n) in &self.0 {
+            family
+                .get_or_create(&OpLabels {
+                    kind: (*kind).to_owned(),
+                })
+                .inc_by(*n);
+        }
+    }
+}
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {

@@ -39,12 +39,12 @@ use tokio::sync::{Notify, watch};
 use crate::dead_letters::DeadLetterStore;
 use crate::es::ops::ReplicationOp;
 use crate::es::replay::{
-    ItemOutcome, ReadRepairError, ReplayTarget, build_replay_bulk, parse_bulk_response_for_replay,
-    read_repair_get_path, read_repair_op, request_outcome,
+    ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayTarget, build_replay_bulk,
+    parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
 };
 use crate::es::rewrite::replay_request;
 use crate::es::version::ClusterVersion;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OpKindCounts};
 use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
 use crate::roles::Roles;
 use crate::upstream::Upstream;
@@ -286,14 +286,11 @@ impl Replication {
         }
         let payloads = ops.iter().map(|op| Bytes::from(op.encode())).collect();
         self.queue.append_accepted(payloads).await?;
+        let mut kinds = OpKindCounts::default();
         for op in ops {
-            self.metrics
-                .recorded_ops
-                .get_or_create(&crate::metrics::OpLabels {
-                    kind: op.kind_name().to_string(),
-                })
-                .inc();
+            kinds.add(op.kind_name());
         }
+        kinds.add_to(&self.metrics.recorded_ops);
         Ok(())
     }
 
@@ -677,15 +674,15 @@ impl Replication {
         self.status.lock().last_error = Some(message);
     }
 
-    fn note_applied(&self, op: &ReplicationOp) {
-        self.metrics
-            .replayed_ops
-            .get_or_create(&crate::metrics::OpLabels {
-                kind: op.kind_name().to_string(),
-            })
-            .inc();
+    /// Counts ops applied to the backup (once per batch).
+    fn note_applied(&self, kinds: &OpKindCounts) {
+        let applied = kinds.total();
+        if applied == 0 {
+            return;
+        }
+        kinds.add_to(&self.metrics.replayed_ops);
         let mut status = self.status.lock();
-        status.applied_ops += 1;
+        status.applied_ops += applied;
         status.last_error = None;
     }
 
@@ -897,10 +894,11 @@ impl Replication {
                 Ok(outcomes) => {
                     let mut retry = Vec::new();
                     let mut retry_reason = None;
+                    let mut applied = OpKindCounts::default();
                     for ((offset, op), outcome) in remaining.into_iter().zip(outcomes) {
                         match outcome {
                             ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
-                                self.note_applied(&op)
+                                applied.add(op.kind_name())
                             }
                             ItemOutcome::Retryable { status, reason } => {
                                 retry_reason = Some(format!("{status}: {reason}"));
@@ -911,6 +909,7 @@ impl Replication {
                             }
                         }
                     }
+                    self.note_applied(&applied);
                     remaining = retry;
                     match retry_reason {
                         Some(reason) => self.note_error(format!(
@@ -932,8 +931,8 @@ impl Replication {
     /// Sends a replay `_bulk`; `Err` means the whole request should be
     /// retried.
     async fn send_bulk(&self, body: Vec<u8>) -> Result<Vec<ItemOutcome>, String> {
-        let mut header =
-            RequestHeader::build(Method::POST, b"/_bulk", None).map_err(|e| e.to_string())?;
+        let mut header = RequestHeader::build(Method::POST, REPLAY_BULK_PATH.as_bytes(), None)
+            .map_err(|e| e.to_string())?;
         header
             .insert_header("content-type", "application/x-ndjson")
             .map_err(|e| e.to_string())?;
@@ -949,9 +948,8 @@ impl Replication {
                 String::from_utf8_lossy(&response.body[..response.body.len().min(300)])
             ));
         }
-        let json: Value = serde_json::from_slice(&response.body)
-            .map_err(|e| format!("backup _bulk answer is not JSON: {e}"))?;
-        Ok(parse_bulk_response_for_replay(&json))
+        parse_bulk_response_for_replay(&response.body)
+            .map_err(|e| format!("backup _bulk answer is not a bulk answer: {e}"))
     }
 
     /// Applies a metadata or query-scoped op, retrying while it may succeed.
@@ -965,7 +963,9 @@ impl Replication {
         loop {
             match self.apply_once(op, target).await {
                 ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
-                    self.note_applied(op);
+                    let mut applied = OpKindCounts::default();
+                    applied.add(op.kind_name());
+                    self.note_applied(&applied);
                     return Ok(());
                 }
                 ItemOutcome::Failed { status, reason } => {

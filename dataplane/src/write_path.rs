@@ -30,7 +30,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use serde_json::Value;
 
-use crate::es::bulk::{BulkItem, accepted_ops, parse_bulk_bytes};
+use crate::es::bulk::{BulkItem, BulkResponse, accepted_ops, parse_bulk_bytes};
 use crate::es::classify::RequestClass;
 use crate::es::ops::{ReplicationOp, accepted_single};
 use crate::metrics::Metrics;
@@ -190,7 +190,9 @@ impl WritePath {
             Err(ExchangeError::Limited(limited)) => {
                 self.metrics
                     .observe_limiter_rejection("primary", limited.kind.as_str());
-                let body = error_body(429, "tandem_rate_limited", &limited.to_string());
+                let reason = limited.to_string();
+                log_refusal(session.req_header(), 429, "tandem_rate_limited", &reason);
+                let body = error_body(429, "tandem_rate_limited", &reason);
                 let mut header = json_header(429, body.len())?;
                 header.insert_header(
                     "retry-after",
@@ -266,13 +268,22 @@ impl WritePath {
             // Nothing was applied (a 4xx/5xx for the whole request).
             return Ok(Vec::new());
         }
-        let json: Value = serde_json::from_slice(response)
-            .map_err(|e| format!("primary answered {status} with a body that is not JSON: {e}"))?;
         match items {
-            Some(items) => accepted_ops(items, &json).map_err(|e| e.to_string()),
-            None => accepted_single(class, body, status, &json)
-                .map(|op| op.into_iter().collect())
-                .map_err(|e| e.to_string()),
+            Some(items) => {
+                // Typed and borrowed: only what pairing needs is read.
+                let answer: BulkResponse<'_> = serde_json::from_slice(response).map_err(|e| {
+                    format!("primary answered {status} with a body that is not a _bulk answer: {e}")
+                })?;
+                accepted_ops(items, &answer).map_err(|e| e.to_string())
+            }
+            None => {
+                let json: Value = serde_json::from_slice(response).map_err(|e| {
+                    format!("primary answered {status} with a body that is not JSON: {e}")
+                })?;
+                accepted_single(class, body, status, &json)
+                    .map(|op| op.into_iter().collect())
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -428,17 +439,46 @@ async fn send(session: &mut Session, header: ResponseHeader, body: Bytes) -> Res
     Ok(())
 }
 
+/// Answers a write the gateway refuses or cannot complete itself, and
+/// logs it (the proxy's own request log never sees these).
 async fn reply_error(
     session: &mut Session,
     status: u16,
     kind: &str,
     reason: &str,
 ) -> Result<WriteOutcome> {
+    log_refusal(session.req_header(), status, kind, reason);
     write_json(session, status, error_body(status, kind, reason)).await?;
     Ok(WriteOutcome {
         status,
         recorded: 0,
     })
+}
+
+/// Logs a write answered by the gateway itself: a warning for 5xx
+/// (including 507) and 429, which an operator must see; info for other
+/// 4xx, which are the client's mistakes. Method and path only: no query,
+/// body or headers, so no credentials.
+fn log_refusal(req: &RequestHeader, status: u16, kind: &str, reason: &str) {
+    if status >= 500 || status == 429 {
+        tracing::warn!(
+            status,
+            error_type = kind,
+            reason,
+            method = %req.method,
+            path = req.uri.path(),
+            "write answered by the gateway with an error"
+        );
+    } else {
+        tracing::info!(
+            status,
+            error_type = kind,
+            reason,
+            method = %req.method,
+            path = req.uri.path(),
+            "write refused by the gateway"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +539,63 @@ mod tests {
         assert_eq!(
             BodyEncoding::Identity.decode(plain.clone(), 1).unwrap(),
             plain
+        );
+    }
+
+    /// A log sink the tests can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(status: u16, kind: &str) -> String {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        let mut req = RequestHeader::build("POST", b"/logs/_bulk?routing=u1", None).unwrap();
+        req.insert_header("authorization", "Basic c2VjcmV0")
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            log_refusal(&req, status, kind, "the reason")
+        });
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn self_answered_errors_are_logged_without_query_or_credentials() {
+        for (status, kind) in [
+            (507, "tandem_queue_full"),
+            (502, "tandem_primary_unavailable"),
+            (429, "tandem_rate_limited"),
+        ] {
+            let line = logged(status, kind);
+            assert!(line.contains("WARN"), "{line}");
+            assert!(line.contains(&format!("status={status}")), "{line}");
+            assert!(line.contains(&format!("error_type=\"{kind}\"")), "{line}");
+            assert!(line.contains("reason=\"the reason\""), "{line}");
+            assert!(line.contains("method=POST path=\"/logs/_bulk\""), "{line}");
+            assert!(
+                !line.contains("routing") && !line.contains("c2VjcmV0"),
+                "{line}"
+            );
+        }
+        let line = logged(413, "tandem_request_too_large");
+        assert!(
+            line.contains("INFO") && line.contains("status=413"),
+            "{line}"
         );
     }
 

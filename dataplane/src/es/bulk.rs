@@ -12,11 +12,12 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::classify::{DocOp, pipeline_param};
-use super::json::{is_single_json_value, scalar_i64, scalar_text};
-use super::ops::{AcceptError, DocWriteRequest, ReplicationOp, doc_op_from_result};
+use super::json::{ObjectOr, Scalar, SingleKey, is_single_json_value, scalar_i64, scalar_text};
+use super::ops::{AcceptError, DocResult, DocWriteRequest, ReplicationOp, doc_op_from_result};
 
 /// URL-level defaults of a bulk request (`/{index}/{type}/_bulk?routing=..
 /// &pipeline=..`); item metadata overrides them.
@@ -358,6 +359,18 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// The parts of the primary's `_bulk` answer the gateway reads, borrowed
+/// from the answer's bytes (the client still gets those bytes unchanged).
+/// `took`, `errors`, `error` objects and every other field are skipped.
+#[derive(Debug, Deserialize)]
+pub struct BulkResponse<'a> {
+    /// One entry per request item, in request order: the action key and the
+    /// item's result when it is an object. `None` when the answer has no
+    /// `items` (an error for the whole request).
+    #[serde(borrow)]
+    pub items: Option<Vec<SingleKey<'a, ObjectOr<'a, DocResult<'a>>>>>,
+}
+
 /// Pairs the request items with the primary's `_bulk` response and returns
 /// the replication ops for the items the primary accepted, in request order.
 ///
@@ -374,9 +387,9 @@ fn json_kind(v: &Value) -> &'static str {
 /// body is not a single JSON value, become read-repair ops.
 pub fn accepted_ops(
     items: &[BulkItem],
-    response: &Value,
+    response: &BulkResponse<'_>,
 ) -> Result<Vec<ReplicationOp>, AcceptError> {
-    let Some(results) = response.get("items").and_then(Value::as_array) else {
+    let Some(results) = &response.items else {
         return Err(AcceptError::NoItems);
     };
     if results.len() != items.len() {
@@ -391,26 +404,28 @@ pub fn accepted_ops(
             item: Some(position),
             reason,
         };
-        let Some(obj) = result.as_object() else {
-            return Err(malformed("response item is not an object".into()));
-        };
-        let mut entries = obj.iter();
-        let (Some((key, body)), None) = (entries.next(), entries.next()) else {
-            return Err(malformed(
-                "response item must have exactly one action key".into(),
-            ));
+        let (key, body) = match result {
+            SingleKey::Entry(key, body) => (key, body),
+            SingleKey::NotObject => {
+                return Err(malformed("response item is not an object".into()));
+            }
+            SingleKey::KeyCount => {
+                return Err(malformed(
+                    "response item must have exactly one action key".into(),
+                ));
+            }
         };
         if key != item.action.as_str() {
             return Err(AcceptError::ActionMismatch {
                 item: position,
                 request: item.action.as_str(),
-                response: key.clone(),
+                response: key.clone().into_owned(),
             });
         }
-        let Some(body) = body.as_object() else {
+        let ObjectOr::Object(body) = body else {
             return Err(malformed(format!("[{key}] is not an object")));
         };
-        let Some(status) = body.get("status").and_then(Value::as_u64) else {
+        let Some(status) = body.status.as_ref().and_then(Scalar::as_u64) else {
             return Err(malformed("missing numeric status".into()));
         };
         if !(200..300).contains(&status) {
@@ -437,6 +452,12 @@ pub fn accepted_ops(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// [`accepted_ops`] on `response` as the primary's bytes.
+    fn accepted(items: &[BulkItem], response: &Value) -> Result<Vec<ReplicationOp>, AcceptError> {
+        let bytes = response.to_string();
+        accepted_ops(items, &serde_json::from_str(&bytes).unwrap())
+    }
 
     fn parse(body: &str) -> Result<Vec<BulkItem>, BulkError> {
         parse_bulk(body.as_bytes(), None, None)
@@ -721,7 +742,7 @@ mod tests {
             {"delete": {"_index": "a", "_type": "_doc", "_id": "4", "_version": 2, "result": "not_found", "status": 404}},
             ok_item("delete", "a", "5", 3, 200, "deleted"),
         ]});
-        let ops = accepted_ops(&items, &response).unwrap();
+        let ops = accepted(&items, &response).unwrap();
         assert_eq!(
             ops,
             vec![
@@ -752,7 +773,7 @@ mod tests {
         let items = parse(body).unwrap();
         let response =
             json!({"items": [ok_item("index", "logs-000002", "AVx9z", 1, 201, "created")]});
-        let ops = accepted_ops(&items, &response).unwrap();
+        let ops = accepted(&items, &response).unwrap();
         let [
             ReplicationOp::Index {
                 index, id, routing, ..
@@ -777,7 +798,7 @@ mod tests {
             ok_item("update", "a", "1", 4, 200, "updated"),
             ok_item("update", "a", "2", 2, 200, "noop"),
         ]});
-        let ops = accepted_ops(&items, &response).unwrap();
+        let ops = accepted(&items, &response).unwrap();
         assert_eq!(
             ops,
             vec![ReplicationOp::ReadRepair {
@@ -801,11 +822,49 @@ mod tests {
             ok_item("index", "a", "1", 1, 201, "created"),
             ok_item("index", "a", "2", 1, 201, "created"),
         ]});
-        let ops = accepted_ops(&items, &response).unwrap();
+        let ops = accepted(&items, &response).unwrap();
         assert!(
             ops.iter()
                 .all(|op| matches!(op, ReplicationOp::ReadRepair { .. })),
             "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn answer_fields_are_read_whatever_else_the_answer_holds() {
+        let items = parse(concat!(
+            "{\"index\":{\"_index\":\"a\",\"_id\":\"q\\\"1\"}}\n{\"n\":1}\n",
+            "{\"delete\":{\"_index\":\"a\",\"_id\":\"2\"}}\n",
+        ))
+        .unwrap();
+        // Escaped strings, unknown and nested fields, a float and a null.
+        let response = br#"{"took":1.5,"errors":false,"ingest_took":null,"items":[
+            {"index":{"_index":"a","_id":"q\"1","_version":7,"result":"created","forced_refresh":true,
+                "_shards":{"total":2,"successful":1,"failed":0,"failures":[{"x":[1,{"y":null}]}]},
+                "_seq_no":-2,"_primary_term":1,"status":201,"get":{"_source":{"n":1}}}},
+            {"delete":{"_index":"a","_id":"2","_version":3,"result":"deleted","status":200,"_type":null}}]}"#;
+        let answer: BulkResponse<'_> = serde_json::from_slice(response).unwrap();
+        assert_eq!(
+            accepted_ops(&items, &answer).unwrap(),
+            vec![
+                ReplicationOp::Index {
+                    index: "a".into(),
+                    doc_type: None,
+                    id: "q\"1".into(),
+                    routing: None,
+                    version: 7,
+                    seq_no: None,
+                    primary_term: Some(1),
+                    source: Bytes::from_static(b"{\"n\":1}"),
+                },
+                ReplicationOp::Delete {
+                    index: "a".into(),
+                    doc_type: None,
+                    id: "2".into(),
+                    routing: None,
+                    version: 3,
+                },
+            ]
         );
     }
 
@@ -815,7 +874,7 @@ mod tests {
             .unwrap();
         let response = json!({"items": [{"index": {"_index": "a", "_type": "tweet", "_id": "1",
             "_version": 1, "result": "created", "status": 201}}]});
-        let ops = accepted_ops(&items, &response).unwrap();
+        let ops = accepted(&items, &response).unwrap();
         assert!(matches!(&ops[0], ReplicationOp::Index { doc_type: Some(t), .. } if t == "tweet"));
     }
 
@@ -823,7 +882,7 @@ mod tests {
     fn pairing_errors_refuse_the_whole_response() {
         let items = parse("{\"delete\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"delete\":{\"_index\":\"a\",\"_id\":\"2\"}}\n").unwrap();
         assert_eq!(
-            accepted_ops(
+            accepted(
                 &items,
                 &json!({"items": [ok_item("delete", "a", "1", 2, 200, "deleted")]})
             ),
@@ -833,11 +892,11 @@ mod tests {
             })
         );
         assert_eq!(
-            accepted_ops(&items, &json!({"error": {"type": "x"}, "status": 400})),
+            accepted(&items, &json!({"error": {"type": "x"}, "status": 400})),
             Err(AcceptError::NoItems)
         );
         assert!(matches!(
-            accepted_ops(
+            accepted(
                 &items,
                 &json!({"items": [
                     ok_item("delete", "a", "1", 2, 200, "deleted"),
@@ -848,7 +907,7 @@ mod tests {
         ));
         // An accepted item without a version cannot be fenced.
         assert!(matches!(
-            accepted_ops(
+            accepted(
                 &items,
                 &json!({"items": [
                     ok_item("delete", "a", "1", 2, 200, "deleted"),
@@ -858,8 +917,25 @@ mod tests {
             Err(AcceptError::Malformed { item: Some(1), .. })
         ));
         assert!(matches!(
-            accepted_ops(&items, &json!({"items": [1, 2]})),
+            accepted(&items, &json!({"items": [1, 2]})),
             Err(AcceptError::Malformed { item: Some(0), .. })
         ));
+        for bad in [
+            json!({"delete": {"_index": "a", "_id": "1", "_version": 2, "status": 200}, "index": {}}),
+            json!({}),
+            json!({"delete": [1]}),
+            json!({"delete": {"_index": "a", "_id": "1", "_version": 2, "status": "200"}}),
+        ] {
+            assert!(
+                matches!(
+                    accepted(
+                        &items,
+                        &json!({"items": [bad, ok_item("delete", "a", "2", 2, 200, "deleted")]})
+                    ),
+                    Err(AcceptError::Malformed { item: Some(0), .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,7 +1,15 @@
 //! Small JSON helpers that work on raw bytes, so document sources are never
-//! re-serialised (which would reorder keys or round large numbers).
+//! re-serialised (which would reorder keys or round large numbers), and
+//! lenient pieces for reading cluster answers into borrowed typed structs
+//! without building a `serde_json::Value` tree ([`Scalar`], [`IfObject`],
+//! [`SingleKey`]).
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Whether `bytes` is exactly one JSON value (surrounding whitespace
 /// allowed).
@@ -76,6 +84,243 @@ pub fn scalar_i64(value: &serde_json::Value) -> Option<i64> {
     }
 }
 
+/// One JSON value of a cluster's answer read as a string or an integer,
+/// without building a tree. Reading a field as a `Scalar` never fails on
+/// the value's type, so a wrongly typed field is reported by the caller
+/// with the field's name, like a lookup in a `serde_json::Value` would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar<'a> {
+    /// A string, borrowed from the input unless it contains escapes.
+    Str(Cow<'a, str>),
+    /// A non-negative integer.
+    UInt(u64),
+    /// A negative integer.
+    Int(i64),
+    /// `null`, a boolean, a float, an array or an object.
+    Other,
+}
+
+impl Scalar<'_> {
+    /// The string, if the value is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as `u64`, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Scalar::UInt(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The value as `i64`, if it is an integer in range.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Scalar::UInt(n) => i64::try_from(*n).ok(),
+            Scalar::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::UInt(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(u64::try_from(v).map_or(Scalar::Int(v), Scalar::UInt))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(Scalar::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_map(map)?;
+        Ok(Scalar::Other)
+    }
+}
+
+/// A JSON value read as `T` when it is an object, else as a [`Scalar`]
+/// (arrays and objects of the wrong kind are skipped, not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectOr<'a, T> {
+    /// The value was an object.
+    Object(T),
+    /// Any other value.
+    Scalar(Scalar<'a>),
+}
+
+impl<T> ObjectOr<'_, T> {
+    /// The object, if the value was one.
+    pub fn object(self) -> Option<T> {
+        match self {
+            ObjectOr::Object(t) => Some(t),
+            ObjectOr::Scalar(_) => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for ObjectOr<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ObjectOrVisitor(PhantomData))
+    }
+}
+
+struct ObjectOrVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOrVisitor<T> {
+    type Value = ObjectOr<'de, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(ObjectOr::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq).map(ObjectOr::Scalar)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_borrowed_str(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_str(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_string(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_u64(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_i64(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_f64(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_bool(v).map(ObjectOr::Scalar)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_unit().map(ObjectOr::Scalar)
+    }
+}
+
+/// A JSON value expected to be an object with exactly one key, like an
+/// item of a `_bulk` answer (`{"index": {...}}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SingleKey<'a, T> {
+    /// The object's only key and its value.
+    Entry(Cow<'a, str>, T),
+    /// An object with no key or with several keys.
+    KeyCount,
+    /// Not an object.
+    NotObject,
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for SingleKey<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(
+            match ObjectOr::<'a, OneKey<'a, T>>::deserialize(deserializer)? {
+                ObjectOr::Object(OneKey(entry)) => entry,
+                ObjectOr::Scalar(_) => SingleKey::NotObject,
+            },
+        )
+    }
+}
+
+/// The object behind a [`SingleKey`].
+struct OneKey<'a, T>(SingleKey<'a, T>);
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for OneKey<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(SingleKeyVisitor(PhantomData))
+            .map(OneKey)
+    }
+}
+
+struct SingleKeyVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for SingleKeyVisitor<T> {
+    type Value = SingleKey<'de, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let Some(key) = map.next_key::<Scalar<'de>>()? else {
+            return Ok(SingleKey::KeyCount);
+        };
+        let value = map.next_value::<T>()?;
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value::<IgnoredAny>()?;
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(SingleKey::KeyCount);
+        }
+        match key {
+            Scalar::Str(key) => Ok(SingleKey::Entry(key, value)),
+            _ => Ok(SingleKey::KeyCount),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +353,81 @@ mod tests {
         assert!(!is_single_json_value(b"{\"a\":1} {\"b\":2}"));
         assert!(!is_single_json_value(b"a: 1\n"));
         assert!(!is_single_json_value(b""));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow)]
+        s: Option<Scalar<'a>>,
+        #[serde(borrow)]
+        o: Option<ObjectOr<'a, Inner<'a>>>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow)]
+        t: Option<Scalar<'a>>,
+    }
+
+    fn items(json: &str) -> Vec<SingleKey<'_, Item<'_>>> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn lenient_pieces_read_any_value_without_failing() {
+        let parsed = items(
+            r#"[{"a":{"s":"x","o":{"t":7,"u":[1]}}},{"b":{"s":"\u00e9","o":[1,{"t":2}]}},
+                {"c":{"s":-3,"o":"no"}},{"d":{"s":1.5,"x":{"y":[]}}},{"e":{"s":{"k":1}}},
+                {"f":{},"g":{}},{},3,[{"a":{}}],"s",null]"#,
+        );
+        let SingleKey::Entry(key, item) = &parsed[0] else {
+            panic!("{parsed:?}")
+        };
+        assert!(matches!(key, Cow::Borrowed("a")));
+        assert!(matches!(item.s, Some(Scalar::Str(Cow::Borrowed("x")))));
+        let Some(ObjectOr::Object(inner)) = &item.o else {
+            panic!("{item:?}")
+        };
+        assert_eq!(inner.t.as_ref().and_then(Scalar::as_u64), Some(7));
+        let SingleKey::Entry(_, item) = &parsed[1] else {
+            panic!()
+        };
+        assert_eq!(item.s.as_ref().and_then(Scalar::as_str), Some("é"));
+        assert!(matches!(item.o, Some(ObjectOr::Scalar(Scalar::Other))));
+        let SingleKey::Entry(_, item) = &parsed[2] else {
+            panic!()
+        };
+        assert_eq!(item.s.as_ref().and_then(Scalar::as_i64), Some(-3));
+        assert_eq!(item.s.as_ref().and_then(Scalar::as_u64), None);
+        let SingleKey::Entry(_, item) = &parsed[3] else {
+            panic!()
+        };
+        assert_eq!(item.s, Some(Scalar::Other));
+        assert!(item.o.is_none());
+        let SingleKey::Entry(_, item) = &parsed[2] else {
+            panic!()
+        };
+        assert!(matches!(&item.o, Some(ObjectOr::Scalar(Scalar::Str(s))) if s == "no"));
+        let SingleKey::Entry(_, item) = &parsed[4] else {
+            panic!()
+        };
+        assert_eq!(item.s, Some(Scalar::Other));
+        assert!(matches!(parsed[5], SingleKey::KeyCount));
+        assert!(matches!(parsed[6], SingleKey::KeyCount));
+        for not_object in &parsed[7..] {
+            assert!(matches!(not_object, SingleKey::NotObject));
+        }
+    }
+
+    #[test]
+    fn lenient_pieces_read_from_a_value_too() {
+        let value = serde_json::json!({"a": {"s": "x", "o": {"t": "y"}}});
+        let SingleKey::Entry(key, item) = SingleKey::<Item>::deserialize(&value).unwrap() else {
+            panic!()
+        };
+        assert_eq!(key, "a");
+        assert_eq!(item.s.as_ref().and_then(Scalar::as_str), Some("x"));
+        let inner = item.o.and_then(ObjectOr::object).unwrap();
+        assert_eq!(inner.t.as_ref().and_then(Scalar::as_str), Some("y"));
     }
 }

@@ -53,11 +53,15 @@ pub mod rewrite;
 pub mod uri;
 pub mod version;
 
-pub use bulk::{BulkDefaults, BulkError, BulkItem, accepted_ops, parse_bulk, parse_bulk_bytes};
+pub use bulk::{
+    BulkDefaults, BulkError, BulkItem, BulkResponse, accepted_ops, parse_bulk, parse_bulk_bytes,
+};
 pub use classify::{DocOp, DocWrite, MetaKind, RecordedRequest, RequestClass, classify};
-pub use ops::{AcceptError, OP_FORMAT_VERSION, OpDecodeError, ReplicationOp, accepted_single};
+pub use ops::{
+    AcceptError, DocResult, OP_FORMAT_VERSION, OpDecodeError, ReplicationOp, accepted_single,
+};
 pub use replay::{
-    ItemOutcome, ReadRepairError, ReplayError, ReplayTarget, build_replay_bulk,
+    ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayError, ReplayTarget, build_replay_bulk,
     parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
 };
 pub use rewrite::{ReplayRequest, RewriteError, replay_request};

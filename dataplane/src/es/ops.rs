@@ -23,10 +23,11 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::Method;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::classify::{DocOp, MetaKind, RecordedRequest, RequestClass, normalize_type};
-use super::json::{compact, is_single_json_value};
+use super::json::{Scalar, compact, is_single_json_value};
 use super::uri;
 
 /// The current queue format version, the first byte of every record.
@@ -640,32 +641,64 @@ pub(crate) struct DocWriteRequest<'a> {
     pub(crate) index_source: Option<Bytes>,
 }
 
+/// The fields of a document write result the gateway reads: a `_bulk`
+/// answer item's body or a single-document write answer. Strings borrow
+/// from the answer; every other field is skipped without being built.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DocResult<'a> {
+    /// `_index`: the concrete index (aliases resolved).
+    #[serde(rename = "_index", borrow)]
+    pub(crate) index: Option<Scalar<'a>>,
+    /// `_type` (5.x/6.x).
+    #[serde(rename = "_type", borrow)]
+    pub(crate) doc_type: Option<Scalar<'a>>,
+    /// `_id` (auto-generated ids are known here).
+    #[serde(rename = "_id", borrow)]
+    pub(crate) id: Option<Scalar<'a>>,
+    /// `_version` assigned by the primary.
+    #[serde(rename = "_version", borrow)]
+    pub(crate) version: Option<Scalar<'a>>,
+    /// `_seq_no` (6.x+).
+    #[serde(rename = "_seq_no", borrow)]
+    pub(crate) seq_no: Option<Scalar<'a>>,
+    /// `_primary_term` (6.x+).
+    #[serde(rename = "_primary_term", borrow)]
+    pub(crate) primary_term: Option<Scalar<'a>>,
+    /// `result`: `created`, `updated`, `deleted`, `noop`, `not_found`.
+    #[serde(borrow)]
+    pub(crate) result: Option<Scalar<'a>>,
+    /// The item's HTTP status (`_bulk` items only).
+    #[serde(borrow)]
+    pub(crate) status: Option<Scalar<'a>>,
+}
+
 /// Builds the op for one successful (2xx) document write result: a bulk
 /// item body or a single-request response. `None` for a `noop` update.
 pub(crate) fn doc_op_from_result(
     req: &DocWriteRequest<'_>,
-    result: &Map<String, Value>,
+    result: &DocResult<'_>,
     item: Option<usize>,
 ) -> Result<Option<ReplicationOp>, AcceptError> {
     let malformed = |reason: String| AcceptError::Malformed { item, reason };
-    let outcome = result.get("result").and_then(Value::as_str);
+    let outcome = result.result.as_ref().and_then(Scalar::as_str);
     if req.op == DocOp::Update && outcome == Some("noop") {
         return Ok(None);
     }
-    let text = |key: &str| -> Result<String, AcceptError> {
-        match result.get(key) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            _ => Err(malformed(format!("accepted write has no string [{key}]"))),
+    let text = |field: &Option<Scalar<'_>>, key: &str| -> Result<String, AcceptError> {
+        match field.as_ref().and_then(Scalar::as_str) {
+            Some(s) => Ok(s.to_owned()),
+            None => Err(malformed(format!("accepted write has no string [{key}]"))),
         }
     };
-    let index = text("_index")?;
-    let id = text("_id")?;
-    let version = match result.get("_version").and_then(Value::as_i64) {
+    let index = text(&result.index, "_index")?;
+    let id = text(&result.id, "_id")?;
+    let version = match result.version.as_ref().and_then(Scalar::as_i64) {
         Some(v) if v >= 0 => v,
         _ => return Err(malformed("accepted write has no valid [_version]".into())),
     };
-    let non_negative = |key: &str| result.get(key).and_then(Value::as_i64).filter(|v| *v >= 0);
-    let doc_type = match result.get("_type").and_then(Value::as_str) {
+    let non_negative =
+        |field: &Option<Scalar<'_>>| field.as_ref().and_then(Scalar::as_i64).filter(|v| *v >= 0);
+    let doc_type = match result.doc_type.as_ref().and_then(Scalar::as_str) {
         Some(t) => normalize_type(Some(t)),
         None => normalize_type(req.doc_type),
     };
@@ -684,8 +717,8 @@ pub(crate) fn doc_op_from_result(
             id,
             routing,
             version,
-            seq_no: non_negative("_seq_no"),
-            primary_term: non_negative("_primary_term"),
+            seq_no: non_negative(&result.seq_no),
+            primary_term: non_negative(&result.primary_term),
             source: source.clone(),
         },
         (DocOp::Index | DocOp::Create | DocOp::Update, _) => ReplicationOp::ReadRepair {
@@ -758,7 +791,13 @@ pub fn accepted_single(
                 routing: write.routing.as_deref(),
                 index_source,
             };
-            doc_op_from_result(&req, result, None)
+            // Every field is read leniently: reading a `Value` object
+            // cannot fail.
+            let result = DocResult::deserialize(response).map_err(|e| AcceptError::Malformed {
+                item: None,
+                reason: e.to_string(),
+            })?;
+            doc_op_from_result(&req, &result, None)
         }
         RequestClass::IndexMeta { kind, request, .. } => {
             accepted_meta(*kind, request, request_body, response)

@@ -14,6 +14,7 @@
 //! | Elasticsearch 6.x   | `_index`, `_type`, `_id`, `routing`, `version`, `version_type`    |
 //! | Elasticsearch 7.x+, OpenSearch | `_index`, `_id`, `routing`, `version`, `version_type` (no `_type`) |
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::classify::{MetaKind, RequestClass, classify, normalize_type};
-use super::json::{compact, push_str};
+use super::json::{ObjectOr, Scalar, SingleKey, compact, push_str};
 use super::ops::ReplicationOp;
 use super::uri::{self, encode_path_segment};
 use super::version::ClusterVersion;
@@ -257,76 +258,147 @@ const RETRYABLE_ERRORS: &[&str] = &[
     "timeout_exception",
 ];
 
-/// Classifies each item of the backup's answer to a replay `_bulk`, in
-/// order. A response without an `items` array yields an empty vector: a
-/// length different from the batch means the answer cannot be paired and
-/// the whole batch must be retried.
-pub fn parse_bulk_response_for_replay(resp: &Value) -> Vec<ItemOutcome> {
-    let Some(items) = resp.get("items").and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    items.iter().map(item_outcome).collect()
+/// Path and query of a replay `_bulk`. `filter_path` trims the backup's
+/// answer to what [`parse_bulk_response_for_replay`] reads: every item
+/// keeps its action key and `status`, and `error` (type, reason,
+/// `caused_by`) when it has one; the item count and order are unchanged.
+/// Elasticsearch 5+ and OpenSearch support it, and error answers for the
+/// whole request are never filtered.
+pub const REPLAY_BULK_PATH: &str = "/_bulk?filter_path=items.*.status,items.*.error";
+
+/// The backup's answer to a replay `_bulk`, borrowed from its bytes.
+#[derive(Deserialize)]
+struct ReplayAnswer<'a> {
+    #[serde(borrow)]
+    items: Option<Vec<SingleKey<'a, ObjectOr<'a, ReplayItem<'a>>>>>,
 }
 
-fn item_outcome(item: &Value) -> ItemOutcome {
-    let Some((action, body)) = item.as_object().and_then(|o| o.iter().next()) else {
-        return ItemOutcome::Failed {
-            status: 0,
-            reason: "malformed bulk response item".into(),
+/// One item of a replay `_bulk` answer, under its action key.
+#[derive(Deserialize)]
+struct ReplayItem<'a> {
+    #[serde(borrow)]
+    status: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    error: Option<ErrorDetail<'a>>,
+}
+
+/// An item's or a response's `error`: an object, or a plain string on 5.x.
+#[derive(Debug, Default)]
+struct ErrorDetail<'a> {
+    /// `error.type`.
+    error_type: Option<Cow<'a, str>>,
+    /// `error.reason`, or the whole error when it is a string.
+    reason: Option<Cow<'a, str>>,
+    /// `error.caused_by.type`.
+    caused_by_type: Option<Cow<'a, str>>,
+}
+
+/// The fields of an `error` object that classification reads.
+#[derive(Deserialize)]
+struct ErrorObject<'a> {
+    #[serde(rename = "type", borrow)]
+    error_type: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    reason: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    caused_by: Option<ObjectOr<'a, CausedBy<'a>>>,
+}
+
+/// `error.caused_by`.
+#[derive(Deserialize)]
+struct CausedBy<'a> {
+    #[serde(rename = "type", borrow)]
+    error_type: Option<Scalar<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ErrorDetail<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = |s: Option<Scalar<'a>>| match s {
+            Some(Scalar::Str(s)) => Some(s),
+            _ => None,
         };
-    };
-    let status = body
-        .get("status")
-        .and_then(Value::as_u64)
-        .and_then(|s| u16::try_from(s).ok())
-        .unwrap_or(0);
-    outcome(action == "delete", status, body)
-}
-
-fn outcome(is_delete: bool, status: u16, body: &Value) -> ItemOutcome {
-    let (error_type, reason) = error_description(body);
-    let caused_by_type = body
-        .get("error")
-        .and_then(|e| e.get("caused_by"))
-        .and_then(|c| c.get("type"))
-        .and_then(Value::as_str);
-    match status {
-        200..=299 => ItemOutcome::Applied,
-        404 if is_delete => ItemOutcome::Applied,
-        409 if error_type.as_deref() == Some("version_conflict_engine_exception") => {
-            ItemOutcome::AlreadyNewer
-        }
-        _ if status == 429
-            || status >= 500
-            || error_type
-                .as_deref()
-                .is_some_and(|t| RETRYABLE_ERRORS.contains(&t))
-            || caused_by_type.is_some_and(|t| RETRYABLE_ERRORS.contains(&t)) =>
-        {
-            ItemOutcome::Retryable { status, reason }
-        }
-        _ => ItemOutcome::Failed { status, reason },
+        Ok(
+            match ObjectOr::<'a, ErrorObject<'a>>::deserialize(deserializer)? {
+                ObjectOr::Scalar(Scalar::Str(s)) => ErrorDetail {
+                    reason: Some(s),
+                    ..ErrorDetail::default()
+                },
+                ObjectOr::Scalar(_) => ErrorDetail::default(),
+                ObjectOr::Object(object) => ErrorDetail {
+                    error_type: text(object.error_type),
+                    reason: text(object.reason),
+                    caused_by_type: object
+                        .caused_by
+                        .and_then(ObjectOr::object)
+                        .and_then(|c| text(c.error_type)),
+                },
+            },
+        )
     }
 }
 
-/// `(error.type, "type: reason")` of an item or response body; 5.x may use
-/// a plain string error.
-fn error_description(body: &Value) -> (Option<String>, String) {
-    match body.get("error") {
-        Some(Value::String(s)) => (None, s.clone()),
-        Some(err) => {
-            let ty = err.get("type").and_then(Value::as_str).map(str::to_owned);
-            let reason = err
-                .get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let text = match &ty {
-                Some(t) => format!("{t}: {reason}"),
-                None => reason.to_owned(),
-            };
-            (ty, text)
+impl ErrorDetail<'_> {
+    /// `type: reason` (or what there is of it).
+    fn description(&self) -> String {
+        let reason = self.reason.as_deref().unwrap_or_default();
+        match &self.error_type {
+            Some(t) => format!("{t}: {reason}"),
+            None => reason.to_owned(),
         }
-        None => (None, String::new()),
+    }
+}
+
+/// Classifies each item of the backup's answer to a replay `_bulk` (sent
+/// to [`REPLAY_BULK_PATH`]), in order, reading only each item's action
+/// key, `status` and `error`. An answer without an `items` array yields an
+/// empty vector: a length different from the batch means the answer
+/// cannot be paired and the whole batch must be retried. `Err` when the
+/// body is not JSON.
+pub fn parse_bulk_response_for_replay(body: &[u8]) -> Result<Vec<ItemOutcome>, serde_json::Error> {
+    let answer: ReplayAnswer<'_> = serde_json::from_slice(body)?;
+    Ok(answer
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| match item {
+            SingleKey::Entry(action, ObjectOr::Object(body)) => {
+                let status = body
+                    .status
+                    .as_ref()
+                    .and_then(Scalar::as_u64)
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(0);
+                outcome(action == "delete", status, &body.error.unwrap_or_default())
+            }
+            _ => ItemOutcome::Failed {
+                status: 0,
+                reason: "malformed bulk response item".into(),
+            },
+        })
+        .collect())
+}
+
+fn outcome(is_delete: bool, status: u16, error: &ErrorDetail<'_>) -> ItemOutcome {
+    let error_type = error.error_type.as_deref();
+    let caused_by_type = error.caused_by_type.as_deref();
+    match status {
+        200..=299 => ItemOutcome::Applied,
+        404 if is_delete => ItemOutcome::Applied,
+        409 if error_type == Some("version_conflict_engine_exception") => ItemOutcome::AlreadyNewer,
+        _ if status == 429
+            || status >= 500
+            || error_type.is_some_and(|t| RETRYABLE_ERRORS.contains(&t))
+            || caused_by_type.is_some_and(|t| RETRYABLE_ERRORS.contains(&t)) =>
+        {
+            ItemOutcome::Retryable {
+                status,
+                reason: error.description(),
+            }
+        }
+        _ => ItemOutcome::Failed {
+            status,
+            reason: error.description(),
+        },
     }
 }
 
@@ -340,7 +412,13 @@ fn error_description(body: &Value) -> (Option<String>, String) {
 /// `Failed`: it was partly applied, and retrying a non-idempotent script
 /// could apply it twice, so an operator decides.
 pub fn request_outcome(op: &ReplicationOp, status: u16, response: &Value) -> ItemOutcome {
-    let (error_type, reason) = error_description(response);
+    // Every field is read leniently: reading a `Value` cannot fail.
+    let error = response
+        .get("error")
+        .and_then(|e| ErrorDetail::deserialize(e).ok())
+        .unwrap_or_default();
+    let error_type = error.error_type.as_deref();
+    let reason = error.description();
     let (method, path) = match op {
         ReplicationOp::IndexMeta { method, path, .. } => (method, path),
         ReplicationOp::QueryScoped { .. } => {
@@ -354,7 +432,7 @@ pub fn request_outcome(op: &ReplicationOp, status: u16, response: &Value) -> Ite
                     reason: format!("{failures} failures: {}", response["failures"]),
                 };
             }
-            return request_failure_or(outcome(false, status, response), status, reason);
+            return request_failure_or(outcome(false, status, &error), status, reason);
         }
         other => {
             return ItemOutcome::Failed {
@@ -363,7 +441,7 @@ pub fn request_outcome(op: &ReplicationOp, status: u16, response: &Value) -> Ite
             };
         }
     };
-    let already = match error_type.as_deref() {
+    let already = match error_type {
         Some("resource_already_exists_exception" | "index_already_exists_exception") => {
             *method == Method::PUT
                 && meta_kind(method, path)
@@ -380,7 +458,7 @@ pub fn request_outcome(op: &ReplicationOp, status: u16, response: &Value) -> Ite
     if already || (status == 404 && *method == Method::DELETE && error_type.is_none()) {
         return ItemOutcome::Applied;
     }
-    request_failure_or(outcome(false, status, response), status, reason)
+    request_failure_or(outcome(false, status, &error), status, reason)
 }
 
 /// A version conflict means something different for a whole request
@@ -483,7 +561,8 @@ struct GetResponse<'a> {
     found: Option<bool>,
     #[serde(rename = "_source", borrow)]
     source: Option<&'a RawValue>,
-    error: Option<Value>,
+    #[serde(borrow)]
+    error: Option<ErrorDetail<'a>>,
 }
 
 /// Turns the primary's answer to [`read_repair_get_path`] into the op to
@@ -517,12 +596,12 @@ pub fn read_repair_op(
         }
         Err(e) => return Err(failed(format!("unparseable GET response: {e}"))),
     };
-    let error_json = parsed
+    let error_type = parsed.error.as_ref().and_then(|e| e.error_type.as_deref());
+    let reason = parsed
         .error
         .as_ref()
-        .map(|e| serde_json::json!({ "error": e }))
-        .unwrap_or(Value::Null);
-    let (error_type, reason) = error_description(&error_json);
+        .map(ErrorDetail::description)
+        .unwrap_or_default();
     let gone = || ReplicationOp::Delete {
         index: index.clone(),
         doc_type: doc_type.clone(),
@@ -559,7 +638,7 @@ pub fn read_repair_op(
             })
         }
         404 if parsed.found == Some(false) => Ok(gone()),
-        404 if error_type.as_deref() == Some("index_not_found_exception") => Ok(gone()),
+        404 if error_type == Some("index_not_found_exception") => Ok(gone()),
         s if s == 429 || s >= 500 => Err(ReadRepairError::Retryable { status, reason }),
         _ => Err(failed(if reason.is_empty() {
             "unexpected GET response".into()
@@ -743,7 +822,7 @@ mod tests {
             {"index": {"_index": "i", "_id": "9", "status": 500, "error": "IllegalStateException[boom]"}},
             "garbage",
         ]});
-        let outcomes = parse_bulk_response_for_replay(&resp);
+        let outcomes = replay_outcomes(&resp);
         assert_eq!(outcomes.len(), 10);
         assert_eq!(outcomes[0], ItemOutcome::Applied);
         assert_eq!(outcomes[1], ItemOutcome::AlreadyNewer);
@@ -775,7 +854,40 @@ mod tests {
         );
         assert!(matches!(outcomes[9], ItemOutcome::Failed { status: 0, .. }));
         assert!(outcomes[1].counts_as_applied() && !outcomes[3].counts_as_applied());
-        assert!(parse_bulk_response_for_replay(&json!({"error": "x", "status": 429})).is_empty());
+        assert!(replay_outcomes(&json!({"error": "x", "status": 429})).is_empty());
+        assert!(parse_bulk_response_for_replay(b"<html>").is_err());
+    }
+
+    fn replay_outcomes(resp: &Value) -> Vec<ItemOutcome> {
+        parse_bulk_response_for_replay(resp.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn filtered_bulk_outcomes_are_classified() {
+        // What `REPLAY_BULK_PATH`'s filter_path leaves of an answer: the
+        // action key and status, plus the error of failed items.
+        let resp = br#"{"items":[{"index":{"status":201}},{"delete":{"status":404}},
+            {"index":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"v","index_uuid":"u","shard":"0","index":"i"}}},
+            {"index":{"status":400,"error":{"type":"remote_transport_exception","reason":"a \"quoted\" reason",
+                "caused_by":{"type":"es_rejected_execution_exception","reason":"full","caused_by":{"type":"x"}}}}},
+            {"delete":{"status":400,"error":{"type":"illegal_argument_exception","reason":"no","caused_by":"text"}}}]}"#;
+        assert_eq!(
+            parse_bulk_response_for_replay(resp).unwrap(),
+            vec![
+                ItemOutcome::Applied,
+                ItemOutcome::Applied,
+                ItemOutcome::AlreadyNewer,
+                ItemOutcome::Retryable {
+                    status: 400,
+                    reason: "remote_transport_exception: a \"quoted\" reason".into()
+                },
+                ItemOutcome::Failed {
+                    status: 400,
+                    reason: "illegal_argument_exception: no".into()
+                },
+            ]
+        );
+        assert!(REPLAY_BULK_PATH.starts_with("/_bulk?filter_path="));
     }
 
     fn meta(method: Method, path: &str) -> ReplicationOp {
