@@ -12,6 +12,8 @@
 #   BENCH_DOC_BYTES=200      approximate _source size
 #   BENCH_COPY_ROUNDS=2      rounds; each copies with both tools (order alternates)
 #   BENCH_COPY_BATCH=1000    documents per read/write batch, for both tools
+#   BENCH_COPY_SLICES=2      slices of the Tandem job (partitions copied in parallel;
+#                            0: one per primary shard); elasticdump reads one scroll
 #   BENCH_SEARCH_HEAP=1g     heap of each search node
 #   BENCH_DIR                run directory (default ~/.cache/tandem/bench/copy-<date>)
 #   ELASTICDUMP_VERSION=6.125.1
@@ -24,6 +26,7 @@ DOCS=${BENCH_COPY_DOCS:-200000}
 DOC_BYTES=${BENCH_DOC_BYTES:-200}
 ROUNDS=${BENCH_COPY_ROUNDS:-2}
 BATCH=${BENCH_COPY_BATCH:-1000}
+SLICES=${BENCH_COPY_SLICES:-2}
 ELASTICDUMP_VERSION=${ELASTICDUMP_VERSION:-6.125.1}
 export TANDEM_SEARCH_XMS=${BENCH_SEARCH_HEAP:-1g} TANDEM_SEARCH_XMX=${BENCH_SEARCH_HEAP:-1g}
 
@@ -34,14 +37,18 @@ free_port() {
 }
 
 CP_PID=
+# Postgres runs as its own user when we are root: its directory must be
+# reachable by it (the home directory often is not).
+PG_DIR=$(mktemp -d -t tandem-copy-pg-XXXXXX)
+chmod 755 "$PG_DIR"
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [[ -n $CP_PID ]] && kill "$CP_PID" 2>/dev/null || true
   "$ROOT/scripts/search/node.sh" stop "$BENCH_DIR/es7" >/dev/null 2>&1 || true
   "$ROOT/scripts/search/node.sh" stop "$BENCH_DIR/os2" >/dev/null 2>&1 || true
-  "$ROOT/scripts/postgres.sh" stop "$BENCH_DIR/postgres" >/dev/null 2>&1 || true
-  rm -rf "$BENCH_DIR"/es7/data "$BENCH_DIR"/os2/data "$BENCH_DIR"/postgres/data
+  "$ROOT/scripts/postgres.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
+  rm -rf "$BENCH_DIR"/es7/data "$BENCH_DIR"/os2/data "$PG_DIR"
   log "stopped everything; results in $BENCH_DIR"
   exit "$rc"
 }
@@ -63,7 +70,7 @@ log "building the release control plane and tandemctl"
 BIN=$CARGO_TARGET_DIR/release
 
 log "starting Postgres, Elasticsearch 7.17 and OpenSearch 2.19"
-"$ROOT/scripts/postgres.sh" start "$BENCH_DIR/postgres" >/dev/null
+"$ROOT/scripts/postgres.sh" start "$PG_DIR" >/dev/null
 "$ROOT/scripts/search/node.sh" start es7 "$BENCH_DIR/es7" -Eindices.breaker.total.use_real_memory=false >/dev/null &
 es_start=$!
 "$ROOT/scripts/search/node.sh" start os2 "$BENCH_DIR/os2" -Eindices.breaker.total.use_real_memory=false >/dev/null &
@@ -74,7 +81,7 @@ OS=$(cat "$BENCH_DIR/os2/url")
 
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 CP_PORT=$(free_port)
-TANDEM_DATABASE_URL=$(cat "$BENCH_DIR/postgres/url") TANDEM_AUTH_TOKEN=$TOKEN \
+TANDEM_DATABASE_URL=$(cat "$PG_DIR/url") TANDEM_AUTH_TOKEN=$TOKEN \
   TANDEM_SECRET_KEY=$(python3 -c 'import os, base64; print(base64.b64encode(os.urandom(32)).decode())') \
   "$BIN/tandem-controlplane" --listen "127.0.0.1:$CP_PORT" >"$BENCH_DIR/controlplane.log" 2>&1 &
 CP_PID=$!
@@ -125,7 +132,7 @@ run_tandem() {
   curl -fsS -XDELETE "$OS/bench-src" >/dev/null 2>&1 || true
   start=$(now)
   "${CTL[@]}" migration create "copy-$round-$RANDOM" --source source --target target \
-    --include bench-src --batch-size "$BATCH" --wait >"$BENCH_DIR/tandem-$round.log" 2>&1
+    --include bench-src --batch-size "$BATCH" --slices "$SLICES" --wait >"$BENCH_DIR/tandem-$round.log" 2>&1
   end=$(now)
   [[ $(count "$OS" bench-src) == "$DOCS" ]] || die "the migration job copied $(count "$OS" bench-src) of $DOCS documents"
   python3 -c "print($end - $start)"
@@ -142,11 +149,11 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$DOCS" "$DOC_BYTES" "$BATCH" "$BENCH_DIR/results.json" "${RESULTS[@]}" <<'PY'
+python3 - "$DOCS" "$DOC_BYTES" "$BATCH" "$SLICES" "$BENCH_DIR/results.json" "${RESULTS[@]}" <<'PY'
 import json, statistics, sys
-docs, size, batch, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-runs = [json.loads(r) for r in sys.argv[5:]]
-json.dump({"docs": docs, "doc_bytes": size, "batch": batch, "runs": runs}, open(out, "w"), indent=2)
+docs, size, batch, slices, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+runs = [json.loads(r) for r in sys.argv[6:]]
+json.dump({"docs": docs, "doc_bytes": size, "batch": batch, "slices": slices, "runs": runs}, open(out, "w"), indent=2)
 rounds = sorted({r["round"] for r in runs})
 ratios = []
 print("| round | Tandem migration job | elasticdump | Tandem / elasticdump (docs/s) |")
@@ -156,5 +163,5 @@ for n in rounds:
     e = next(r["seconds"] for r in runs if r["round"] == n and r["tool"] == "elasticdump")
     ratios.append(e / t)
     print(f"| {n} | {t:.1f} s ({docs / t:,.0f} docs/s) | {e:.1f} s ({docs / e:,.0f} docs/s) | {e / t:.2f}x |")
-print(f"\nmedian ratio: {statistics.median(ratios):.2f}x ({docs} docs of ~{size} B, batches of {batch})")
+print(f"\nmedian ratio: {statistics.median(ratios):.2f}x ({docs} docs of ~{size} B, batches of {batch}, Tandem slices {slices})")
 PY
