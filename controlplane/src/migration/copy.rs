@@ -108,9 +108,9 @@ pub async fn run(
         restarted_event(lease, partition).await;
     }
     let mut active = 1u32;
+    let mut hits = reader.next().await?;
     loop {
         let started = Instant::now();
-        let hits = reader.next().await?;
         if std::mem::take(&mut reader.restarted) && restart(&mut progress) {
             restarted_event(lease, partition).await;
         }
@@ -126,7 +126,21 @@ pub async fn run(
         }
         let count = hits.len() as u64;
         let bytes: u64 = hits.iter().map(|h| h.source.len() as u64).sum();
-        let written = write(spec, target, &partition.unit, &hits).await?;
+        // Where the partition stands once this batch is written.
+        let position = serde_json::to_value(&reader.position).unwrap_or_default();
+        // With point in time + `search_after` the next batch is read while
+        // this one is written: a position is just a sort key, so a
+        // checkpoint never depends on the read ahead. A scroll cursor only
+        // moves forward on the server, so reading ahead would pass the
+        // checkpoint a pause resumes from: scroll reads stay sequential.
+        let (written, read_ahead) = if use_pit {
+            let (written, next) =
+                tokio::join!(write(spec, target, &partition.unit, &hits), reader.next());
+            (written, Some(next))
+        } else {
+            (write(spec, target, &partition.unit, &hits).await, None)
+        };
+        let written = written?;
         if let Some(event) = written.rejection_event(&partition.unit) {
             lease.event(event).await;
         }
@@ -139,11 +153,15 @@ pub async fn run(
             bytes_per_second: spec.max_bytes_per_second,
         };
         throttle(limits, active, count, bytes, started.elapsed()).await;
-        progress.checkpoint = serde_json::to_value(&reader.position).unwrap_or_default();
+        progress.checkpoint = position;
         match lease.checkpoint(&progress).await? {
             LeaseStatus::Continue { active: now } => active = now,
             LeaseStatus::Stop => return Ok(RunOutcome::Stopped),
         }
+        hits = match read_ahead {
+            Some(next) => next?,
+            None => reader.next().await?,
+        };
     }
 }
 
