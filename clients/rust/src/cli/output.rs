@@ -507,7 +507,9 @@ fn bytes(n: u64) -> String {
 /// The token of the next page, when only one page was asked for. On
 /// stderr, so that stdout stays one JSON document or one table.
 pub fn next_page(token: &str) {
-    eprintln!("more results: --page-token {token}");
+    if !token.is_empty() {
+        eprintln!("more results: --page-token {token}");
+    }
 }
 
 fn probe_state(probe: &ProbeResult, probed: bool) -> String {
