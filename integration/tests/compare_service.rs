@@ -600,3 +600,62 @@ async fn bad_requests_name_their_field_and_a_cancelled_job_stops() {
     delete_index(&url("os2"), &index).await;
     control_plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_comparison_survives_kill_9_of_the_control_plane() {
+    use tandem_integration::controlplane::{ControlPlaneOptions, ControlPlaneProcess};
+    let index = unique_index("cmp-kill");
+    let docs = numbered(0..3000);
+    load(&url("es7"), &index, None, &docs).await;
+    load(&url("os2"), &index, None, &docs).await;
+    let database = fresh_database("cmp_kill").await;
+    let mut cp = ControlPlaneProcess::start(ControlPlaneOptions::new(&database)).await;
+    let mut clusters = cp.clusters().await;
+    for flavor in ["es7", "os2"] {
+        clusters
+            .register_cluster(pb::RegisterClusterRequest {
+                name: flavor.to_string(),
+                endpoints: vec![url(flavor)],
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("register {flavor}: {e:?}"));
+    }
+    let mut client = cp.compare().await;
+    // Slow enough (500 documents/s per side) to be killed mid-way.
+    let mut slow = request("es7", "os2", &index);
+    if let Some(options) = slow.options.as_mut() {
+        options.max_docs_per_second = 500;
+        options.batch_size = 100;
+    }
+    let job = create(&mut client, slow).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let running = get(&mut client, &job.id).await;
+        if running.progress.is_some_and(|p| p.docs_done > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cp.kill_9();
+    cp.restart().await;
+    let mut client = cp.compare().await;
+    // The partition is leased again once the dead process's lease expired,
+    // and the job still reaches the right answer.
+    let done = finished(&mut client, &job.id).await;
+    assert_eq!(state(&done), pb::JobState::Succeeded, "{:?}", done.error);
+    let summary = summary(&done);
+    assert_eq!(
+        summary.outcome,
+        pb::CompareOutcome::Match as i32,
+        "{summary:?}"
+    );
+    assert_eq!((summary.source_docs, summary.target_docs), (3000, 3000));
+    assert!(all_diffs(&mut client, &done.id, &[]).await.is_empty());
+    delete_index(&url("es7"), &index).await;
+    delete_index(&url("os2"), &index).await;
+}
