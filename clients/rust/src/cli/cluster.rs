@@ -18,9 +18,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::{
-    AuthMethod, Cluster, Credentials, DeleteClusterRequest, Distribution, GetClusterRequest,
-    LabelSet, Limits, ListClustersRequest, NodeDiscovery, OverLimitPolicy, ProbeClusterRequest,
-    RegisterClusterRequest, StringList, TlsSettings, UpdateClusterRequest,
+    AuthMethod, Cluster, ClusterRef, Credentials, DeleteClusterRequest, Distribution,
+    GetClusterRequest, LabelSet, Limits, ListClustersRequest, NodeDiscovery, OverLimitPolicy,
+    ProbeClusterRequest, RegisterClusterRequest, StringList, TlsSettings, UpdateClusterRequest,
 };
 use tandem_client::{AuthenticatedChannel, prost_types};
 
@@ -288,6 +288,31 @@ pub async fn run(
 /// A failed RPC as an error: its name, code and the server's message.
 pub fn rpc_error(rpc: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{rpc} failed: {:?}: {}", status.code(), status.message())
+}
+
+/// A reference to the cluster `text` names: by id when it is one, else by
+/// name.
+pub(crate) fn cluster_ref(text: &str) -> ClusterRef {
+    if looks_like_id(text) {
+        ClusterRef {
+            cluster_id: text.to_string(),
+            ..Default::default()
+        }
+    } else {
+        ClusterRef {
+            cluster_name: text.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// How a reference reads: its name, else its id.
+pub(crate) fn cluster_ref_label(reference: &ClusterRef) -> String {
+    if reference.cluster_name.is_empty() {
+        reference.cluster_id.clone()
+    } else {
+        reference.cluster_name.clone()
+    }
 }
 
 fn looks_like_id(text: &str) -> bool {

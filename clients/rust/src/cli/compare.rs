@@ -7,12 +7,12 @@ use tandem_client::AuthenticatedChannel;
 use tandem_client::v1::compare_service_client::CompareServiceClient;
 use tandem_client::v1::watch_compare_job_response::Update;
 use tandem_client::v1::{
-    CancelCompareJobRequest, ClusterRef, CompareDiff, CompareJob, CompareMode, CompareOptions,
+    CancelCompareJobRequest, CompareDiff, CompareJob, CompareMode, CompareOptions,
     CreateCompareJobRequest, DiffKind, GetCompareJobRequest, IndexFilter, ListCompareDiffsRequest,
     ListCompareJobsRequest, WatchCompareJobRequest,
 };
 
-use crate::cli::cluster::rpc_error;
+use crate::cli::cluster::{cluster_ref, rpc_error};
 use crate::cli::output::{self, Output, print_json, print_rows, print_table, time};
 
 type Client = CompareServiceClient<AuthenticatedChannel>;
@@ -130,21 +130,6 @@ pub enum CompareCommand {
     },
 }
 
-fn cluster_ref(cluster: String) -> Option<ClusterRef> {
-    let is_id = cluster.len() == 36 && cluster.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    Some(if is_id {
-        ClusterRef {
-            cluster_id: cluster,
-            ..Default::default()
-        }
-    } else {
-        ClusterRef {
-            cluster_name: cluster,
-            ..Default::default()
-        }
-    })
-}
-
 /// Runs a compare command.
 pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> anyhow::Result<()> {
     match command {
@@ -170,8 +155,8 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
             let job = client
                 .create_compare_job(CreateCompareJobRequest {
                     name: name.unwrap_or_default(),
-                    source: cluster_ref(source),
-                    target: cluster_ref(target),
+                    source: Some(cluster_ref(&source)),
+                    target: Some(cluster_ref(&target)),
                     indices: Some(IndexFilter {
                         include,
                         exclude,

@@ -15,7 +15,7 @@ use tandem_client::v1::{
     WatchMigrationJobRequest,
 };
 
-use super::cluster::rpc_error;
+use super::cluster::{cluster_ref, cluster_ref_label, rpc_error};
 use super::output::{
     Output, enum_name, next_page, print_json, print_rows, print_table, span, time,
 };
@@ -220,21 +220,6 @@ pub async fn run(
     Ok(())
 }
 
-fn cluster_ref(text: &str) -> ClusterRef {
-    let is_id = text.len() == 36 && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    if is_id {
-        ClusterRef {
-            cluster_id: text.to_string(),
-            ..Default::default()
-        }
-    } else {
-        ClusterRef {
-            cluster_name: text.to_string(),
-            ..Default::default()
-        }
-    }
-}
-
 fn create_request(args: CreateArgs) -> CreateMigrationJobRequest {
     let metadata = args.reuse_existing.then(|| MetadataCopyOptions {
         if_exists: ExistingIndexPolicy::Reuse as i32,
@@ -353,8 +338,8 @@ fn job_json(job: &MigrationJob) -> Value {
         "id": job.id,
         "name": job.name,
         "state": state(job),
-        "source": job.source.as_ref().map(|c| if c.cluster_name.is_empty() { c.cluster_id.clone() } else { c.cluster_name.clone() }),
-        "target": job.target.as_ref().map(|c| if c.cluster_name.is_empty() { c.cluster_id.clone() } else { c.cluster_name.clone() }),
+        "source": job.source.as_ref().map(cluster_ref_label),
+        "target": job.target.as_ref().map(cluster_ref_label),
         "task_id": job.task_id,
         "docs_total": progress.map(|p| p.docs_total),
         "docs_done": progress.map(|p| p.docs_done),
@@ -380,16 +365,7 @@ fn print_job(job: &MigrationJob, output: Output) {
         print_json(&job_json(job));
         return;
     }
-    let cluster = |c: Option<&ClusterRef>| {
-        c.map(|c| {
-            if c.cluster_name.is_empty() {
-                c.cluster_id.clone()
-            } else {
-                c.cluster_name.clone()
-            }
-        })
-        .unwrap_or_else(|| "-".into())
-    };
+    let cluster = |c: Option<&ClusterRef>| c.map(cluster_ref_label).unwrap_or_else(|| "-".into());
     print_rows(&[
         ("id", job.id.clone()),
         ("name", job.name.clone()),

@@ -18,7 +18,7 @@ use tandem_client::v1::{
 };
 use tandem_client::{AuthenticatedChannel, prost_types};
 
-use super::cluster::rpc_error;
+use super::cluster::{cluster_ref, rpc_error};
 use super::output::{self, Output, enum_name, print_json, print_rows, print_table, span, time};
 
 type Client = ReplicationServiceClient<AuthenticatedChannel>;
@@ -341,21 +341,6 @@ fn update_request(
     Ok(request)
 }
 
-fn cluster_ref(text: &str) -> Option<ClusterRef> {
-    let is_id = text.len() == 36 && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    Some(if is_id {
-        ClusterRef {
-            cluster_id: text.to_string(),
-            ..Default::default()
-        }
-    } else {
-        ClusterRef {
-            cluster_name: text.to_string(),
-            ..Default::default()
-        }
-    })
-}
-
 /// Runs a task command.
 pub async fn run(mut client: Client, command: TaskCommand, output: Output) -> anyhow::Result<()> {
     match command {
@@ -366,8 +351,8 @@ pub async fn run(mut client: Client, command: TaskCommand, output: Output) -> an
                     name: args.name,
                     description: args.description,
                     labels: args.labels.into_iter().collect(),
-                    primary: cluster_ref(&args.primary),
-                    backup: cluster_ref(&args.backup),
+                    primary: Some(cluster_ref(&args.primary)),
+                    backup: Some(cluster_ref(&args.backup)),
                     gateway_ids: args.gateways,
                     listener: args.listener,
                     indices: (!args.include.is_empty() || !args.exclude.is_empty()).then_some(
@@ -852,10 +837,10 @@ mod tests {
 
     #[test]
     fn clusters_are_referenced_by_id_or_name() {
-        let by_id = cluster_ref("0b7c1f5e-8a9d-4c2e-9f3a-123456789abc").unwrap();
+        let by_id = cluster_ref("0b7c1f5e-8a9d-4c2e-9f3a-123456789abc");
         assert_eq!(by_id.cluster_id.len(), 36);
         assert!(by_id.cluster_name.is_empty());
-        let by_name = cluster_ref("es-old").unwrap();
+        let by_name = cluster_ref("es-old");
         assert_eq!(by_name.cluster_name, "es-old");
     }
 
