@@ -293,6 +293,20 @@ pub trait ControlPlaneApi {
         self.compare_with(Some(self.accepted_token())).await
     }
 
+    /// The `[control_plane]` TOML section joining a test gateway to this
+    /// control plane as `gateway_id`: 300 ms heartbeats, reconnecting at
+    /// most every 500 ms, advertised on a free port.
+    fn agent_section(&self, gateway_id: &str) -> String {
+        format!(
+            "[control_plane]\nendpoint = \"{}\"\ntoken = \"{}\"\ngateway_id = \"{gateway_id}\"\n\
+             heartbeat_interval_ms = 300\nreconnect_max_ms = 500\n\
+             advertised_address = \"127.0.0.1:{}\"\n",
+            self.endpoint(),
+            self.accepted_token(),
+            free_port()
+        )
+    }
+
     /// A ReplicationService client sending `bearer`.
     async fn tasks_with(
         &self,
@@ -431,4 +445,26 @@ async fn serving(endpoint: &str) -> bool {
         })
         .await
         .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// Creates `request`, retrying while one of its gateways is not registered
+/// yet (NOT_FOUND: it is still connecting), for up to a minute.
+pub async fn create_task_once_registered(
+    tasks: &mut ReplicationServiceClient<AuthenticatedChannel>,
+    request: tandem_client::v1::CreateTaskRequest,
+) -> tandem_client::v1::ReplicationTask {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        match tasks.create_task(request.clone()).await {
+            Ok(response) => return response.into_inner().task.expect("a created task"),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gateway never registered: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("create: {status:?}"),
+        }
+    }
 }

@@ -16,9 +16,11 @@ use tandem_client::v1::queue_service_client::QueueServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
 use tandem_controlplane::secrets::SecretKey;
 use tandem_integration::client::{call, create_index, put_doc};
-use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
+use tandem_integration::controlplane::{
+    ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
+};
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
-use tandem_integration::{free_port, unique_index};
+use tandem_integration::unique_index;
 use tandem_proto::v1 as pb;
 use tonic::Code;
 
@@ -322,46 +324,27 @@ async fn dead_letters_are_retried_and_skipped_across_replicas_and_reconnects() {
     let gw = format!("gw-queue-{}", unique_index("g"));
     let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
     options.paused = true;
-    options.extra_toml = format!(
-        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
-         heartbeat_interval_ms = 300\nreconnect_max_ms = 500\n\
-         advertised_address = \"127.0.0.1:{}\"\n",
-        b.endpoint(),
-        free_port()
-    );
+    options.extra_toml = b.agent_section(&gw);
     let gateway = TestGateway::start_with(options).await;
 
     // Every RPC goes to replica A.
     let mut tasks = a.tasks().await;
     let mut queues = a.queues().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let task_id = loop {
-        let request = pb::CreateTaskRequest {
-            name: "dead-letters".into(),
-            primary: Some(pb::ClusterRef {
-                cluster_name: "old".into(),
-                ..Default::default()
-            }),
-            backup: Some(pb::ClusterRef {
-                cluster_name: "new".into(),
-                ..Default::default()
-            }),
-            gateway_ids: vec![gw.clone()],
-            start_paused: true,
+    let request = pb::CreateTaskRequest {
+        name: "dead-letters".into(),
+        primary: Some(pb::ClusterRef {
+            cluster_name: "old".into(),
             ..Default::default()
-        };
-        match tasks.create_task(request).await {
-            Ok(response) => break response.into_inner().task.unwrap().id,
-            Err(status) if status.code() == Code::NotFound => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "gateway never registered"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("create: {status:?}"),
-        }
+        }),
+        backup: Some(pb::ClusterRef {
+            cluster_name: "new".into(),
+            ..Default::default()
+        }),
+        gateway_ids: vec![gw.clone()],
+        start_paused: true,
+        ..Default::default()
     };
+    let task_id = create_task_once_registered(&mut tasks, request).await.id;
 
     for (id, code) in [("ok", "42"), ("bad-1", "x-1"), ("bad-2", "x-2")] {
         assert_eq!(

@@ -16,9 +16,11 @@ use std::time::Duration;
 use tandem_client::v1::cluster_service_client::ClusterServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
 use tandem_client::{AuthenticatedChannel, BearerToken};
-use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
+use tandem_integration::controlplane::{
+    ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
+};
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
-use tandem_integration::{free_port, unique_index};
+use tandem_integration::unique_index;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::agent_stream_request::Payload as Up;
 use tandem_proto::v1::agent_stream_response::Payload as Down;
@@ -340,31 +342,12 @@ async fn seed_workflow_with_a_real_gateway() {
     let gw = new_gateway_id();
     let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
     options.paused = true;
-    options.extra_toml = format!(
-        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
-         heartbeat_interval_ms = 300\nreconnect_max_ms = 1000\n\
-         advertised_address = \"127.0.0.1:{}\"\n",
-        cp.endpoint(),
-        free_port()
-    );
+    options.extra_toml = cp.agent_section(&gw);
     let gateway = TestGateway::start_with(options).await;
     let mut tasks = cp.tasks().await;
 
     // The gateway registers; then the task is created paused on it.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let task = loop {
-        match tasks.create_task(create("seed", &gw, true)).await {
-            Ok(response) => break response.into_inner().task.unwrap(),
-            Err(status) if status.code() == Code::NotFound => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "gateway never registered"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("create: {status:?}"),
-        }
-    };
+    let task = create_task_once_registered(&mut tasks, create("seed", &gw, true)).await;
     assert_eq!(state(&task), pb::TaskState::Created);
     assert_eq!(direction(&task), pb::ReplicationDirection::Forward);
     assert_eq!(task.primary.as_ref().unwrap().cluster_name, "old");
@@ -2154,29 +2137,12 @@ async fn the_gateway_replays_with_the_backup_credentials_registered_in_the_contr
     let gw = new_gateway_id();
     let mut options = GatewayOptions::replicating(&old_url, &secured.url, data.path());
     options.paused = true;
-    options.extra_toml = format!(
-        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
-         heartbeat_interval_ms = 300\nreconnect_max_ms = 500\n\
-         advertised_address = \"127.0.0.1:{}\"\n",
-        cp.endpoint(),
-        free_port()
-    );
+    options.extra_toml = cp.agent_section(&gw);
     let gateway = TestGateway::start_with(options).await;
     let mut tasks = cp.tasks().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        match tasks.create_task(create("secured", &gw, false)).await {
-            Ok(response) => break response.into_inner().task.unwrap().id,
-            Err(status) if status.code() == Code::NotFound => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "gateway never registered"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("create: {status:?}"),
-        }
-    };
+    let id = create_task_once_registered(&mut tasks, create("secured", &gw, false))
+        .await
+        .id;
 
     let index = unique_index("secured-backup");
     for i in 0..20 {
@@ -2305,13 +2271,7 @@ async fn per_node_limits_registered_in_the_control_plane_throttle_the_gateway() 
     let gw = new_gateway_id();
     let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
     options.paused = true;
-    options.extra_toml = format!(
-        "[control_plane]\nendpoint = \"{}\"\ntoken = \"{TOKEN}\"\ngateway_id = \"{gw}\"\n\
-         heartbeat_interval_ms = 300\nreconnect_max_ms = 500\n\
-         advertised_address = \"127.0.0.1:{}\"\n",
-        cp.endpoint(),
-        free_port()
-    );
+    options.extra_toml = cp.agent_section(&gw);
     let gateway = TestGateway::start_with(options).await;
     let client = tandem_integration::http();
     let burst = |n: usize| {
@@ -2341,20 +2301,9 @@ async fn per_node_limits_registered_in_the_control_plane_throttle_the_gateway() 
     );
 
     let mut tasks = cp.tasks().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        match tasks.create_task(create("limited", &gw, true)).await {
-            Ok(response) => break response.into_inner().task.unwrap().id,
-            Err(status) if status.code() == Code::NotFound => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "gateway never registered"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("create: {status:?}"),
-        }
-    };
+    let id = create_task_once_registered(&mut tasks, create("limited", &gw, true))
+        .await
+        .id;
     let in_sync =
         |t: &pb::ReplicationTask| !t.gateways.is_empty() && t.gateways.iter().all(|g| g.in_sync);
     wait_task(&mut tasks, &id, "in sync", in_sync).await;
