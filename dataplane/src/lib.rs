@@ -27,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;
+pub mod reconcile;
 pub mod replication;
 pub mod roles;
 pub mod server;

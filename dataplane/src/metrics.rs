@@ -49,6 +49,23 @@ pub struct OpLabels {
     pub kind: String,
 }
 
+/// Labels of replay version conflicts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConflictLabels {
+    /// `older` (skipped: the primary moved past the backup) or `reconcile`
+    /// (not provably older: reconciled from the primary).
+    pub class: String,
+}
+
+/// Labels of reconciled documents.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// What asked for it: `version_conflict`, `unknown_outcome`, ...
+    pub cause: String,
+    /// `in_sync` (already equal) or `repaired` (the backup differed).
+    pub result: String,
+}
+
 /// Operations counted per kind, so a batch updates each per-kind counter
 /// once instead of once per op (no label `String` and family lock per op).
 #[derive(Debug, Default)]
@@ -124,6 +141,10 @@ pub struct Metrics {
     pub unknown_outcome_writes: Counter,
     /// 1 while the agent's stream to the control plane is open.
     pub agent_connected: Gauge,
+    /// Replay version conflicts, by class.
+    pub replay_version_conflicts: Family<ConflictLabels, Counter>,
+    /// Documents reconciled from the primary, by cause and result.
+    pub reconciled_documents: Family<ReconcileLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -248,8 +269,22 @@ impl Metrics {
             "1 while the agent stream to the control plane is open",
             agent_connected.clone(),
         );
+        let replay_version_conflicts = Family::<ConflictLabels, Counter>::default();
+        registry.register(
+            "replay_version_conflicts",
+            "Replay writes the backup refused as a version conflict, by class (older: skipped; reconcile: checked against the primary)",
+            replay_version_conflicts.clone(),
+        );
+        let reconciled_documents = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciled_documents",
+            "Documents compared on both clusters and made equal to the primary, by cause and result (repaired: the backup differed)",
+            reconciled_documents.clone(),
+        );
         Metrics {
             registry,
+            replay_version_conflicts,
+            reconciled_documents,
             agent_connected,
             unrecorded_writes,
             unknown_outcome_writes,
@@ -314,6 +349,38 @@ impl Metrics {
             .get_or_create(&LimitLabels {
                 upstream: upstream.to_string(),
                 limit: limit.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts classified version conflicts: `older` skipped, `reconcile`
+    /// checked against the primary (zero counts are not touched).
+    pub fn observe_conflicts(&self, older: u64, reconcile: u64) {
+        use crate::es::docstate::ConflictClass;
+        for (class, n) in [
+            (ConflictClass::Older, older),
+            (ConflictClass::Reconcile, reconcile),
+        ] {
+            if n > 0 {
+                self.replay_version_conflicts
+                    .get_or_create(&ConflictLabels {
+                        class: class.label().to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Counts one reconciled document.
+    pub fn observe_reconciled(&self, cause: &str, outcome: &crate::reconcile::Reconciled) {
+        let result = match outcome {
+            crate::reconcile::Reconciled::InSync => "in_sync",
+            crate::reconcile::Reconciled::Repaired { .. } => "repaired",
+        };
+        self.reconciled_documents
+            .get_or_create(&ReconcileLabels {
+                cause: cause.to_owned(),
+                result: result.to_owned(),
             })
             .inc();
     }

@@ -37,6 +37,10 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 use crate::dead_letters::DeadLetterStore;
+use crate::es::docstate::{
+    ConflictClass, CurrentVersion, DocKey, DocState, classify_conflict, parse_version_mget,
+    version_mget,
+};
 use crate::es::ops::ReplicationOp;
 use crate::es::replay::{
     ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayTarget, build_replay_bulk,
@@ -46,6 +50,7 @@ use crate::es::rewrite::replay_request;
 use crate::es::version::ClusterVersion;
 use crate::metrics::{Metrics, OpKindCounts};
 use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
+use crate::reconcile::{DocIo, ReconcileError, Reconciled, Side, reconcile};
 use crate::roles::Roles;
 use crate::upstream::Upstream;
 
@@ -149,6 +154,14 @@ pub struct ReplayStatus {
     pub backup_version: Option<String>,
     /// The last repair, if any.
     pub last_repair: Option<RepairReport>,
+    /// Version conflicts skipped because the primary had moved past the
+    /// backup's version.
+    pub conflicts_older: u64,
+    /// Documents reconciled that were already equal on both clusters.
+    pub reconciled_in_sync: u64,
+    /// Documents found different on the backup and repaired from the
+    /// primary.
+    pub repaired_documents: u64,
 }
 
 /// Result of an operator's dead-letter retry.
@@ -544,6 +557,9 @@ impl Replication {
             })),
             "dead_letters": self.dead_letters.len(),
             "last_repair": status.last_repair.map(|r| repair_json(&r)),
+            "conflicts_older": status.conflicts_older,
+            "reconciled_in_sync": status.reconciled_in_sync,
+            "repaired_documents": status.repaired_documents,
         })
     }
 
@@ -559,9 +575,12 @@ impl Replication {
                 Err(reason) => ItemOutcome::Failed { status: 0, reason },
             };
             match outcome {
-                ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
+                ItemOutcome::Applied => {
                     self.dead_letters.remove(&[entry.id])?;
                     report.applied += 1;
+                }
+                ItemOutcome::VersionConflict { .. } => {
+                    unreachable!("apply_once settles version conflicts")
                 }
                 ItemOutcome::Retryable { status, reason }
                 | ItemOutcome::Failed { status, reason } => {
@@ -861,6 +880,7 @@ impl Replication {
         target: &ReplayTarget,
     ) -> Result<(), Interrupted> {
         let mut remaining = std::mem::take(group);
+        let mut conflicts = Vec::new();
         let mut attempt = 0;
         while !remaining.is_empty() {
             let body = match build_replay_bulk(remaining.iter().map(|(_, op)| op), target) {
@@ -897,8 +917,9 @@ impl Replication {
                     let mut applied = OpKindCounts::default();
                     for ((offset, op), outcome) in remaining.into_iter().zip(outcomes) {
                         match outcome {
-                            ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
-                                applied.add(op.kind_name())
+                            ItemOutcome::Applied => applied.add(op.kind_name()),
+                            ItemOutcome::VersionConflict { current } => {
+                                conflicts.push((offset, op, current))
                             }
                             ItemOutcome::Retryable { status, reason } => {
                                 retry_reason = Some(format!("{status}: {reason}"));
@@ -925,7 +946,141 @@ impl Replication {
             self.pause_aware_sleep(self.backoff(attempt)).await?;
             attempt += 1;
         }
+        self.settle_conflicts(conflicts, target).await
+    }
+
+    /// Decides what each replay version conflict means (see
+    /// [`crate::es::docstate`]): an op the primary has moved past is
+    /// skipped; any other document is reconciled from the primary. Waits
+    /// out an unavailable primary; a document the backup refuses is
+    /// dead-lettered.
+    async fn settle_conflicts(
+        &self,
+        conflicts: Vec<(u64, ReplicationOp, Option<i64>)>,
+        target: &ReplayTarget,
+    ) -> Result<(), Interrupted> {
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<DocKey> = conflicts
+            .iter()
+            .map(|(_, op, _)| DocKey::of(op).expect("only document ops conflict"))
+            .collect();
+        let mut attempt = 0;
+        let versions = loop {
+            match self.primary_versions(&keys).await {
+                Ok(versions) => break versions,
+                Err(reason) => self.note_error(format!(
+                    "reading the primary's versions of {} conflicting documents: {reason}",
+                    keys.len()
+                )),
+            }
+            self.pause_aware_sleep(self.backoff(attempt)).await?;
+            attempt += 1;
+        };
+        let mut older = 0;
+        let mut to_reconcile = 0;
+        for ((offset, op, current), (key, primary)) in
+            conflicts.into_iter().zip(keys.into_iter().zip(versions))
+        {
+            match classify_conflict(current, &primary) {
+                ConflictClass::Older => older += 1,
+                ConflictClass::Reconcile => {
+                    to_reconcile += 1;
+                    self.reconcile_document(
+                        offset,
+                        &op,
+                        &key,
+                        target,
+                        ReconcileCause::VersionConflict,
+                    )
+                    .await?;
+                }
+            }
+        }
+        self.metrics.observe_conflicts(older, to_reconcile);
+        self.status.lock().conflicts_older += older;
         Ok(())
+    }
+
+    /// Reconciles one document until it is done or refused for good; the
+    /// op it came from is dead-lettered when the backup refuses it.
+    async fn reconcile_document(
+        &self,
+        offset: u64,
+        op: &ReplicationOp,
+        key: &DocKey,
+        target: &ReplayTarget,
+        cause: ReconcileCause,
+    ) -> Result<(), Interrupted> {
+        let io = ClusterDocs {
+            replication: self,
+            target,
+        };
+        let mut attempt = 0;
+        loop {
+            match reconcile(&io, key).await {
+                Ok(outcome) => {
+                    self.note_reconciled(cause, key, &outcome);
+                    return Ok(());
+                }
+                Err(ReconcileError::Failed { status, reason }) => {
+                    self.dead_letter(offset, op, status, &format!("reconcile: {reason}"));
+                    return Ok(());
+                }
+                Err(ReconcileError::Retryable(reason)) => self.note_error(format!(
+                    "reconciling [{}] in [{}]: {reason}",
+                    key.id, key.index
+                )),
+            }
+            self.pause_aware_sleep(self.backoff(attempt)).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Counts and reports a finished reconciliation.
+    fn note_reconciled(&self, cause: ReconcileCause, key: &DocKey, outcome: &Reconciled) {
+        self.metrics.observe_reconciled(cause.label(), outcome);
+        let mut status = self.status.lock();
+        match outcome {
+            Reconciled::InSync => status.reconciled_in_sync += 1,
+            Reconciled::Repaired { version, ahead_by } => {
+                status.repaired_documents += 1;
+                tracing::warn!(
+                    index = %key.index,
+                    id = %key.id,
+                    cause = cause.label(),
+                    version,
+                    ahead_by,
+                    "backup differed from the primary; document repaired"
+                );
+            }
+        }
+    }
+
+    /// The primary's current version of each of `keys` (one `_mget` per
+    /// 1000 documents).
+    async fn primary_versions(&self, keys: &[DocKey]) -> Result<Vec<CurrentVersion>, String> {
+        let version = self.version_of(true).await.map_err(|e| format!("{e:#}"))?;
+        let mut versions = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let (path, body) = version_mget(chunk, &version);
+            let header = build_header(&Method::POST, path, true)?;
+            let response = self
+                .primary()
+                .exchange(header, Bytes::from(body), true)
+                .await
+                .map_err(|e| format!("primary _mget: {e}"))?;
+            let status = response.header.status.as_u16();
+            if status != 200 {
+                return Err(format!(
+                    "primary _mget answered {status}: {}",
+                    String::from_utf8_lossy(&response.body[..response.body.len().min(300)])
+                ));
+            }
+            versions.extend(parse_version_mget(&response.body, chunk.len())?);
+        }
+        Ok(versions)
     }
 
     /// Sends a replay `_bulk`; `Err` means the whole request should be
@@ -962,7 +1117,7 @@ impl Replication {
         let mut attempt = 0;
         loop {
             match self.apply_once(op, target).await {
-                ItemOutcome::Applied | ItemOutcome::AlreadyNewer => {
+                ItemOutcome::Applied => {
                     let mut applied = OpKindCounts::default();
                     applied.add(op.kind_name());
                     self.note_applied(&applied);
@@ -974,6 +1129,9 @@ impl Replication {
                 }
                 ItemOutcome::Retryable { status, reason } => {
                     self.note_error(format!("{} ({status}): {reason}", op.kind_name()));
+                }
+                ItemOutcome::VersionConflict { .. } => {
+                    unreachable!("apply_once settles version conflicts")
                 }
             }
             self.pause_aware_sleep(self.backoff(attempt)).await?;
@@ -995,7 +1153,12 @@ impl Replication {
                     }
                 };
                 match self.send_bulk(body).await {
-                    Ok(mut outcomes) if outcomes.len() == 1 => outcomes.remove(0),
+                    Ok(mut outcomes) if outcomes.len() == 1 => match outcomes.remove(0) {
+                        ItemOutcome::VersionConflict { current } => {
+                            self.settle_one_conflict(op, current, target).await
+                        }
+                        outcome => outcome,
+                    },
                     Ok(_) => ItemOutcome::Retryable {
                         status: 0,
                         reason: "unpaired bulk answer".into(),
@@ -1033,6 +1196,46 @@ impl Replication {
                     },
                 }
             }
+        }
+    }
+
+    /// [`Replication::settle_conflicts`] for one op applied on its own, in
+    /// one attempt: applied when older or reconciled.
+    async fn settle_one_conflict(
+        &self,
+        op: &ReplicationOp,
+        current: Option<i64>,
+        target: &ReplayTarget,
+    ) -> ItemOutcome {
+        let retryable = |reason: String| ItemOutcome::Retryable { status: 0, reason };
+        let Some(key) = DocKey::of(op) else {
+            return retryable("version conflict on a non-document op".into());
+        };
+        let primary = match self.primary_versions(std::slice::from_ref(&key)).await {
+            Ok(mut versions) => versions.remove(0),
+            Err(reason) => return retryable(reason),
+        };
+        let class = classify_conflict(current, &primary);
+        let older = class == ConflictClass::Older;
+        self.metrics.observe_conflicts(older as u64, !older as u64);
+        if older {
+            self.status.lock().conflicts_older += 1;
+            return ItemOutcome::Applied;
+        }
+        let io = ClusterDocs {
+            replication: self,
+            target,
+        };
+        match reconcile(&io, &key).await {
+            Ok(outcome) => {
+                self.note_reconciled(ReconcileCause::VersionConflict, &key, &outcome);
+                ItemOutcome::Applied
+            }
+            Err(ReconcileError::Retryable(reason)) => retryable(reason),
+            Err(ReconcileError::Failed { status, reason }) => ItemOutcome::Failed {
+                status,
+                reason: format!("reconcile: {reason}"),
+            },
         }
     }
 
@@ -1109,6 +1312,100 @@ impl Replication {
                     tracing::debug!(index, error = %err, "cannot raise index.gc_deletes yet")
                 }
             }
+        }
+    }
+}
+
+/// What made the replayer reconcile a document (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileCause {
+    /// A replay version conflict not provably older.
+    VersionConflict,
+    /// A write whose outcome on the primary is unknown.
+    UnknownOutcome,
+}
+
+impl ReconcileCause {
+    /// Label value for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReconcileCause::VersionConflict => "version_conflict",
+            ReconcileCause::UnknownOutcome => "unknown_outcome",
+        }
+    }
+}
+
+/// The clusters as [`reconcile`] sees them: per-document GETs with the
+/// gateway's credentials, writes as one-item replay `_bulk`s.
+struct ClusterDocs<'a> {
+    replication: &'a Replication,
+    target: &'a ReplayTarget,
+}
+
+impl DocIo for ClusterDocs<'_> {
+    async fn read(&self, side: Side, key: &DocKey) -> Result<DocState, ReconcileError> {
+        let retryable = |reason: String| ReconcileError::Retryable(reason);
+        let (upstream, version, key) = match side {
+            Side::Primary => (
+                self.replication.primary(),
+                self.replication
+                    .version_of(true)
+                    .await
+                    .map_err(|e| retryable(format!("{e:#}")))?,
+                key.clone(),
+            ),
+            Side::Backup => (
+                self.replication.backup(),
+                self.target.version,
+                DocKey {
+                    doc_type: self
+                        .target
+                        .doc_type_for(&key.index, key.doc_type.as_deref())
+                        .map(String::from),
+                    ..key.clone()
+                },
+            ),
+        };
+        let probe = key.read_repair(1);
+        let path = read_repair_get_path(&probe, &version)
+            .ok_or_else(|| retryable("not a document key".into()))?;
+        let header = build_header(&Method::GET, &path, false).map_err(retryable)?;
+        let response = upstream
+            .exchange(header, Bytes::new(), true)
+            .await
+            .map_err(|e| retryable(format!("GET on the {}: {e}", upstream.role)))?;
+        let op = read_repair_op(&probe, response.header.status.as_u16(), &response.body).map_err(
+            |e| match e {
+                ReadRepairError::Retryable { status, reason } => {
+                    retryable(format!("{} answered {status}: {reason}", upstream.role))
+                }
+                ReadRepairError::Failed { status, reason } => ReconcileError::Failed {
+                    status,
+                    reason: format!("reading from the {}: {reason}", upstream.role),
+                },
+                ReadRepairError::NotReadRepair => retryable("not a read-repair op".into()),
+            },
+        )?;
+        DocState::from_read_repair(op).ok_or_else(|| retryable("unexpected read answer".into()))
+    }
+
+    async fn write(&self, op: &ReplicationOp) -> ItemOutcome {
+        let body = match build_replay_bulk(std::iter::once(op), self.target) {
+            Ok(body) => body,
+            Err(err) => {
+                return ItemOutcome::Failed {
+                    status: 0,
+                    reason: err.to_string(),
+                };
+            }
+        };
+        match self.replication.send_bulk(body).await {
+            Ok(mut outcomes) if outcomes.len() == 1 => outcomes.remove(0),
+            Ok(_) => ItemOutcome::Retryable {
+                status: 0,
+                reason: "unpaired bulk answer".into(),
+            },
+            Err(reason) => ItemOutcome::Retryable { status: 0, reason },
         }
     }
 }

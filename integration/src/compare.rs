@@ -85,3 +85,37 @@ pub async fn assert_index_equal(primary: &str, backup: &str, index: &str) -> usi
     );
     a.len()
 }
+
+/// Asserts `index` holds the same ids and sources on both clusters, with
+/// every backup `_version` at or above the primary's (a document re-created
+/// after the primary pruned its tombstone is repaired above the backup's
+/// tombstone, so its version may run ahead); returns the document count.
+pub async fn assert_converged(primary: &str, backup: &str, index: &str) -> usize {
+    let a = documents(primary, index).await;
+    let b = documents(backup, index).await;
+    let mut problems = Vec::new();
+    for (id, (version, source)) in &a {
+        match b.get(id) {
+            None => problems.push(format!(
+                "{id}: missing on backup (primary v{version} {source})"
+            )),
+            Some((v, s)) if s != source => problems.push(format!(
+                "{id}: primary v{version} {source} / backup v{v} {s}"
+            )),
+            Some((v, _)) if v < version => {
+                problems.push(format!("{id}: backup v{v} behind primary v{version}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, (v, s)) in b.iter().filter(|(id, _)| !a.contains_key(*id)) {
+        problems.push(format!("{id}: extra on backup (v{v} {s})"));
+    }
+    assert!(
+        problems.is_empty(),
+        "{index} differs ({} problems):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    a.len()
+}

@@ -46,6 +46,7 @@
 
 pub mod bulk;
 pub mod classify;
+pub mod docstate;
 pub mod json;
 pub mod ops;
 pub mod replay;

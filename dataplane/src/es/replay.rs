@@ -215,8 +215,14 @@ pub enum ItemOutcome {
     /// Elasticsearch still records the delete's version).
     Applied,
     /// 409 `version_conflict_engine_exception` under `external_gte`: the
-    /// backup already holds a newer version. Counts as applied.
-    AlreadyNewer,
+    /// backup holds a higher version (live or a delete tombstone). Either
+    /// the op is older than what the backup holds, or the primary's version
+    /// regressed (a document re-created after its tombstone was pruned):
+    /// `super::docstate::classify_conflict` tells which.
+    VersionConflict {
+        /// The backup's current version, from the error's reason.
+        current: Option<i64>,
+    },
     /// Worth retrying with backoff: 429, 5xx, rejected execution, circuit
     /// breakers, cluster blocks (e.g. flood-stage read-only), unavailable
     /// shards.
@@ -236,9 +242,10 @@ pub enum ItemOutcome {
 }
 
 impl ItemOutcome {
-    /// Whether the op can leave the queue as applied.
+    /// Whether the op can leave the queue as applied without looking
+    /// further (a version conflict must be classified first).
     pub fn counts_as_applied(&self) -> bool {
-        matches!(self, Self::Applied | Self::AlreadyNewer)
+        matches!(self, Self::Applied)
     }
 }
 
@@ -384,7 +391,14 @@ fn outcome(is_delete: bool, status: u16, error: &ErrorDetail<'_>) -> ItemOutcome
     match status {
         200..=299 => ItemOutcome::Applied,
         404 if is_delete => ItemOutcome::Applied,
-        409 if error_type == Some("version_conflict_engine_exception") => ItemOutcome::AlreadyNewer,
+        409 if error_type == Some("version_conflict_engine_exception") => {
+            ItemOutcome::VersionConflict {
+                current: error
+                    .reason
+                    .as_deref()
+                    .and_then(super::docstate::conflict_current_version),
+            }
+        }
         _ if status == 429
             || status >= 500
             || error_type.is_some_and(|t| RETRYABLE_ERRORS.contains(&t))
@@ -467,7 +481,7 @@ pub fn request_outcome(op: &ReplicationOp, status: u16, response: &Value) -> Ite
 fn request_failure_or(outcome: ItemOutcome, status: u16, reason: String) -> ItemOutcome {
     match outcome {
         ItemOutcome::Applied | ItemOutcome::Retryable { .. } => outcome,
-        ItemOutcome::AlreadyNewer | ItemOutcome::Failed { .. } => ItemOutcome::Failed {
+        ItemOutcome::VersionConflict { .. } | ItemOutcome::Failed { .. } => ItemOutcome::Failed {
             status,
             reason: if reason.is_empty() {
                 format!("HTTP status {status}")
@@ -825,7 +839,10 @@ mod tests {
         let outcomes = replay_outcomes(&resp);
         assert_eq!(outcomes.len(), 10);
         assert_eq!(outcomes[0], ItemOutcome::Applied);
-        assert_eq!(outcomes[1], ItemOutcome::AlreadyNewer);
+        assert_eq!(
+            outcomes[1],
+            ItemOutcome::VersionConflict { current: Some(9) }
+        );
         assert_eq!(outcomes[2], ItemOutcome::Applied);
         assert!(
             matches!(&outcomes[3], ItemOutcome::Retryable { status: 429, reason } if reason.starts_with("es_rejected_execution_exception"))
@@ -853,7 +870,8 @@ mod tests {
             matches!(&outcomes[8], ItemOutcome::Retryable { status: 500, reason } if reason.contains("boom"))
         );
         assert!(matches!(outcomes[9], ItemOutcome::Failed { status: 0, .. }));
-        assert!(outcomes[1].counts_as_applied() && !outcomes[3].counts_as_applied());
+        assert!(outcomes[0].counts_as_applied() && !outcomes[1].counts_as_applied());
+        assert!(!outcomes[3].counts_as_applied());
         assert!(replay_outcomes(&json!({"error": "x", "status": 429})).is_empty());
         assert!(parse_bulk_response_for_replay(b"<html>").is_err());
     }
@@ -876,7 +894,7 @@ mod tests {
             vec![
                 ItemOutcome::Applied,
                 ItemOutcome::Applied,
-                ItemOutcome::AlreadyNewer,
+                ItemOutcome::VersionConflict { current: None },
                 ItemOutcome::Retryable {
                     status: 400,
                     reason: "remote_transport_exception: a \"quoted\" reason".into()
