@@ -23,6 +23,7 @@ pub mod agent;
 pub mod config;
 pub mod dead_letters;
 pub mod es;
+pub mod inflight;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

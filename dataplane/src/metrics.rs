@@ -66,6 +66,13 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+/// Labels of a count by cause.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// `unknown_outcome` or `restart`.
+    pub cause: String,
+}
+
 /// Operations counted per kind, so a batch updates each per-kind counter
 /// once instead of once per op (no label `String` and family lock per op).
 #[derive(Debug, Default)]
@@ -145,6 +152,13 @@ pub struct Metrics {
     pub replay_version_conflicts: Family<ConflictLabels, Counter>,
     /// Documents reconciled from the primary, by cause and result.
     pub reconciled_documents: Family<ReconcileLabels, Counter>,
+    /// Documents queued for reconciliation, by cause.
+    pub reconciles_queued: Family<CauseLabels, Counter>,
+    /// Documents of writes found in flight at start-up.
+    pub inflight_at_start: Counter,
+    /// Writes in flight (at a crash or with an unknown outcome) that name
+    /// no document and cannot be reconciled by id.
+    pub unreconcilable_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -281,8 +295,29 @@ impl Metrics {
             "Documents compared on both clusters and made equal to the primary, by cause and result (repaired: the backup differed)",
             reconciled_documents.clone(),
         );
+        let reconciles_queued = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "reconciles_queued",
+            "Documents queued to be read from the primary and made true on the backup, by cause (unknown_outcome, restart)",
+            reconciles_queued.clone(),
+        );
+        let inflight_at_start = Counter::default();
+        registry.register(
+            "inflight_documents_at_start",
+            "Documents of writes that were in flight when the gateway last stopped (queued for reconciliation)",
+            inflight_at_start.clone(),
+        );
+        let unreconcilable_writes = Counter::default();
+        registry.register(
+            "unreconcilable_writes",
+            "Writes whose outcome is unknown and that name no document (metadata, by-query, unreadable journal): run a comparison job",
+            unreconcilable_writes.clone(),
+        );
         Metrics {
             registry,
+            reconciles_queued,
+            inflight_at_start,
+            unreconcilable_writes,
             replay_version_conflicts,
             reconciled_documents,
             agent_connected,

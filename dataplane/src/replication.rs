@@ -48,6 +48,7 @@ use crate::es::replay::{
 };
 use crate::es::rewrite::replay_request;
 use crate::es::version::ClusterVersion;
+use crate::inflight::{InflightJournal, NoteId};
 use crate::metrics::{Metrics, OpKindCounts};
 use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
 use crate::reconcile::{DocIo, ReconcileError, Reconciled, Side, reconcile};
@@ -86,6 +87,16 @@ pub struct ReplayConfig {
     /// milliseconds; writes waiting behind it longer get 503.
     #[serde(default = "default_max_hold_ms")]
     pub max_hold_ms: u64,
+    /// How long after a write ended with an unknown outcome (or after a
+    /// start-up that found writes in flight) its documents are read from
+    /// the primary for reconciliation, in milliseconds: long enough for
+    /// the primary to finish a request whose connection broke.
+    #[serde(default = "default_reconcile_delay_ms")]
+    pub reconcile_delay_ms: u64,
+}
+
+fn default_reconcile_delay_ms() -> u64 {
+    5_000
 }
 
 fn default_max_hold_ms() -> u64 {
@@ -118,6 +129,7 @@ impl Default for ReplayConfig {
             retry_max_ms: default_retry_max_ms(),
             gc_deletes: default_gc_deletes(),
             max_hold_ms: default_max_hold_ms(),
+            reconcile_delay_ms: default_reconcile_delay_ms(),
         }
     }
 }
@@ -241,6 +253,19 @@ pub struct Replication {
     status: Mutex<ReplayStatus>,
     gc_done: Mutex<HashSet<String>>,
     versions: Mutex<VersionCache>,
+    /// Documents of writes in flight, noted before forwarding.
+    pub inflight: InflightJournal,
+    /// Documents waiting to be queued for reconciliation.
+    pending: Mutex<Vec<PendingReconcile>>,
+}
+
+/// Documents to queue as read-repair ops once `due`, closing `note` then.
+#[derive(Debug)]
+struct PendingReconcile {
+    due: tokio::time::Instant,
+    keys: Vec<DocKey>,
+    note: NoteId,
+    cause: ReconcileCause,
 }
 
 /// Cluster versions, re-read at most once a minute.
@@ -277,8 +302,48 @@ impl Replication {
             .map_err(|e| anyhow::anyhow!("opening the queue in {}: {e}", dir.display()))?;
         let dead_letters = DeadLetterStore::open(&dir.join("dead_letters"))?;
         metrics.dead_letters.set(dead_letters.len() as i64);
+        let (inflight, recovered) = InflightJournal::open(&dir).map_err(|e| {
+            anyhow::anyhow!("opening the in-flight journal in {}: {e}", dir.display())
+        })?;
+        let due = tokio::time::Instant::now() + Duration::from_millis(config.reconcile_delay_ms);
+        let mut pending = Vec::new();
+        let documents: usize = recovered.notes.iter().map(|(_, keys)| keys.len()).sum();
+        if !recovered.notes.is_empty() {
+            tracing::warn!(
+                writes = recovered.notes.len(),
+                documents,
+                "writes were in flight when the gateway stopped; their documents will be reconciled from the primary"
+            );
+        }
+        for (note, keys) in recovered.notes {
+            pending.push(PendingReconcile {
+                due,
+                keys,
+                note,
+                cause: ReconcileCause::Restart,
+            });
+        }
+        metrics.inflight_at_start.inc_by(documents as u64);
+        if !recovered.opaque.is_empty() {
+            tracing::error!(
+                writes = ?recovered.opaque,
+                "metadata or by-query writes were in flight when the gateway stopped and cannot be reconciled by id; run a comparison job for their indices"
+            );
+            metrics
+                .unreconcilable_writes
+                .inc_by(recovered.opaque.len() as u64);
+        }
+        if recovered.unreadable_bytes > 0 {
+            tracing::error!(
+                bytes = recovered.unreadable_bytes,
+                "the end of the in-flight journal did not verify (a torn write); the writes it noted cannot be reconciled by id, run a comparison job"
+            );
+            metrics.unreconcilable_writes.inc();
+        }
         let (paused, _) = watch::channel(config.start_paused);
         Ok(Arc::new(Replication {
+            inflight,
+            pending: Mutex::new(pending),
             queue,
             dead_letters,
             roles,
@@ -305,6 +370,73 @@ impl Replication {
         }
         kinds.add_to(&self.metrics.recorded_ops);
         Ok(())
+    }
+
+    /// Queues `keys` for reconciliation after the configured delay and
+    /// closes `note` once they are in the queue (the note keeps them safe
+    /// across a crash until then).
+    pub fn reconcile_later(&self, keys: Vec<DocKey>, note: NoteId, cause: ReconcileCause) {
+        let due =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.reconcile_delay_ms);
+        self.pending.lock().push(PendingReconcile {
+            due,
+            keys,
+            note,
+            cause,
+        });
+    }
+
+    /// Documents waiting to be queued for reconciliation.
+    pub fn pending_reconciles(&self) -> usize {
+        self.pending.lock().iter().map(|p| p.keys.len()).sum()
+    }
+
+    /// Queues the pending reconciliations that are due (all of them with
+    /// `all`) as read-repair ops; returns how many documents were queued.
+    async fn queue_due_reconciles(&self, all: bool) -> usize {
+        let now = tokio::time::Instant::now();
+        let due: Vec<PendingReconcile> = {
+            let mut pending = self.pending.lock();
+            let (due, later) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| all || p.due <= now);
+            *pending = later;
+            due
+        };
+        if due.is_empty() {
+            return 0;
+        }
+        let ops: Vec<ReplicationOp> = due
+            .iter()
+            .flat_map(|p| p.keys.iter().map(|key| key.read_repair(1)))
+            .collect();
+        match self.record(&ops).await {
+            Ok(()) => {
+                for p in &due {
+                    self.inflight.close(p.note);
+                    self.metrics
+                        .reconciles_queued
+                        .get_or_create(&crate::metrics::CauseLabels {
+                            cause: p.cause.label().to_owned(),
+                        })
+                        .inc_by(p.keys.len() as u64);
+                }
+                ops.len()
+            }
+            Err(err) => {
+                tracing::error!(error = %err, documents = ops.len(), "cannot queue documents for reconciliation; will retry");
+                self.pending.lock().extend(due);
+                0
+            }
+        }
+    }
+
+    /// Moves due reconciliations into the queue, forever.
+    async fn reconcile_scheduler(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.queue_due_reconciles(false).await;
+        }
     }
 
     /// The cluster currently primary (read-repair source).
@@ -341,6 +473,9 @@ impl Replication {
                 "the replayer is halted: {halted}"
             )));
         }
+        // Documents waiting for reconciliation must be settled against
+        // the cluster that is primary now, before the roles change.
+        self.queue_due_reconciles(true).await;
         let lag = self.lag_records();
         if lag > max_lag {
             return Err(CutoverError::Precondition(format!(
@@ -354,6 +489,7 @@ impl Replication {
                 "in-flight writes did not finish within {max_hold:?}"
             ))
         })?;
+        self.queue_due_reconciles(true).await;
         let drained = self.lag_records();
         while self.lag_records() > 0 {
             if tokio::time::Instant::now() >= deadline {
@@ -560,6 +696,8 @@ impl Replication {
             "conflicts_older": status.conflicts_older,
             "reconciled_in_sync": status.reconciled_in_sync,
             "repaired_documents": status.repaired_documents,
+            "inflight_writes": self.inflight.open_notes(),
+            "pending_reconciles": self.pending_reconciles(),
         })
     }
 
@@ -610,8 +748,13 @@ impl Replication {
         Ok(removed)
     }
 
-    /// The replayer loop; runs until the future is dropped.
+    /// The replayer loop and the reconciliation scheduler; runs until the
+    /// future is dropped.
     pub async fn run(self: Arc<Self>) {
+        tokio::join!(self.reconcile_scheduler(), self.replay_loop());
+    }
+
+    async fn replay_loop(&self) {
         let mut reader = loop {
             match self.queue.reader(REPLAYER) {
                 Ok(reader) => break reader,
@@ -1316,13 +1459,16 @@ impl Replication {
     }
 }
 
-/// What made the replayer reconcile a document (metric label).
+/// What made the gateway reconcile a document (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReconcileCause {
     /// A replay version conflict not provably older.
     VersionConflict,
-    /// A write whose outcome on the primary is unknown.
+    /// A write whose outcome on the primary is unknown (connection broke
+    /// after sending, a 5xx, an answer that could not be paired).
     UnknownOutcome,
+    /// A write in flight when the gateway stopped (found at start-up).
+    Restart,
 }
 
 impl ReconcileCause {
@@ -1331,6 +1477,7 @@ impl ReconcileCause {
         match self {
             ReconcileCause::VersionConflict => "version_conflict",
             ReconcileCause::UnknownOutcome => "unknown_outcome",
+            ReconcileCause::Restart => "restart",
         }
     }
 }

@@ -30,12 +30,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use serde_json::Value;
 
-use crate::es::bulk::{BulkItem, BulkResponse, accepted_ops, parse_bulk_bytes};
+use crate::es::bulk::{BulkItem, BulkResponse, accepted_ops, assign_missing_ids, parse_bulk_bytes};
 use crate::es::classify::RequestClass;
+use crate::es::docstate::DocKey;
 use crate::es::ops::{ReplicationOp, accepted_single};
 use crate::metrics::Metrics;
 use crate::proxy::{error_body, write_json};
-use crate::replication::Replication;
+use crate::replication::{ReconcileCause, Replication};
 use crate::roles::Roles;
 use crate::upstream::{ExchangeError, Upstream};
 
@@ -155,7 +156,7 @@ impl WritePath {
             }
         };
 
-        let items: Option<Vec<BulkItem>> = match class {
+        let mut items: Option<Vec<BulkItem>> = match class {
             RequestClass::Bulk(defaults) => match parse_bulk_bytes(&body, defaults) {
                 Ok(items) => Some(items),
                 Err(err) => {
@@ -184,10 +185,70 @@ impl WritePath {
             return reply_error(session, 507, "tandem_queue_full", &reason).await;
         }
 
-        let header = forwarded_header(session.req_header())?;
+        // Name every document the write may change (assigning ids to
+        // auto-id creates) and note them before forwarding, so a crash or
+        // an unknown outcome can be reconciled (see `crate::inflight`).
+        let mut header = forwarded_header(session.req_header())?;
+        let mut body = body;
+        let keys = match (class, items.as_mut()) {
+            (RequestClass::Bulk(_), Some(items)) => {
+                if let Some(rewritten) = assign_missing_ids(&body, items, new_doc_id) {
+                    body = rewritten;
+                }
+                items
+                    .iter()
+                    .filter_map(|item| {
+                        Some(DocKey {
+                            index: item.index.clone(),
+                            doc_type: item.doc_type.clone(),
+                            id: item.id.clone()?,
+                            routing: item.routing.clone(),
+                        })
+                    })
+                    .collect()
+            }
+            (RequestClass::DocWrite(write), _) => {
+                let id = match &write.id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = new_doc_id();
+                        assign_doc_id(&mut header, &id)?;
+                        id
+                    }
+                };
+                vec![DocKey {
+                    index: write.index.clone(),
+                    doc_type: write.doc_type.clone(),
+                    id,
+                    routing: write.routing.clone(),
+                }]
+            }
+            _ => Vec::new(),
+        };
+        let what = format!("{} {}", header.method, header.uri);
+        let note = match self.replication.inflight.note(&keys, &what) {
+            Ok(note) => note,
+            Err(err) => {
+                let reason = format!(
+                    "the gateway cannot note the write in its in-flight journal ({err}); the write was not sent to the primary, retry later"
+                );
+                return reply_error(session, 507, "tandem_journal_unavailable", &reason).await;
+            }
+        };
+        // A write whose outcome is not recorded: reconcile what it names.
+        let unsettled = |keys: Vec<DocKey>| {
+            if keys.is_empty() {
+                self.metrics.unreconcilable_writes.inc();
+                self.replication.inflight.close(note);
+            } else {
+                self.replication
+                    .reconcile_later(keys, note, ReconcileCause::UnknownOutcome);
+            }
+        };
         let response = match primary.exchange(header, body.clone(), false).await {
             Ok(response) => response,
             Err(ExchangeError::Limited(limited)) => {
+                self.replication.inflight.close(note);
                 self.metrics
                     .observe_limiter_rejection("primary", limited.kind.as_str());
                 let reason = limited.to_string();
@@ -210,13 +271,21 @@ impl WritePath {
                 });
             }
             Err(err) if err.nothing_sent() => {
+                self.replication.inflight.close(note);
                 let reason = format!("primary cluster unreachable, nothing was written: {err}");
                 return reply_error(session, 502, "tandem_primary_unavailable", &reason).await;
             }
             Err(err) => {
                 self.metrics.unknown_outcome_writes.inc();
+                let named = !keys.is_empty();
+                unsettled(keys);
                 let reason = format!(
-                    "connection to the primary failed after the request was sent; the write may or may not have been applied: {err}"
+                    "connection to the primary failed after the request was sent; the write may or may not have been applied ({}): {err}",
+                    if named {
+                        "the gateway reconciles the documents it names from the primary"
+                    } else {
+                        "it names no document: run a comparison job"
+                    }
                 );
                 return reply_error(session, 502, "tandem_primary_error", &reason).await;
             }
@@ -230,18 +299,23 @@ impl WritePath {
             Ok(ops) if !ops.is_empty() => {
                 if let Err(err) = self.replication.record(&ops).await {
                     self.metrics.unrecorded_writes.inc();
-                    tracing::error!(error = %err, ops = ops.len(), "write applied on the primary but not recorded");
+                    unsettled(keys);
+                    tracing::error!(error = %err, ops = ops.len(), "write applied on the primary but not recorded; its documents will be reconciled");
                     let reason = format!(
-                        "the write was applied on the primary but could not be recorded for the backup ({err}); the clusters differ until a comparison repairs it"
+                        "the write was applied on the primary but could not be recorded for the backup ({err}); the gateway reconciles the documents it names once its queue accepts them"
                     );
                     return reply_error(session, 500, "tandem_record_failed", &reason).await;
                 }
+                self.replication.inflight.close(note);
                 recorded = ops.len();
             }
-            Ok(_) => {}
+            // A 5xx may come after part of the request was applied.
+            Ok(_) if status >= 500 => unsettled(keys),
+            Ok(_) => self.replication.inflight.close(note),
             Err(reason) => {
                 self.metrics.unrecorded_writes.inc();
-                tracing::error!(%reason, status, "cannot pair the primary's answer with the request; nothing recorded");
+                tracing::error!(%reason, status, "cannot pair the primary's answer with the request; its documents will be reconciled");
+                unsettled(keys);
                 warning = Some(format!(
                     "299 tandem \"not recorded for the backup: {reason}\""
                 ));
@@ -330,6 +404,42 @@ async fn read_body(session: &mut Session, cap: usize) -> Result<Option<Bytes>> {
         buf.extend_from_slice(&chunk);
     }
     Ok(Some(buf.freeze()))
+}
+
+/// A fresh document id for an auto-id create: 6 bytes of milliseconds
+/// (ids of one period sort together, as the primary's own auto-ids do,
+/// which keeps its id lookups cheap) and 10 random bytes, URL-safe base64.
+pub fn new_doc_id() -> String {
+    use base64::Engine as _;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..10]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Turns an auto-id `POST /{index}/_doc` (or `/{index}/{type}`) into
+/// `POST /{index}/_doc/{id}?op_type=create`: the same semantics (a new
+/// document, refused if the id exists), with the id known in advance.
+fn assign_doc_id(header: &mut RequestHeader, id: &str) -> Result<()> {
+    let path = header.uri.path().trim_end_matches('/');
+    let mut uri = format!("{path}/{}", crate::es::uri::encode_path_segment(id));
+    match header.uri.query() {
+        Some(query) if !query.is_empty() => {
+            uri.push('?');
+            uri.push_str(query);
+            uri.push_str("&op_type=create");
+        }
+        _ => uri.push_str("?op_type=create"),
+    }
+    let uri: http::Uri = uri
+        .parse()
+        .map_err(|e| Error::because(ErrorType::InternalError, "assigning a document id", e))?;
+    header.set_uri(uri);
+    Ok(())
 }
 
 fn forwarded_header(req: &RequestHeader) -> Result<RequestHeader> {

@@ -26,6 +26,8 @@ pub struct GatewayOptions {
     pub top_level_toml: String,
     /// Extra TOML tables appended to the generated config (e.g. `[queue]`).
     pub extra_toml: String,
+    /// Extra keys of the `[replay]` table (e.g. `reconcile_delay_ms = 200`).
+    pub replay_toml: String,
 }
 
 impl GatewayOptions {
@@ -38,6 +40,7 @@ impl GatewayOptions {
             paused: false,
             top_level_toml: String::new(),
             extra_toml: String::new(),
+            replay_toml: String::new(),
         }
     }
 
@@ -67,8 +70,8 @@ impl GatewayOptions {
                 "[backup]\nurl = \"{backup}\"\nconnect_timeout_ms = 2000\nread_timeout_ms = 30000\n"
             ));
             toml.push_str(&format!(
-                "[replay]\nstart_paused = {}\nretry_initial_ms = 50\nretry_max_ms = 500\n",
-                self.paused
+                "[replay]\nstart_paused = {}\nretry_initial_ms = 50\nretry_max_ms = 500\n{}\n",
+                self.paused, self.replay_toml
             ));
         }
         toml.push_str(&self.extra_toml);
@@ -216,7 +219,8 @@ pub async fn replication_status(admin_url: &str) -> Value {
         .expect("status is JSON")
 }
 
-/// Resumes the replayer and waits until the queue is fully replayed.
+/// Resumes the replayer and waits until the queue is fully replayed and no
+/// document waits to be reconciled.
 pub async fn drain(admin_url: &str, timeout: Duration) -> Value {
     let client = http();
     let resumed = client
@@ -230,6 +234,7 @@ pub async fn drain(admin_url: &str, timeout: Duration) -> Value {
         let status = replication_status(admin_url).await;
         if status["replayer"]["lag_records"] == 0
             && status["queue"]["next_offset"].as_u64().is_some()
+            && status["pending_reconciles"].as_u64().unwrap_or(0) == 0
         {
             return status;
         }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -14,6 +15,7 @@ pub struct TcpRelay {
     /// `http://127.0.0.1:<port>` of the relay.
     pub url: String,
     down: Arc<AtomicBool>,
+    swallow: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -28,9 +30,11 @@ impl TcpRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let url = format!("http://{}", listener.local_addr().expect("relay addr"));
         let down = Arc::new(AtomicBool::new(false));
+        let swallow = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
         let task = {
             let down = down.clone();
+            let swallow = swallow.clone();
             let cut = cut.clone();
             tokio::spawn(async move {
                 loop {
@@ -43,10 +47,24 @@ impl TcpRelay {
                     }
                     let target = target.clone();
                     let mut cut_rx = cut.subscribe();
+                    let swallow = swallow.load(Ordering::SeqCst);
                     tokio::spawn(async move {
                         let Ok(mut outbound) = TcpStream::connect(&target).await else {
                             return;
                         };
+                        if swallow {
+                            // Requests reach the cluster; the connection is
+                            // closed as soon as its answer starts.
+                            let (mut from_client, _to_client) = inbound.split();
+                            let (mut from_cluster, mut to_cluster) = outbound.split();
+                            let mut first = [0u8; 1];
+                            tokio::select! {
+                                _ = tokio::io::copy(&mut from_client, &mut to_cluster) => {}
+                                _ = from_cluster.read(&mut first) => {}
+                                _ = cut_rx.changed() => {}
+                            }
+                            return;
+                        }
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                             _ = cut_rx.changed() => {}
@@ -58,9 +76,18 @@ impl TcpRelay {
         TcpRelay {
             url,
             down,
+            swallow,
             cut,
             task,
         }
+    }
+
+    /// From now on (open connections are cut), requests reach the cluster
+    /// but every connection is closed when the answer starts: the sender
+    /// cannot know whether its request was applied.
+    pub fn swallow_answers(&self, on: bool) {
+        self.swallow.store(on, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
     }
 
     /// Cuts every open connection and refuses new ones.

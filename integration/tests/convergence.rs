@@ -13,7 +13,8 @@ use reqwest::Method;
 use serde_json::json;
 use tandem_integration::client::{bulk, call, create_index, put_doc};
 use tandem_integration::compare::assert_converged;
-use tandem_integration::gateway::{GatewayOptions, TestGateway, drain};
+use tandem_integration::gateway::{GatewayOptions, GatewayProcess, TestGateway, drain};
+use tandem_integration::relay::TcpRelay;
 use tandem_integration::{SearchCluster, env, http, unique_index};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -91,9 +92,12 @@ async fn recreated_after_tombstone_pruning(primary: &SearchCluster, backup: &Sea
     drain(&gw.admin_url, DRAIN_TIMEOUT).await;
 
     // The primary forgets the delete; the backup keeps its tombstone (v4).
-    refresh(&primary.url, &index).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    refresh(&primary.url, &index).await;
+    // Pruning runs at a refresh once the node's cached clock (updated every
+    // 200 ms) has moved past the delete.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        refresh(&primary.url, &index).await;
+    }
     assert_eq!(
         put_doc(&gw.url, &index, "x", json!({ "n": 10, "life": 2 })).await,
         201
@@ -263,4 +267,232 @@ async fn churn_with_tombstone_pruning_converges_es7_to_os2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_with_tombstone_pruning_converges_os2_to_es6() {
     churn_with_tombstone_pruning(env().cluster("os2"), env().cluster("es6")).await;
+}
+
+/// Sends a request and returns its status, 0 when the connection failed
+/// (the gateway was killed mid-request, say).
+async fn status_of(method: Method, url: String, body: Option<String>, ndjson: bool) -> u16 {
+    let mut request = http().request(method, url);
+    if let Some(body) = body {
+        let content_type = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        request = request.header("content-type", content_type).body(body);
+    }
+    request
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// One random write of the mixed workload on ids `0..ids` through `url`:
+/// index, delete, partial update with upsert, auto-id create, or a bulk
+/// mixing them. Returns the HTTP status (0 when the connection failed).
+async fn random_write(url: &str, index: &str, rng: &mut Rng, w: u64, i: u64, ids: u64) -> u16 {
+    let id = rng.below(ids).to_string();
+    let doc = |extra: serde_json::Value| {
+        let mut doc = json!({ "w": w, "i": i });
+        doc.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Some(doc.to_string())
+    };
+    match rng.below(12) {
+        0..=3 => {
+            status_of(
+                Method::PUT,
+                format!("{url}/{index}/_doc/{id}"),
+                doc(json!({})),
+                false,
+            )
+            .await
+        }
+        4..=5 => {
+            status_of(
+                Method::DELETE,
+                format!("{url}/{index}/_doc/{id}"),
+                None,
+                false,
+            )
+            .await
+        }
+        6..=7 => {
+            let body = json!({ "doc": { "i": i, "updated": true }, "doc_as_upsert": true });
+            status_of(
+                Method::POST,
+                format!("{url}/{index}/_update/{id}"),
+                Some(body.to_string()),
+                false,
+            )
+            .await
+        }
+        8 => {
+            status_of(
+                Method::POST,
+                format!("{url}/{index}/_doc"),
+                doc(json!({ "auto": true })),
+                false,
+            )
+            .await
+        }
+        _ => {
+            let other = rng.below(ids).to_string();
+            let lines = [
+                json!({ "delete": { "_index": index, "_id": id } }),
+                json!({ "index": { "_index": index, "_id": other } }),
+                json!({ "w": w, "i": i, "bulk": true }),
+                json!({ "create": { "_index": index } }),
+                json!({ "w": w, "i": i, "bulk_auto": true }),
+            ];
+            let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            status_of(Method::POST, format!("{url}/_bulk"), Some(body), true).await
+        }
+    }
+}
+
+/// Runs `writers` clients of [`random_write`] until `stop`; returns how
+/// many writes were accepted. Statuses in `allowed` are ordinary answers;
+/// anything else fails the test.
+fn spawn_writers(
+    url: &str,
+    index: &str,
+    writers: u64,
+    ids: u64,
+    stop: &Arc<AtomicBool>,
+    allowed: &'static [u16],
+) -> Vec<tokio::task::JoinHandle<u32>> {
+    (0..writers)
+        .map(|w| {
+            let (stop, url, index) = (stop.clone(), url.to_string(), index.to_string());
+            tokio::spawn(async move {
+                let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (w + 1));
+                let (mut i, mut accepted) = (0, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let status = random_write(&url, &index, &mut rng, w, i, ids).await;
+                    assert!(allowed.contains(&status), "writer {w}: status {status}");
+                    if (200..300).contains(&status) {
+                        accepted += 1;
+                    }
+                }
+                accepted
+            })
+        })
+        .collect()
+}
+
+async fn join_writers(writers: Vec<tokio::task::JoinHandle<u32>>) -> u32 {
+    let mut accepted = 0;
+    for writer in writers {
+        accepted += writer.await.unwrap();
+    }
+    accepted
+}
+
+/// Kills the gateway with SIGKILL while eight writers hammer 16 ids; writes
+/// the primary applied but the gateway had not recorded yet are found in
+/// the in-flight journal at restart and reconciled.
+async fn kill_9_under_concurrent_writes(primary: &SearchCluster, backup: &SearchCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        GatewayOptions::replicating(&primary.url, &backup.url, &dir.path().join("data"));
+    options.replay_toml = "reconcile_delay_ms = 300".into();
+    let config_path = dir.path().join("gateway.toml");
+    let index = unique_index("kill9");
+    let mut accepted = 0;
+    let mut found_in_flight = 0.0;
+    let mut gateway = GatewayProcess::start(&options, &config_path).await;
+    create_index(
+        &gateway.url,
+        &index,
+        json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
+    )
+    .await;
+    for round in 0..3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        // 0: the connection died with the gateway.
+        let writers = spawn_writers(&gateway.url, &index, 8, 16, &stop, &[0, 200, 201, 404, 409]);
+        tokio::time::sleep(Duration::from_millis(1500 + 500 * round)).await;
+        gateway.kill_9();
+        stop.store(true, Ordering::SeqCst);
+        accepted += join_writers(writers).await;
+        gateway = GatewayProcess::start(&options, &config_path).await;
+        found_in_flight += metric(
+            &gateway.admin_url,
+            "tandem_inflight_documents_at_start_total",
+        )
+        .await;
+    }
+    assert!(accepted > 100, "only {accepted} writes accepted");
+    assert!(
+        found_in_flight > 0.0,
+        "no write was in flight at any of the kills: the test did not exercise the journal"
+    );
+    drain(&gateway.admin_url, DRAIN_TIMEOUT).await;
+    assert_converged(&primary.url, &backup.url, &index).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_concurrent_writes_converges_es7_to_os2() {
+    kill_9_under_concurrent_writes(env().cluster("es7"), env().cluster("os2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_concurrent_writes_converges_os2_to_es6() {
+    kill_9_under_concurrent_writes(env().cluster("os2"), env().cluster("es6")).await;
+}
+
+/// The primary's answers are cut off (the writes reach it, the gateway
+/// never hears back) several times while four writers run: every such
+/// write is answered 502 and its documents are reconciled.
+async fn unknown_outcomes_under_concurrent_writes(primary: &SearchCluster, backup: &SearchCluster) {
+    let relay = TcpRelay::start(&primary.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&relay.url, &backup.url, dir.path());
+    options.replay_toml = "reconcile_delay_ms = 300".into();
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("unknown");
+    create_index(
+        &gw.url,
+        &index,
+        json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&gw.url, &index, 4, 12, &stop, &[200, 201, 404, 409, 502]);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        relay.swallow_answers(true);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay.swallow_answers(false);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let accepted = join_writers(writers).await;
+    assert!(accepted > 50, "only {accepted} writes accepted");
+    let unknown = metric(&gw.admin_url, "tandem_unknown_outcome_writes_total").await;
+    assert!(unknown > 0.0, "no write ended with an unknown outcome");
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    assert_converged(&primary.url, &backup.url, &index).await;
+    assert!(
+        metric(
+            &gw.admin_url,
+            "tandem_reconciles_queued_total{cause=\"unknown_outcome\"}"
+        )
+        .await
+            > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_under_concurrent_writes_converge_es7_to_os2() {
+    unknown_outcomes_under_concurrent_writes(env().cluster("es7"), env().cluster("os2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_under_concurrent_writes_converge_os2_to_es6() {
+    unknown_outcomes_under_concurrent_writes(env().cluster("os2"), env().cluster("es6")).await;
 }

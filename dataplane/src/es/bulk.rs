@@ -189,6 +189,54 @@ pub fn parse_bulk_bytes(body: &Bytes, defaults: &BulkDefaults) -> Result<Vec<Bul
     Ok(items)
 }
 
+/// Gives every `index` / `create` item without an `_id` the id `new_id()`
+/// returns, in `items` and in the action line of the body, so a write in
+/// flight can be named before the primary answers. Returns the rewritten
+/// body, or `None` when no item needed an id (the body is unchanged). An
+/// action line that spells `_id` at all (e.g. `"_id": null`) is left to
+/// the primary.
+pub fn assign_missing_ids(
+    body: &Bytes,
+    items: &mut [BulkItem],
+    mut new_id: impl FnMut() -> String,
+) -> Option<Bytes> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    for item in items.iter_mut() {
+        if item.id.is_some() || !matches!(item.action, DocOp::Index | DocOp::Create) {
+            continue;
+        }
+        let start = item.range.start;
+        let line_end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |n| start + n);
+        let line = &body[start..line_end];
+        if memchr::memmem::find(line, b"\"_id\"").is_some() {
+            continue;
+        }
+        // The outer object's first value is the action's object: the
+        // second `{` of the line (the action name holds no brace).
+        let Some(inner) = memchr::memchr_iter(b'{', line).nth(1) else {
+            continue;
+        };
+        let empty = line[inner + 1..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'}');
+        let id = new_id();
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(body.len() + 64));
+        buf.extend_from_slice(&body[copied..start + inner + 1]);
+        buf.extend_from_slice(b"\"_id\":");
+        super::json::push_str(buf, &id);
+        if !empty {
+            buf.push(b',');
+        }
+        copied = start + inner + 1;
+        item.id = Some(id);
+    }
+    let mut buf = out?;
+    buf.extend_from_slice(&body[copied..]);
+    Some(Bytes::from(buf))
+}
+
 /// Line splitter that mirrors Elasticsearch's `findNextMarker`.
 struct Lines<'a> {
     data: &'a [u8],
@@ -451,6 +499,44 @@ pub fn accepted_ops(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_ids_are_assigned_in_items_and_body() {
+        let body = Bytes::from_static(
+            b"{\"index\":{\"_index\":\"a\"}}\n{\"n\":1}\n{ \"create\" : { } }\n{\"n\":2}\n{\"index\":{\"_id\":\"x\"}}\n{\"n\":3}\n{\"delete\":{\"_id\":\"y\"}}\n{\"index\":{\"_id\":null}}\n{\"n\":4}\n",
+        );
+        let defaults = BulkDefaults {
+            index: Some("d".into()),
+            ..BulkDefaults::default()
+        };
+        let mut items = parse_bulk_bytes(&body, &defaults).unwrap();
+        let mut n = 0;
+        let rewritten = assign_missing_ids(&body, &mut items, || {
+            n += 1;
+            format!("gen-{n}")
+        })
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&rewritten).unwrap(),
+            "{\"index\":{\"_id\":\"gen-1\",\"_index\":\"a\"}}\n{\"n\":1}\n{ \"create\" : {\"_id\":\"gen-2\" } }\n{\"n\":2}\n{\"index\":{\"_id\":\"x\"}}\n{\"n\":3}\n{\"delete\":{\"_id\":\"y\"}}\n{\"index\":{\"_id\":null}}\n{\"n\":4}\n"
+        );
+        let ids: Vec<Option<&str>> = items.iter().map(|i| i.id.as_deref()).collect();
+        assert_eq!(
+            ids,
+            [Some("gen-1"), Some("gen-2"), Some("x"), Some("y"), None]
+        );
+        // The rewritten body parses to the same items.
+        let again = parse_bulk_bytes(&rewritten, &defaults).unwrap();
+        assert_eq!(again.len(), 5);
+        assert_eq!(again[1].id.as_deref(), Some("gen-2"));
+        assert_eq!(again[0].index, "a");
+        let mut none_needed = parse_bulk_bytes(
+            &Bytes::from_static(b"{\"delete\":{\"_index\":\"a\",\"_id\":\"1\"}}\n"),
+            &defaults,
+        )
+        .unwrap();
+        assert!(assign_missing_ids(&body, &mut none_needed, || unreachable!()).is_none());
+    }
     use serde_json::json;
 
     /// [`accepted_ops`] on `response` as the primary's bytes.
