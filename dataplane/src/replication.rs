@@ -386,6 +386,20 @@ impl Replication {
         });
     }
 
+    /// Queues `keys` for reconciliation at once (an operator's repair of
+    /// differences a comparison found), counted as cause `compare_repair`.
+    pub async fn reconcile_now(&self, keys: &[DocKey]) -> Result<(), QueueError> {
+        let ops: Vec<ReplicationOp> = keys.iter().map(|key| key.read_repair(1)).collect();
+        self.record(&ops).await?;
+        self.metrics
+            .reconciles_queued
+            .get_or_create(&crate::metrics::CauseLabels {
+                cause: "compare_repair".to_owned(),
+            })
+            .inc_by(keys.len() as u64);
+        Ok(())
+    }
+
     /// Documents waiting to be queued for reconciliation.
     pub fn pending_reconciles(&self) -> usize {
         self.pending.lock().iter().map(|p| p.keys.len()).sum()

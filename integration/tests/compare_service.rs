@@ -11,8 +11,12 @@ use serde_json::{Value, json};
 use tandem_client::AuthenticatedChannel;
 use tandem_client::v1::compare_service_client::CompareServiceClient;
 use tandem_integration::client::{bulk, call};
-use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
-use tandem_integration::{env, fresh_database, unique_index};
+use tandem_integration::compare::assert_converged;
+use tandem_integration::controlplane::{
+    ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
+};
+use tandem_integration::gateway::{GatewayOptions, TestGateway};
+use tandem_integration::{env, fresh_database, http, unique_index};
 use tandem_proto::v1 as pb;
 use tonic::Code;
 
@@ -263,7 +267,12 @@ async fn known_differences_are_listed_with_their_kinds() {
     for (id, version, source) in &mut target {
         match id.as_str() {
             "20" => source["body"] = json!("changed on the target"),
-            "30" => *version += 5,
+            // Behind the source: a difference.
+            "30" => *version = 1,
+            // Ahead of the source with the same content: what replay
+            // leaves after repairing a re-created document (ADR 006), not
+            // a difference.
+            "40" => *version += 5,
             _ => {}
         }
     }
@@ -355,8 +364,9 @@ async fn known_differences_are_listed_with_their_kinds() {
     assert_eq!(version.source_hash, version.target_hash);
     assert_eq!(
         (version.source_version, version.target_version),
-        (Some(3), Some(8))
+        (Some(3), Some(1))
     );
+    assert_eq!(s.version_ahead, 1, "document 40, ahead on the target");
     let only = all_diffs(
         &mut client,
         &job.id,
@@ -658,4 +668,206 @@ async fn a_comparison_survives_kill_9_of_the_control_plane() {
     assert!(all_diffs(&mut client, &done.id, &[]).await.is_empty());
     delete_index(&url("es7"), &index).await;
     delete_index(&url("os2"), &index).await;
+}
+
+/// Creates a job and waits until it is terminal.
+async fn run_job(client: &mut Compare, request: pb::CreateCompareJobRequest) -> pb::CompareJob {
+    let id = create(client, request).await.id;
+    finished(client, &id).await
+}
+
+/// Writes `body` byte for byte as document `id` at external `version`.
+async fn put_raw(cluster: &str, index: &str, id: &str, version: i64, body: &'static str) {
+    let response = http()
+        .put(format!(
+            "{cluster}/{index}/_doc/{id}?version={version}&version_type=external&refresh=true"
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("put");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_source_counts_key_order_and_number_spelling() {
+    let control_plane = control_plane("cmp_strict").await;
+    let mut client = control_plane.compare().await;
+    let index = unique_index("cmp-strict");
+    let docs = numbered(0..20);
+    load(&url("es7"), &index, None, &docs).await;
+    load(&url("os2"), &index, None, &docs).await;
+    // The same JSON value, spelled differently.
+    put_raw(&url("es7"), &index, "5", 9, r#"{"body":"five","n":1.50}"#).await;
+    put_raw(&url("os2"), &index, "5", 9, r#"{"n":1.5,"body":"five"}"#).await;
+
+    let lenient = run_job(&mut client, request("es7", "os2", &index)).await;
+    assert_eq!(
+        summary(&lenient).outcome,
+        pb::CompareOutcome::Match as i32,
+        "{:?}",
+        summary(&lenient)
+    );
+
+    let mut strict = request("es7", "os2", &index);
+    strict.options.as_mut().unwrap().strict_source = true;
+    let strict = run_job(&mut client, strict).await;
+    assert_eq!(
+        state(&strict),
+        pb::JobState::Succeeded,
+        "{:?}",
+        strict.error
+    );
+    assert_eq!(
+        summary(&strict).outcome,
+        pb::CompareOutcome::Mismatch as i32
+    );
+    assert!(strict.options.unwrap().strict_source);
+    assert_eq!(
+        kinds(&all_diffs(&mut client, &strict.id, &[]).await),
+        [("5".to_string(), pb::DiffKind::ContentDiffers)]
+    );
+    delete_index(&url("es7"), &index).await;
+    delete_index(&url("os2"), &index).await;
+    control_plane.stop().await;
+}
+
+/// Differences found by a comparison are repaired by the gateway of the task
+/// replicating es7 to os2 (through its replayer, version-fenced), rechecked,
+/// and a new comparison matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn differences_are_repaired_through_the_tasks_gateway() {
+    let control_plane = control_plane("cmp_repair").await;
+    let mut client = control_plane.compare().await;
+    let (es7, os2) = (url("es7"), url("os2"));
+    let index = unique_index("cmp-repair");
+    let docs = numbered(0..40);
+    load(&es7, &index, None, &docs).await;
+    let mut target: Vec<Doc> = docs
+        .iter()
+        .filter(|(id, _, _)| id != "10")
+        .cloned()
+        .collect();
+    for (id, version, source) in &mut target {
+        match id.as_str() {
+            "20" => source["body"] = json!("changed on the target"),
+            // Different and *ahead* of the source (a re-created document
+            // below the target's old version): the repair must go above it.
+            "30" => {
+                source["body"] = json!("an older life of the document");
+                *version = 50;
+            }
+            _ => {}
+        }
+    }
+    target.push((
+        "extra-1".into(),
+        1,
+        json!({ "n": -1, "body": "only on the target" }),
+    ));
+    load(&os2, &index, None, &target).await;
+
+    // Bad requests name their field; a job must be a finished FULL one.
+    let err = client
+        .repair_compare_diffs(pb::RepairCompareDiffsRequest {
+            job_id: "not-a-uuid".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("job_id"), "{}", err.message());
+    let err = client
+        .repair_compare_diffs(pb::RepairCompareDiffsRequest {
+            job_id: UNKNOWN_ID.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let job = run_job(&mut client, request("es7", "os2", &index)).await;
+    assert_eq!(summary(&job).outcome, pb::CompareOutcome::Mismatch as i32);
+    assert_eq!(all_diffs(&mut client, &job.id, &[]).await.len(), 4);
+
+    // No task replicates es7 to os2 yet.
+    let err = client
+        .repair_compare_diffs(pb::RepairCompareDiffsRequest {
+            job_id: job.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with("task_id"), "{}", err.message());
+
+    let data = tempfile::tempdir().unwrap();
+    let gw = format!("gw-repair-{}", unique_index("g"));
+    let mut options = GatewayOptions::replicating(&es7, &os2, data.path());
+    options.extra_toml = control_plane.agent_section(&gw);
+    let _gateway = TestGateway::start_with(options).await;
+    let mut tasks = control_plane.tasks().await;
+    let task = create_task_once_registered(
+        &mut tasks,
+        pb::CreateTaskRequest {
+            name: "repair".into(),
+            primary: cluster("es7"),
+            backup: cluster("os2"),
+            gateway_ids: vec![gw.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let repaired = tokio::time::timeout(WAIT, async {
+        loop {
+            match client
+                .repair_compare_diffs(pb::RepairCompareDiffsRequest {
+                    job_id: job.id.clone(),
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(answer) => return answer.into_inner(),
+                // The gateway's stream may not be up yet.
+                Err(status) if status.code() == Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(300)).await
+                }
+                Err(status) => panic!("repair: {status:?}"),
+            }
+        }
+    })
+    .await
+    .expect("repair in time");
+    assert_eq!(repaired.task_id, task.id);
+    assert_eq!(repaired.gateway_id, gw);
+    assert_eq!(
+        (repaired.requested, repaired.repaired),
+        (4, 4),
+        "{repaired:?}"
+    );
+    assert!(repaired.still_differing.is_empty());
+    let diffs = all_diffs(&mut client, &job.id, &[]).await;
+    assert!(diffs.iter().all(|d| d.repaired_at.is_some()), "{diffs:?}");
+    assert_converged(&es7, &os2, &index).await;
+
+    // Nothing is left to repair, and a new comparison matches.
+    let again = client
+        .repair_compare_diffs(pb::RepairCompareDiffsRequest {
+            job_id: job.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.requested, 0);
+    let check = run_job(&mut client, request("es7", "os2", &index)).await;
+    let check = summary(&check);
+    assert_eq!(check.outcome, pb::CompareOutcome::Match as i32, "{check:?}");
+    assert_eq!(check.version_ahead, 1, "document 30 is ahead on the target");
+
+    delete_index(&es7, &index).await;
+    delete_index(&os2, &index).await;
+    control_plane.stop().await;
 }

@@ -1061,3 +1061,74 @@ async fn watch_reasons(client: &mut Migrations, id: &str) -> Vec<String> {
     }
     reasons
 }
+
+/// `PUT`s `body` as document `id` byte for byte (no JSON round trip).
+async fn put_raw(cluster: &str, index: &str, id: &str, body: &'static str) {
+    let response = tandem_integration::http()
+        .put(format!("{cluster}/{index}/_doc/{id}?refresh=true"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("put");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// The text of `GET /{index}/_doc/{id}` on `cluster`.
+async fn raw_get(cluster: &str, index: &str, id: &str) -> String {
+    tandem_integration::http()
+        .get(format!("{cluster}/{index}/_doc/{id}"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copied_documents_keep_their_source_bytes() {
+    let (es7, os2) = (url("es7"), url("os2"));
+    let index = unique_index("mig-bytes");
+    create_index(&es7, &index, json!({})).await;
+    put_raw(
+        &es7,
+        &index,
+        "spelled",
+        r#"{"zeta":1,"alpha":1.50,"exp":1e3,"nested":{"b":2,"a":1}}"#,
+    )
+    .await;
+    put_raw(
+        &es7,
+        &index,
+        "pretty",
+        "{\n  \"b\" : 2,\n  \"a\": \"x  y\"\n}",
+    )
+    .await;
+
+    let cp = control_plane("migration_bytes").await;
+    let mut client = cp.migrations().await;
+    let job = create(
+        &mut client,
+        request("es7", "os2", &index, Default::default()),
+    )
+    .await;
+    let job = wait_for(&mut client, &job.id, "copy", |j| {
+        !matches!(state(j), pb::JobState::Pending | pb::JobState::Running)
+    })
+    .await;
+    assert_eq!(state(&job), pb::JobState::Succeeded, "{:?}", job.error);
+    let spelled = raw_get(&os2, &index, "spelled").await;
+    assert!(
+        spelled.contains(r#""_source":{"zeta":1,"alpha":1.50,"exp":1e3,"nested":{"b":2,"a":1}}"#),
+        "key order and number spelling must survive the copy: {spelled}"
+    );
+    // One NDJSON line: whitespace between tokens goes, strings keep theirs.
+    let pretty = raw_get(&os2, &index, "pretty").await;
+    assert!(
+        pretty.contains(r#""_source":{"b":2,"a":"x  y"}"#),
+        "{pretty}"
+    );
+    delete_index(&es7, &index).await;
+    delete_index(&os2, &index).await;
+}

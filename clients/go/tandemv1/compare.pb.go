@@ -173,8 +173,12 @@ const (
 	// Both sides hold the document with different `_source` (hash differs);
 	// versions may differ too.
 	DiffKind_DIFF_KIND_CONTENT_DIFFERS DiffKind = 3
-	// Both sides hold the same `_source` but a different `_version` (only
-	// reported unless `ignore_versions`).
+	// Both sides hold the same `_source` but the target's `_version` is below
+	// the source's (only reported unless `ignore_versions`). A target version
+	// *above* the source's with the same `_source` is not a difference: it is
+	// what replay leaves after repairing a document re-created below the
+	// target's delete tombstone; such documents are counted in
+	// `CompareSummary.version_ahead`.
 	DiffKind_DIFF_KIND_VERSION_DIFFERS DiffKind = 4
 )
 
@@ -248,8 +252,13 @@ type CompareOptions struct {
 	IgnoreVersions bool `protobuf:"varint,7,opt,name=ignore_versions,json=ignoreVersions,proto3" json:"ignore_versions,omitempty"`
 	// Attempts per partition before it is marked FAILED. Zero means 5.
 	MaxPartitionAttempts uint32 `protobuf:"varint,8,opt,name=max_partition_attempts,json=maxPartitionAttempts,proto3" json:"max_partition_attempts,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Compare `_source` byte for byte as each cluster returns it (whitespace
+	// between tokens aside): key order and number spelling (`1.50` vs `1.5`)
+	// count as content differences. By default sources are compared as JSON
+	// values.
+	StrictSource  bool `protobuf:"varint,9,opt,name=strict_source,json=strictSource,proto3" json:"strict_source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CompareOptions) Reset() {
@@ -336,6 +345,13 @@ func (x *CompareOptions) GetMaxPartitionAttempts() uint32 {
 		return x.MaxPartitionAttempts
 	}
 	return 0
+}
+
+func (x *CompareOptions) GetStrictSource() bool {
+	if x != nil {
+		return x.StrictSource
+	}
+	return false
 }
 
 // A partition whose digests differ between source and target.
@@ -627,8 +643,11 @@ type CompareSummary struct {
 	DiffsRecorded uint64 `protobuf:"varint,14,opt,name=diffs_recorded,json=diffsRecorded,proto3" json:"diffs_recorded,omitempty"`
 	// True when more differences were found than `max_diffs` allowed to record.
 	DiffsTruncated bool `protobuf:"varint,15,opt,name=diffs_truncated,json=diffsTruncated,proto3" json:"diffs_truncated,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Documents with the same `_source` whose target `_version` is above the
+	// source's (FULL mode; not differences, see DIFF_KIND_VERSION_DIFFERS).
+	VersionAhead  uint64 `protobuf:"varint,16,opt,name=version_ahead,json=versionAhead,proto3" json:"version_ahead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CompareSummary) Reset() {
@@ -764,6 +783,13 @@ func (x *CompareSummary) GetDiffsTruncated() bool {
 		return x.DiffsTruncated
 	}
 	return false
+}
+
+func (x *CompareSummary) GetVersionAhead() uint64 {
+	if x != nil {
+		return x.VersionAhead
+	}
+	return 0
 }
 
 // A comparison job.
@@ -981,7 +1007,10 @@ type CompareDiff struct {
 	// Partition the document belongs to.
 	PartitionId string `protobuf:"bytes,10,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
 	// When the difference was confirmed by the recheck.
-	DetectedAt    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
+	DetectedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
+	// When RepairCompareDiffs found the document equal on both sides after
+	// repairing it; unset while it still differs.
+	RepairedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=repaired_at,json=repairedAt,proto3" json:"repaired_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1089,6 +1118,13 @@ func (x *CompareDiff) GetPartitionId() string {
 func (x *CompareDiff) GetDetectedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.DetectedAt
+	}
+	return nil
+}
+
+func (x *CompareDiff) GetRepairedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RepairedAt
 	}
 	return nil
 }
@@ -1899,11 +1935,183 @@ func (x *ListCompareDiffsResponse) GetTotalSize() uint64 {
 	return 0
 }
 
+// Request of CompareService.RepairCompareDiffs.
+type RepairCompareDiffsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. Id of a SUCCEEDED FULL comparison job.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Replication task whose gateway repairs the documents. Empty means the
+	// task that currently replicates the job's source (as primary) to its
+	// target (as backup); the call fails with FAILED_PRECONDITION when there
+	// is none or more than one.
+	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Only differences of these kinds. Empty means every kind.
+	Kinds []DiffKind `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=tandem.v1.DiffKind" json:"kinds,omitempty"`
+	// Most differences repaired by this call, oldest first, skipping those
+	// already repaired. Zero means 10 000.
+	MaxDiffs uint32 `protobuf:"varint,4,opt,name=max_diffs,json=maxDiffs,proto3" json:"max_diffs,omitempty"`
+	// How long to wait for the repaired documents to be equal on both sides.
+	// Zero means 60 s.
+	RecheckTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=recheck_timeout,json=recheckTimeout,proto3" json:"recheck_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RepairCompareDiffsRequest) Reset() {
+	*x = RepairCompareDiffsRequest{}
+	mi := &file_tandem_v1_compare_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairCompareDiffsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairCompareDiffsRequest) ProtoMessage() {}
+
+func (x *RepairCompareDiffsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_compare_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairCompareDiffsRequest.ProtoReflect.Descriptor instead.
+func (*RepairCompareDiffsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_compare_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RepairCompareDiffsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RepairCompareDiffsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RepairCompareDiffsRequest) GetKinds() []DiffKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *RepairCompareDiffsRequest) GetMaxDiffs() uint32 {
+	if x != nil {
+		return x.MaxDiffs
+	}
+	return 0
+}
+
+func (x *RepairCompareDiffsRequest) GetRecheckTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.RecheckTimeout
+	}
+	return nil
+}
+
+// Response of CompareService.RepairCompareDiffs.
+type RepairCompareDiffsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replication task used.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The gateway that reconciled the documents.
+	GatewayId string `protobuf:"bytes,2,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
+	// Differences sent for repair.
+	Requested uint64 `protobuf:"varint,3,opt,name=requested,proto3" json:"requested,omitempty"`
+	// Of those, documents equal on both sides after the repair (their
+	// differences get `repaired_at`).
+	Repaired uint64 `protobuf:"varint,4,opt,name=repaired,proto3" json:"repaired,omitempty"`
+	// Documents still different when `recheck_timeout` ran out (for example
+	// still being written, or refused by the target: see the task's dead
+	// letters).
+	StillDiffering []*CompareDiff `protobuf:"bytes,5,rep,name=still_differing,json=stillDiffering,proto3" json:"still_differing,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RepairCompareDiffsResponse) Reset() {
+	*x = RepairCompareDiffsResponse{}
+	mi := &file_tandem_v1_compare_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairCompareDiffsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairCompareDiffsResponse) ProtoMessage() {}
+
+func (x *RepairCompareDiffsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_compare_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairCompareDiffsResponse.ProtoReflect.Descriptor instead.
+func (*RepairCompareDiffsResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_compare_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RepairCompareDiffsResponse) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RepairCompareDiffsResponse) GetGatewayId() string {
+	if x != nil {
+		return x.GatewayId
+	}
+	return ""
+}
+
+func (x *RepairCompareDiffsResponse) GetRequested() uint64 {
+	if x != nil {
+		return x.Requested
+	}
+	return 0
+}
+
+func (x *RepairCompareDiffsResponse) GetRepaired() uint64 {
+	if x != nil {
+		return x.Repaired
+	}
+	return 0
+}
+
+func (x *RepairCompareDiffsResponse) GetStillDiffering() []*CompareDiff {
+	if x != nil {
+		return x.StillDiffering
+	}
+	return nil
+}
+
 var File_tandem_v1_compare_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\n" +
-	"\x17tandem/v1/compare.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xf8\x02\n" +
+	"\x17tandem/v1/compare.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\x9d\x03\n" +
 	"\x0eCompareOptions\x12*\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x16.tandem.v1.CompareModeR\x04mode\x120\n" +
 	"\x14partitions_per_index\x18\x02 \x01(\rR\x12partitionsPerIndex\x12\x1d\n" +
@@ -1913,7 +2121,8 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\tmax_diffs\x18\x05 \x01(\rR\bmaxDiffs\x12>\n" +
 	"\rrecheck_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\frecheckDelay\x12'\n" +
 	"\x0fignore_versions\x18\a \x01(\bR\x0eignoreVersions\x124\n" +
-	"\x16max_partition_attempts\x18\b \x01(\rR\x14maxPartitionAttempts\"\xf4\x01\n" +
+	"\x16max_partition_attempts\x18\b \x01(\rR\x14maxPartitionAttempts\x12#\n" +
+	"\rstrict_source\x18\t \x01(\bR\fstrictSource\"\xf4\x01\n" +
 	"\x18ComparePartitionMismatch\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\tR\vpartitionId\x12)\n" +
 	"\x10partition_number\x18\x02 \x01(\rR\x0fpartitionNumber\x12\x1f\n" +
@@ -1940,7 +2149,7 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\x14extra_in_target_docs\x18\v \x01(\x04R\x11extraInTargetDocs\x120\n" +
 	"\x14content_differs_docs\x18\f \x01(\x04R\x12contentDiffersDocs\x120\n" +
 	"\x14version_differs_docs\x18\r \x01(\x04R\x12versionDiffersDocs\x12*\n" +
-	"\x05error\x18\x0e \x01(\v2\x14.tandem.v1.ErrorInfoR\x05error\"\x83\x05\n" +
+	"\x05error\x18\x0e \x01(\v2\x14.tandem.v1.ErrorInfoR\x05error\"\xa8\x05\n" +
 	"\x0eCompareSummary\x123\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x19.tandem.v1.CompareOutcomeR\aoutcome\x12#\n" +
 	"\rindices_total\x18\x02 \x01(\rR\findicesTotal\x12)\n" +
@@ -1959,7 +2168,8 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\x0fversion_differs\x18\f \x01(\x04R\x0eversionDiffers\x12'\n" +
 	"\x0ftransient_diffs\x18\r \x01(\x04R\x0etransientDiffs\x12%\n" +
 	"\x0ediffs_recorded\x18\x0e \x01(\x04R\rdiffsRecorded\x12'\n" +
-	"\x0fdiffs_truncated\x18\x0f \x01(\bR\x0ediffsTruncated\"\xf8\x06\n" +
+	"\x0fdiffs_truncated\x18\x0f \x01(\bR\x0ediffsTruncated\x12#\n" +
+	"\rversion_ahead\x18\x10 \x01(\x04R\fversionAhead\"\xf8\x06\n" +
 	"\n" +
 	"CompareJob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -1986,7 +2196,7 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"updated_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x03\n" +
 	"\vCompareDiff\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\x12\x15\n" +
@@ -2002,7 +2212,9 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\fpartition_id\x18\n" +
 	" \x01(\tR\vpartitionId\x12;\n" +
 	"\vdetected_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"detectedAtB\x11\n" +
+	"detectedAt\x12;\n" +
+	"\vrepaired_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"repairedAtB\x11\n" +
 	"\x0f_source_versionB\x11\n" +
 	"\x0f_target_version\"\xad\x03\n" +
 	"\x17CreateCompareJobRequest\x12\x1d\n" +
@@ -2063,7 +2275,20 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\x05diffs\x18\x01 \x03(\v2\x16.tandem.v1.CompareDiffR\x05diffs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x04R\ttotalSize*x\n" +
+	"total_size\x18\x03 \x01(\x04R\ttotalSize\"\xd7\x01\n" +
+	"\x19RepairCompareDiffsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12)\n" +
+	"\x05kinds\x18\x03 \x03(\x0e2\x13.tandem.v1.DiffKindR\x05kinds\x12\x1b\n" +
+	"\tmax_diffs\x18\x04 \x01(\rR\bmaxDiffs\x12B\n" +
+	"\x0frecheck_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0erecheckTimeout\"\xcf\x01\n" +
+	"\x1aRepairCompareDiffsResponse\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
+	"\n" +
+	"gateway_id\x18\x02 \x01(\tR\tgatewayId\x12\x1c\n" +
+	"\trequested\x18\x03 \x01(\x04R\trequested\x12\x1a\n" +
+	"\brepaired\x18\x04 \x01(\x04R\brepaired\x12?\n" +
+	"\x0fstill_differing\x18\x05 \x03(\v2\x16.tandem.v1.CompareDiffR\x0estillDiffering*x\n" +
 	"\vCompareMode\x12\x1c\n" +
 	"\x18COMPARE_MODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17COMPARE_MODE_COUNT_ONLY\x10\x01\x12\x17\n" +
@@ -2078,14 +2303,15 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\x1bDIFF_KIND_MISSING_IN_TARGET\x10\x01\x12\x1d\n" +
 	"\x19DIFF_KIND_EXTRA_IN_TARGET\x10\x02\x12\x1d\n" +
 	"\x19DIFF_KIND_CONTENT_DIFFERS\x10\x03\x12\x1d\n" +
-	"\x19DIFF_KIND_VERSION_DIFFERS\x10\x042\xb1\x04\n" +
+	"\x19DIFF_KIND_VERSION_DIFFERS\x10\x042\x94\x05\n" +
 	"\x0eCompareService\x12[\n" +
 	"\x10CreateCompareJob\x12\".tandem.v1.CreateCompareJobRequest\x1a#.tandem.v1.CreateCompareJobResponse\x12R\n" +
 	"\rGetCompareJob\x12\x1f.tandem.v1.GetCompareJobRequest\x1a .tandem.v1.GetCompareJobResponse\x12X\n" +
 	"\x0fListCompareJobs\x12!.tandem.v1.ListCompareJobsRequest\x1a\".tandem.v1.ListCompareJobsResponse\x12[\n" +
 	"\x10CancelCompareJob\x12\".tandem.v1.CancelCompareJobRequest\x1a#.tandem.v1.CancelCompareJobResponse\x12Z\n" +
 	"\x0fWatchCompareJob\x12!.tandem.v1.WatchCompareJobRequest\x1a\".tandem.v1.WatchCompareJobResponse0\x01\x12[\n" +
-	"\x10ListCompareDiffs\x12\".tandem.v1.ListCompareDiffsRequest\x1a#.tandem.v1.ListCompareDiffsResponseB?Z=github.com/tandem-migrate/tandem/clients/go/tandemv1;tandemv1b\x06proto3"
+	"\x10ListCompareDiffs\x12\".tandem.v1.ListCompareDiffsRequest\x1a#.tandem.v1.ListCompareDiffsResponse\x12a\n" +
+	"\x12RepairCompareDiffs\x12$.tandem.v1.RepairCompareDiffsRequest\x1a%.tandem.v1.RepairCompareDiffsResponseB?Z=github.com/tandem-migrate/tandem/clients/go/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_compare_proto_rawDescOnce sync.Once
@@ -2100,100 +2326,108 @@ func file_tandem_v1_compare_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_compare_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tandem_v1_compare_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_tandem_v1_compare_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_tandem_v1_compare_proto_goTypes = []any{
-	(CompareMode)(0),                 // 0: tandem.v1.CompareMode
-	(CompareOutcome)(0),              // 1: tandem.v1.CompareOutcome
-	(DiffKind)(0),                    // 2: tandem.v1.DiffKind
-	(*CompareOptions)(nil),           // 3: tandem.v1.CompareOptions
-	(*ComparePartitionMismatch)(nil), // 4: tandem.v1.ComparePartitionMismatch
-	(*IndexCompareSummary)(nil),      // 5: tandem.v1.IndexCompareSummary
-	(*CompareSummary)(nil),           // 6: tandem.v1.CompareSummary
-	(*CompareJob)(nil),               // 7: tandem.v1.CompareJob
-	(*CompareDiff)(nil),              // 8: tandem.v1.CompareDiff
-	(*CreateCompareJobRequest)(nil),  // 9: tandem.v1.CreateCompareJobRequest
-	(*CreateCompareJobResponse)(nil), // 10: tandem.v1.CreateCompareJobResponse
-	(*GetCompareJobRequest)(nil),     // 11: tandem.v1.GetCompareJobRequest
-	(*GetCompareJobResponse)(nil),    // 12: tandem.v1.GetCompareJobResponse
-	(*ListCompareJobsRequest)(nil),   // 13: tandem.v1.ListCompareJobsRequest
-	(*ListCompareJobsResponse)(nil),  // 14: tandem.v1.ListCompareJobsResponse
-	(*CancelCompareJobRequest)(nil),  // 15: tandem.v1.CancelCompareJobRequest
-	(*CancelCompareJobResponse)(nil), // 16: tandem.v1.CancelCompareJobResponse
-	(*WatchCompareJobRequest)(nil),   // 17: tandem.v1.WatchCompareJobRequest
-	(*WatchCompareJobResponse)(nil),  // 18: tandem.v1.WatchCompareJobResponse
-	(*ListCompareDiffsRequest)(nil),  // 19: tandem.v1.ListCompareDiffsRequest
-	(*ListCompareDiffsResponse)(nil), // 20: tandem.v1.ListCompareDiffsResponse
-	nil,                              // 21: tandem.v1.CompareJob.LabelsEntry
-	nil,                              // 22: tandem.v1.CreateCompareJobRequest.LabelsEntry
-	nil,                              // 23: tandem.v1.ListCompareJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),      // 24: google.protobuf.Duration
-	(*PartitionCounts)(nil),          // 25: tandem.v1.PartitionCounts
-	(*ErrorInfo)(nil),                // 26: tandem.v1.ErrorInfo
-	(*ClusterRef)(nil),               // 27: tandem.v1.ClusterRef
-	(*IndexFilter)(nil),              // 28: tandem.v1.IndexFilter
-	(JobState)(0),                    // 29: tandem.v1.JobState
-	(*Progress)(nil),                 // 30: tandem.v1.Progress
-	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
-	(*Event)(nil),                    // 32: tandem.v1.Event
+	(CompareMode)(0),                   // 0: tandem.v1.CompareMode
+	(CompareOutcome)(0),                // 1: tandem.v1.CompareOutcome
+	(DiffKind)(0),                      // 2: tandem.v1.DiffKind
+	(*CompareOptions)(nil),             // 3: tandem.v1.CompareOptions
+	(*ComparePartitionMismatch)(nil),   // 4: tandem.v1.ComparePartitionMismatch
+	(*IndexCompareSummary)(nil),        // 5: tandem.v1.IndexCompareSummary
+	(*CompareSummary)(nil),             // 6: tandem.v1.CompareSummary
+	(*CompareJob)(nil),                 // 7: tandem.v1.CompareJob
+	(*CompareDiff)(nil),                // 8: tandem.v1.CompareDiff
+	(*CreateCompareJobRequest)(nil),    // 9: tandem.v1.CreateCompareJobRequest
+	(*CreateCompareJobResponse)(nil),   // 10: tandem.v1.CreateCompareJobResponse
+	(*GetCompareJobRequest)(nil),       // 11: tandem.v1.GetCompareJobRequest
+	(*GetCompareJobResponse)(nil),      // 12: tandem.v1.GetCompareJobResponse
+	(*ListCompareJobsRequest)(nil),     // 13: tandem.v1.ListCompareJobsRequest
+	(*ListCompareJobsResponse)(nil),    // 14: tandem.v1.ListCompareJobsResponse
+	(*CancelCompareJobRequest)(nil),    // 15: tandem.v1.CancelCompareJobRequest
+	(*CancelCompareJobResponse)(nil),   // 16: tandem.v1.CancelCompareJobResponse
+	(*WatchCompareJobRequest)(nil),     // 17: tandem.v1.WatchCompareJobRequest
+	(*WatchCompareJobResponse)(nil),    // 18: tandem.v1.WatchCompareJobResponse
+	(*ListCompareDiffsRequest)(nil),    // 19: tandem.v1.ListCompareDiffsRequest
+	(*ListCompareDiffsResponse)(nil),   // 20: tandem.v1.ListCompareDiffsResponse
+	(*RepairCompareDiffsRequest)(nil),  // 21: tandem.v1.RepairCompareDiffsRequest
+	(*RepairCompareDiffsResponse)(nil), // 22: tandem.v1.RepairCompareDiffsResponse
+	nil,                                // 23: tandem.v1.CompareJob.LabelsEntry
+	nil,                                // 24: tandem.v1.CreateCompareJobRequest.LabelsEntry
+	nil,                                // 25: tandem.v1.ListCompareJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),        // 26: google.protobuf.Duration
+	(*PartitionCounts)(nil),            // 27: tandem.v1.PartitionCounts
+	(*ErrorInfo)(nil),                  // 28: tandem.v1.ErrorInfo
+	(*ClusterRef)(nil),                 // 29: tandem.v1.ClusterRef
+	(*IndexFilter)(nil),                // 30: tandem.v1.IndexFilter
+	(JobState)(0),                      // 31: tandem.v1.JobState
+	(*Progress)(nil),                   // 32: tandem.v1.Progress
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*Event)(nil),                      // 34: tandem.v1.Event
 }
 var file_tandem_v1_compare_proto_depIdxs = []int32{
 	0,  // 0: tandem.v1.CompareOptions.mode:type_name -> tandem.v1.CompareMode
-	24, // 1: tandem.v1.CompareOptions.recheck_delay:type_name -> google.protobuf.Duration
+	26, // 1: tandem.v1.CompareOptions.recheck_delay:type_name -> google.protobuf.Duration
 	1,  // 2: tandem.v1.IndexCompareSummary.outcome:type_name -> tandem.v1.CompareOutcome
-	25, // 3: tandem.v1.IndexCompareSummary.partitions:type_name -> tandem.v1.PartitionCounts
+	27, // 3: tandem.v1.IndexCompareSummary.partitions:type_name -> tandem.v1.PartitionCounts
 	4,  // 4: tandem.v1.IndexCompareSummary.mismatched_partitions:type_name -> tandem.v1.ComparePartitionMismatch
-	26, // 5: tandem.v1.IndexCompareSummary.error:type_name -> tandem.v1.ErrorInfo
+	28, // 5: tandem.v1.IndexCompareSummary.error:type_name -> tandem.v1.ErrorInfo
 	1,  // 6: tandem.v1.CompareSummary.outcome:type_name -> tandem.v1.CompareOutcome
-	21, // 7: tandem.v1.CompareJob.labels:type_name -> tandem.v1.CompareJob.LabelsEntry
-	27, // 8: tandem.v1.CompareJob.source:type_name -> tandem.v1.ClusterRef
-	27, // 9: tandem.v1.CompareJob.target:type_name -> tandem.v1.ClusterRef
-	28, // 10: tandem.v1.CompareJob.indices:type_name -> tandem.v1.IndexFilter
+	23, // 7: tandem.v1.CompareJob.labels:type_name -> tandem.v1.CompareJob.LabelsEntry
+	29, // 8: tandem.v1.CompareJob.source:type_name -> tandem.v1.ClusterRef
+	29, // 9: tandem.v1.CompareJob.target:type_name -> tandem.v1.ClusterRef
+	30, // 10: tandem.v1.CompareJob.indices:type_name -> tandem.v1.IndexFilter
 	3,  // 11: tandem.v1.CompareJob.options:type_name -> tandem.v1.CompareOptions
-	29, // 12: tandem.v1.CompareJob.state:type_name -> tandem.v1.JobState
-	30, // 13: tandem.v1.CompareJob.progress:type_name -> tandem.v1.Progress
+	31, // 12: tandem.v1.CompareJob.state:type_name -> tandem.v1.JobState
+	32, // 13: tandem.v1.CompareJob.progress:type_name -> tandem.v1.Progress
 	6,  // 14: tandem.v1.CompareJob.summary:type_name -> tandem.v1.CompareSummary
 	5,  // 15: tandem.v1.CompareJob.index_summaries:type_name -> tandem.v1.IndexCompareSummary
-	26, // 16: tandem.v1.CompareJob.error:type_name -> tandem.v1.ErrorInfo
-	31, // 17: tandem.v1.CompareJob.created_at:type_name -> google.protobuf.Timestamp
-	31, // 18: tandem.v1.CompareJob.started_at:type_name -> google.protobuf.Timestamp
-	31, // 19: tandem.v1.CompareJob.finished_at:type_name -> google.protobuf.Timestamp
-	31, // 20: tandem.v1.CompareJob.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 16: tandem.v1.CompareJob.error:type_name -> tandem.v1.ErrorInfo
+	33, // 17: tandem.v1.CompareJob.created_at:type_name -> google.protobuf.Timestamp
+	33, // 18: tandem.v1.CompareJob.started_at:type_name -> google.protobuf.Timestamp
+	33, // 19: tandem.v1.CompareJob.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 20: tandem.v1.CompareJob.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 21: tandem.v1.CompareDiff.kind:type_name -> tandem.v1.DiffKind
-	31, // 22: tandem.v1.CompareDiff.detected_at:type_name -> google.protobuf.Timestamp
-	22, // 23: tandem.v1.CreateCompareJobRequest.labels:type_name -> tandem.v1.CreateCompareJobRequest.LabelsEntry
-	27, // 24: tandem.v1.CreateCompareJobRequest.source:type_name -> tandem.v1.ClusterRef
-	27, // 25: tandem.v1.CreateCompareJobRequest.target:type_name -> tandem.v1.ClusterRef
-	28, // 26: tandem.v1.CreateCompareJobRequest.indices:type_name -> tandem.v1.IndexFilter
-	3,  // 27: tandem.v1.CreateCompareJobRequest.options:type_name -> tandem.v1.CompareOptions
-	7,  // 28: tandem.v1.CreateCompareJobResponse.job:type_name -> tandem.v1.CompareJob
-	7,  // 29: tandem.v1.GetCompareJobResponse.job:type_name -> tandem.v1.CompareJob
-	29, // 30: tandem.v1.ListCompareJobsRequest.states:type_name -> tandem.v1.JobState
-	23, // 31: tandem.v1.ListCompareJobsRequest.labels:type_name -> tandem.v1.ListCompareJobsRequest.LabelsEntry
-	7,  // 32: tandem.v1.ListCompareJobsResponse.jobs:type_name -> tandem.v1.CompareJob
-	7,  // 33: tandem.v1.CancelCompareJobResponse.job:type_name -> tandem.v1.CompareJob
-	24, // 34: tandem.v1.WatchCompareJobRequest.update_interval:type_name -> google.protobuf.Duration
-	7,  // 35: tandem.v1.WatchCompareJobResponse.job:type_name -> tandem.v1.CompareJob
-	32, // 36: tandem.v1.WatchCompareJobResponse.event:type_name -> tandem.v1.Event
-	8,  // 37: tandem.v1.WatchCompareJobResponse.diff:type_name -> tandem.v1.CompareDiff
-	2,  // 38: tandem.v1.ListCompareDiffsRequest.kinds:type_name -> tandem.v1.DiffKind
-	8,  // 39: tandem.v1.ListCompareDiffsResponse.diffs:type_name -> tandem.v1.CompareDiff
-	9,  // 40: tandem.v1.CompareService.CreateCompareJob:input_type -> tandem.v1.CreateCompareJobRequest
-	11, // 41: tandem.v1.CompareService.GetCompareJob:input_type -> tandem.v1.GetCompareJobRequest
-	13, // 42: tandem.v1.CompareService.ListCompareJobs:input_type -> tandem.v1.ListCompareJobsRequest
-	15, // 43: tandem.v1.CompareService.CancelCompareJob:input_type -> tandem.v1.CancelCompareJobRequest
-	17, // 44: tandem.v1.CompareService.WatchCompareJob:input_type -> tandem.v1.WatchCompareJobRequest
-	19, // 45: tandem.v1.CompareService.ListCompareDiffs:input_type -> tandem.v1.ListCompareDiffsRequest
-	10, // 46: tandem.v1.CompareService.CreateCompareJob:output_type -> tandem.v1.CreateCompareJobResponse
-	12, // 47: tandem.v1.CompareService.GetCompareJob:output_type -> tandem.v1.GetCompareJobResponse
-	14, // 48: tandem.v1.CompareService.ListCompareJobs:output_type -> tandem.v1.ListCompareJobsResponse
-	16, // 49: tandem.v1.CompareService.CancelCompareJob:output_type -> tandem.v1.CancelCompareJobResponse
-	18, // 50: tandem.v1.CompareService.WatchCompareJob:output_type -> tandem.v1.WatchCompareJobResponse
-	20, // 51: tandem.v1.CompareService.ListCompareDiffs:output_type -> tandem.v1.ListCompareDiffsResponse
-	46, // [46:52] is the sub-list for method output_type
-	40, // [40:46] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	33, // 22: tandem.v1.CompareDiff.detected_at:type_name -> google.protobuf.Timestamp
+	33, // 23: tandem.v1.CompareDiff.repaired_at:type_name -> google.protobuf.Timestamp
+	24, // 24: tandem.v1.CreateCompareJobRequest.labels:type_name -> tandem.v1.CreateCompareJobRequest.LabelsEntry
+	29, // 25: tandem.v1.CreateCompareJobRequest.source:type_name -> tandem.v1.ClusterRef
+	29, // 26: tandem.v1.CreateCompareJobRequest.target:type_name -> tandem.v1.ClusterRef
+	30, // 27: tandem.v1.CreateCompareJobRequest.indices:type_name -> tandem.v1.IndexFilter
+	3,  // 28: tandem.v1.CreateCompareJobRequest.options:type_name -> tandem.v1.CompareOptions
+	7,  // 29: tandem.v1.CreateCompareJobResponse.job:type_name -> tandem.v1.CompareJob
+	7,  // 30: tandem.v1.GetCompareJobResponse.job:type_name -> tandem.v1.CompareJob
+	31, // 31: tandem.v1.ListCompareJobsRequest.states:type_name -> tandem.v1.JobState
+	25, // 32: tandem.v1.ListCompareJobsRequest.labels:type_name -> tandem.v1.ListCompareJobsRequest.LabelsEntry
+	7,  // 33: tandem.v1.ListCompareJobsResponse.jobs:type_name -> tandem.v1.CompareJob
+	7,  // 34: tandem.v1.CancelCompareJobResponse.job:type_name -> tandem.v1.CompareJob
+	26, // 35: tandem.v1.WatchCompareJobRequest.update_interval:type_name -> google.protobuf.Duration
+	7,  // 36: tandem.v1.WatchCompareJobResponse.job:type_name -> tandem.v1.CompareJob
+	34, // 37: tandem.v1.WatchCompareJobResponse.event:type_name -> tandem.v1.Event
+	8,  // 38: tandem.v1.WatchCompareJobResponse.diff:type_name -> tandem.v1.CompareDiff
+	2,  // 39: tandem.v1.ListCompareDiffsRequest.kinds:type_name -> tandem.v1.DiffKind
+	8,  // 40: tandem.v1.ListCompareDiffsResponse.diffs:type_name -> tandem.v1.CompareDiff
+	2,  // 41: tandem.v1.RepairCompareDiffsRequest.kinds:type_name -> tandem.v1.DiffKind
+	26, // 42: tandem.v1.RepairCompareDiffsRequest.recheck_timeout:type_name -> google.protobuf.Duration
+	8,  // 43: tandem.v1.RepairCompareDiffsResponse.still_differing:type_name -> tandem.v1.CompareDiff
+	9,  // 44: tandem.v1.CompareService.CreateCompareJob:input_type -> tandem.v1.CreateCompareJobRequest
+	11, // 45: tandem.v1.CompareService.GetCompareJob:input_type -> tandem.v1.GetCompareJobRequest
+	13, // 46: tandem.v1.CompareService.ListCompareJobs:input_type -> tandem.v1.ListCompareJobsRequest
+	15, // 47: tandem.v1.CompareService.CancelCompareJob:input_type -> tandem.v1.CancelCompareJobRequest
+	17, // 48: tandem.v1.CompareService.WatchCompareJob:input_type -> tandem.v1.WatchCompareJobRequest
+	19, // 49: tandem.v1.CompareService.ListCompareDiffs:input_type -> tandem.v1.ListCompareDiffsRequest
+	21, // 50: tandem.v1.CompareService.RepairCompareDiffs:input_type -> tandem.v1.RepairCompareDiffsRequest
+	10, // 51: tandem.v1.CompareService.CreateCompareJob:output_type -> tandem.v1.CreateCompareJobResponse
+	12, // 52: tandem.v1.CompareService.GetCompareJob:output_type -> tandem.v1.GetCompareJobResponse
+	14, // 53: tandem.v1.CompareService.ListCompareJobs:output_type -> tandem.v1.ListCompareJobsResponse
+	16, // 54: tandem.v1.CompareService.CancelCompareJob:output_type -> tandem.v1.CancelCompareJobResponse
+	18, // 55: tandem.v1.CompareService.WatchCompareJob:output_type -> tandem.v1.WatchCompareJobResponse
+	20, // 56: tandem.v1.CompareService.ListCompareDiffs:output_type -> tandem.v1.ListCompareDiffsResponse
+	22, // 57: tandem.v1.CompareService.RepairCompareDiffs:output_type -> tandem.v1.RepairCompareDiffsResponse
+	51, // [51:58] is the sub-list for method output_type
+	44, // [44:51] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_compare_proto_init() }
@@ -2214,7 +2448,7 @@ func file_tandem_v1_compare_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_compare_proto_rawDesc), len(file_tandem_v1_compare_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,12 +43,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CompareService_CreateCompareJob_FullMethodName = "/tandem.v1.CompareService/CreateCompareJob"
-	CompareService_GetCompareJob_FullMethodName    = "/tandem.v1.CompareService/GetCompareJob"
-	CompareService_ListCompareJobs_FullMethodName  = "/tandem.v1.CompareService/ListCompareJobs"
-	CompareService_CancelCompareJob_FullMethodName = "/tandem.v1.CompareService/CancelCompareJob"
-	CompareService_WatchCompareJob_FullMethodName  = "/tandem.v1.CompareService/WatchCompareJob"
-	CompareService_ListCompareDiffs_FullMethodName = "/tandem.v1.CompareService/ListCompareDiffs"
+	CompareService_CreateCompareJob_FullMethodName   = "/tandem.v1.CompareService/CreateCompareJob"
+	CompareService_GetCompareJob_FullMethodName      = "/tandem.v1.CompareService/GetCompareJob"
+	CompareService_ListCompareJobs_FullMethodName    = "/tandem.v1.CompareService/ListCompareJobs"
+	CompareService_CancelCompareJob_FullMethodName   = "/tandem.v1.CompareService/CancelCompareJob"
+	CompareService_WatchCompareJob_FullMethodName    = "/tandem.v1.CompareService/WatchCompareJob"
+	CompareService_ListCompareDiffs_FullMethodName   = "/tandem.v1.CompareService/ListCompareDiffs"
+	CompareService_RepairCompareDiffs_FullMethodName = "/tandem.v1.CompareService/RepairCompareDiffs"
 )
 
 // CompareServiceClient is the client API for CompareService service.
@@ -70,6 +71,13 @@ type CompareServiceClient interface {
 	WatchCompareJob(ctx context.Context, in *WatchCompareJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCompareJobResponse], error)
 	// Lists the document differences a job found, paginated.
 	ListCompareDiffs(ctx context.Context, in *ListCompareDiffsRequest, opts ...grpc.CallOption) (*ListCompareDiffsResponse, error)
+	// Repairs the differences a finished FULL job found, through the same
+	// version-fenced reconciliation the replayer uses: a gateway of the
+	// replication task that replicates the job's source to its target reads
+	// each document from the source (its primary) and makes it true on the
+	// target. Then every repaired document is compared again; the answer
+	// says which are equal now.
+	RepairCompareDiffs(ctx context.Context, in *RepairCompareDiffsRequest, opts ...grpc.CallOption) (*RepairCompareDiffsResponse, error)
 }
 
 type compareServiceClient struct {
@@ -149,6 +157,16 @@ func (c *compareServiceClient) ListCompareDiffs(ctx context.Context, in *ListCom
 	return out, nil
 }
 
+func (c *compareServiceClient) RepairCompareDiffs(ctx context.Context, in *RepairCompareDiffsRequest, opts ...grpc.CallOption) (*RepairCompareDiffsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepairCompareDiffsResponse)
+	err := c.cc.Invoke(ctx, CompareService_RepairCompareDiffs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CompareServiceServer is the server API for CompareService service.
 // All implementations must embed UnimplementedCompareServiceServer
 // for forward compatibility.
@@ -168,6 +186,13 @@ type CompareServiceServer interface {
 	WatchCompareJob(*WatchCompareJobRequest, grpc.ServerStreamingServer[WatchCompareJobResponse]) error
 	// Lists the document differences a job found, paginated.
 	ListCompareDiffs(context.Context, *ListCompareDiffsRequest) (*ListCompareDiffsResponse, error)
+	// Repairs the differences a finished FULL job found, through the same
+	// version-fenced reconciliation the replayer uses: a gateway of the
+	// replication task that replicates the job's source to its target reads
+	// each document from the source (its primary) and makes it true on the
+	// target. Then every repaired document is compared again; the answer
+	// says which are equal now.
+	RepairCompareDiffs(context.Context, *RepairCompareDiffsRequest) (*RepairCompareDiffsResponse, error)
 	mustEmbedUnimplementedCompareServiceServer()
 }
 
@@ -195,6 +220,9 @@ func (UnimplementedCompareServiceServer) WatchCompareJob(*WatchCompareJobRequest
 }
 func (UnimplementedCompareServiceServer) ListCompareDiffs(context.Context, *ListCompareDiffsRequest) (*ListCompareDiffsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCompareDiffs not implemented")
+}
+func (UnimplementedCompareServiceServer) RepairCompareDiffs(context.Context, *RepairCompareDiffsRequest) (*RepairCompareDiffsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RepairCompareDiffs not implemented")
 }
 func (UnimplementedCompareServiceServer) mustEmbedUnimplementedCompareServiceServer() {}
 func (UnimplementedCompareServiceServer) testEmbeddedByValue()                        {}
@@ -318,6 +346,24 @@ func _CompareService_ListCompareDiffs_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CompareService_RepairCompareDiffs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepairCompareDiffsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CompareServiceServer).RepairCompareDiffs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CompareService_RepairCompareDiffs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CompareServiceServer).RepairCompareDiffs(ctx, req.(*RepairCompareDiffsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CompareService_ServiceDesc is the grpc.ServiceDesc for CompareService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -344,6 +390,10 @@ var CompareService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCompareDiffs",
 			Handler:    _CompareService_ListCompareDiffs_Handler,
+		},
+		{
+			MethodName: "RepairCompareDiffs",
+			Handler:    _CompareService_RepairCompareDiffs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

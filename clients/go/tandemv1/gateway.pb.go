@@ -2279,6 +2279,7 @@ type CommandResult struct {
 	//	*CommandResult_DeadLetters
 	//	*CommandResult_Peek
 	//	*CommandResult_Repair
+	//	*CommandResult_Reconcile
 	Detail        isCommandResult_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2376,6 +2377,15 @@ func (x *CommandResult) GetRepair() *QueueRepairResult {
 	return nil
 }
 
+func (x *CommandResult) GetReconcile() *ReconcileDocumentsResult {
+	if x != nil {
+		if x, ok := x.Detail.(*CommandResult_Reconcile); ok {
+			return x.Reconcile
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Detail interface {
 	isCommandResult_Detail()
 }
@@ -2395,11 +2405,64 @@ type CommandResult_Repair struct {
 	Repair *QueueRepairResult `protobuf:"bytes,12,opt,name=repair,proto3,oneof"`
 }
 
+type CommandResult_Reconcile struct {
+	// For ReconcileDocumentsCommand.
+	Reconcile *ReconcileDocumentsResult `protobuf:"bytes,13,opt,name=reconcile,proto3,oneof"`
+}
+
 func (*CommandResult_DeadLetters) isCommandResult_Detail() {}
 
 func (*CommandResult_Peek) isCommandResult_Detail() {}
 
 func (*CommandResult_Repair) isCommandResult_Detail() {}
+
+func (*CommandResult_Reconcile) isCommandResult_Detail() {}
+
+// Result of ReconcileDocumentsCommand.
+type ReconcileDocumentsResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Documents queued for reconciliation.
+	Queued        uint64 `protobuf:"varint,1,opt,name=queued,proto3" json:"queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconcileDocumentsResult) Reset() {
+	*x = ReconcileDocumentsResult{}
+	mi := &file_tandem_v1_gateway_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileDocumentsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileDocumentsResult) ProtoMessage() {}
+
+func (x *ReconcileDocumentsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_gateway_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileDocumentsResult.ProtoReflect.Descriptor instead.
+func (*ReconcileDocumentsResult) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReconcileDocumentsResult) GetQueued() uint64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
 
 // One message from the control plane to a gateway's agent.
 type AgentStreamResponse struct {
@@ -2419,7 +2482,7 @@ type AgentStreamResponse struct {
 
 func (x *AgentStreamResponse) Reset() {
 	*x = AgentStreamResponse{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[26]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2494,7 @@ func (x *AgentStreamResponse) String() string {
 func (*AgentStreamResponse) ProtoMessage() {}
 
 func (x *AgentStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[26]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2507,7 @@ func (x *AgentStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStreamResponse.ProtoReflect.Descriptor instead.
 func (*AgentStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentStreamResponse) GetPayload() isAgentStreamResponse_Payload {
@@ -2542,7 +2605,7 @@ type AgentWelcome struct {
 
 func (x *AgentWelcome) Reset() {
 	*x = AgentWelcome{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[27]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2617,7 @@ func (x *AgentWelcome) String() string {
 func (*AgentWelcome) ProtoMessage() {}
 
 func (x *AgentWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[27]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2630,7 @@ func (x *AgentWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentWelcome.ProtoReflect.Descriptor instead.
 func (*AgentWelcome) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{27}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AgentWelcome) GetGatewayId() string {
@@ -2634,7 +2697,7 @@ type UpstreamAssignment struct {
 
 func (x *UpstreamAssignment) Reset() {
 	*x = UpstreamAssignment{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[28]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2709,7 @@ func (x *UpstreamAssignment) String() string {
 func (*UpstreamAssignment) ProtoMessage() {}
 
 func (x *UpstreamAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[28]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2722,7 @@ func (x *UpstreamAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamAssignment.ProtoReflect.Descriptor instead.
 func (*UpstreamAssignment) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{28}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpstreamAssignment) GetRole() ClusterRole {
@@ -2747,7 +2810,7 @@ type WriteHold struct {
 
 func (x *WriteHold) Reset() {
 	*x = WriteHold{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[29]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2822,7 @@ func (x *WriteHold) String() string {
 func (*WriteHold) ProtoMessage() {}
 
 func (x *WriteHold) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[29]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2835,7 @@ func (x *WriteHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteHold.ProtoReflect.Descriptor instead.
 func (*WriteHold) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{29}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WriteHold) GetHoldId() string {
@@ -2831,7 +2894,7 @@ type TaskAssignment struct {
 
 func (x *TaskAssignment) Reset() {
 	*x = TaskAssignment{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[30]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +2906,7 @@ func (x *TaskAssignment) String() string {
 func (*TaskAssignment) ProtoMessage() {}
 
 func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[30]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +2919,7 @@ func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskAssignment.ProtoReflect.Descriptor instead.
 func (*TaskAssignment) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{30}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TaskAssignment) GetTaskId() string {
@@ -2979,7 +3042,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[31]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3054,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[31]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3067,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{31}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DesiredState) GetVersion() uint64 {
@@ -3071,7 +3134,7 @@ type RetryDeadLettersCommand struct {
 
 func (x *RetryDeadLettersCommand) Reset() {
 	*x = RetryDeadLettersCommand{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[32]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3146,7 @@ func (x *RetryDeadLettersCommand) String() string {
 func (*RetryDeadLettersCommand) ProtoMessage() {}
 
 func (x *RetryDeadLettersCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[32]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3159,7 @@ func (x *RetryDeadLettersCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryDeadLettersCommand.ProtoReflect.Descriptor instead.
 func (*RetryDeadLettersCommand) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{32}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RetryDeadLettersCommand) GetTaskId() string {
@@ -3135,7 +3198,7 @@ type SkipDeadLettersCommand struct {
 
 func (x *SkipDeadLettersCommand) Reset() {
 	*x = SkipDeadLettersCommand{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[33]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3147,7 +3210,7 @@ func (x *SkipDeadLettersCommand) String() string {
 func (*SkipDeadLettersCommand) ProtoMessage() {}
 
 func (x *SkipDeadLettersCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[33]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3160,7 +3223,7 @@ func (x *SkipDeadLettersCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipDeadLettersCommand.ProtoReflect.Descriptor instead.
 func (*SkipDeadLettersCommand) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{33}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SkipDeadLettersCommand) GetTaskId() string {
@@ -3199,7 +3262,7 @@ type FetchDeadLettersCommand struct {
 
 func (x *FetchDeadLettersCommand) Reset() {
 	*x = FetchDeadLettersCommand{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[34]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3211,7 +3274,7 @@ func (x *FetchDeadLettersCommand) String() string {
 func (*FetchDeadLettersCommand) ProtoMessage() {}
 
 func (x *FetchDeadLettersCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[34]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3224,7 +3287,7 @@ func (x *FetchDeadLettersCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchDeadLettersCommand.ProtoReflect.Descriptor instead.
 func (*FetchDeadLettersCommand) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{34}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FetchDeadLettersCommand) GetTaskId() string {
@@ -3267,7 +3330,7 @@ type PeekRecordsCommand struct {
 
 func (x *PeekRecordsCommand) Reset() {
 	*x = PeekRecordsCommand{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[35]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3279,7 +3342,7 @@ func (x *PeekRecordsCommand) String() string {
 func (*PeekRecordsCommand) ProtoMessage() {}
 
 func (x *PeekRecordsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[35]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3292,7 +3355,7 @@ func (x *PeekRecordsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeekRecordsCommand.ProtoReflect.Descriptor instead.
 func (*PeekRecordsCommand) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{35}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PeekRecordsCommand) GetTaskId() string {
@@ -3349,7 +3412,7 @@ type RepairQueueCommand struct {
 
 func (x *RepairQueueCommand) Reset() {
 	*x = RepairQueueCommand{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[36]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3361,7 +3424,7 @@ func (x *RepairQueueCommand) String() string {
 func (*RepairQueueCommand) ProtoMessage() {}
 
 func (x *RepairQueueCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[36]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3374,7 +3437,7 @@ func (x *RepairQueueCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairQueueCommand.ProtoReflect.Descriptor instead.
 func (*RepairQueueCommand) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{36}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RepairQueueCommand) GetTaskId() string {
@@ -3405,6 +3468,136 @@ func (x *RepairQueueCommand) GetComment() string {
 	return ""
 }
 
+// One document, as a gateway addresses it on either cluster.
+type DocumentRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. Concrete index.
+	Index string `protobuf:"bytes,1,opt,name=index,proto3" json:"index,omitempty"`
+	// Mapping type (Elasticsearch 5.x/6.x); empty when typeless.
+	DocType string `protobuf:"bytes,2,opt,name=doc_type,json=docType,proto3" json:"doc_type,omitempty"`
+	// Required. Document id.
+	Id string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// Custom routing; empty when none.
+	Routing       string `protobuf:"bytes,4,opt,name=routing,proto3" json:"routing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DocumentRef) Reset() {
+	*x = DocumentRef{}
+	mi := &file_tandem_v1_gateway_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DocumentRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DocumentRef) ProtoMessage() {}
+
+func (x *DocumentRef) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_gateway_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DocumentRef.ProtoReflect.Descriptor instead.
+func (*DocumentRef) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DocumentRef) GetIndex() string {
+	if x != nil {
+		return x.Index
+	}
+	return ""
+}
+
+func (x *DocumentRef) GetDocType() string {
+	if x != nil {
+		return x.DocType
+	}
+	return ""
+}
+
+func (x *DocumentRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DocumentRef) GetRouting() string {
+	if x != nil {
+		return x.Routing
+	}
+	return ""
+}
+
+// Asks a gateway to reconcile documents: each is queued as a read-repair op,
+// so the replayer reads it from the primary and makes it true on the backup,
+// version-fenced, in queue order.
+type ReconcileDocumentsCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task whose replayer reconciles them.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The documents (at most 10 000).
+	Documents     []*DocumentRef `protobuf:"bytes,2,rep,name=documents,proto3" json:"documents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconcileDocumentsCommand) Reset() {
+	*x = ReconcileDocumentsCommand{}
+	mi := &file_tandem_v1_gateway_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileDocumentsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileDocumentsCommand) ProtoMessage() {}
+
+func (x *ReconcileDocumentsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_gateway_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileDocumentsCommand.ProtoReflect.Descriptor instead.
+func (*ReconcileDocumentsCommand) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReconcileDocumentsCommand) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ReconcileDocumentsCommand) GetDocuments() []*DocumentRef {
+	if x != nil {
+		return x.Documents
+	}
+	return nil
+}
+
 // A command for one gateway. Delivered at least once (again after a
 // reconnect until answered); executed at most once per `command_id`.
 type GatewayCommand struct {
@@ -3425,6 +3618,7 @@ type GatewayCommand struct {
 	//	*GatewayCommand_FetchDeadLetters
 	//	*GatewayCommand_PeekRecords
 	//	*GatewayCommand_RepairQueue
+	//	*GatewayCommand_ReconcileDocuments
 	Command       isGatewayCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3432,7 +3626,7 @@ type GatewayCommand struct {
 
 func (x *GatewayCommand) Reset() {
 	*x = GatewayCommand{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[37]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3638,7 @@ func (x *GatewayCommand) String() string {
 func (*GatewayCommand) ProtoMessage() {}
 
 func (x *GatewayCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[37]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3651,7 @@ func (x *GatewayCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayCommand.ProtoReflect.Descriptor instead.
 func (*GatewayCommand) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{37}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GatewayCommand) GetCommandId() string {
@@ -3533,6 +3727,15 @@ func (x *GatewayCommand) GetRepairQueue() *RepairQueueCommand {
 	return nil
 }
 
+func (x *GatewayCommand) GetReconcileDocuments() *ReconcileDocumentsCommand {
+	if x != nil {
+		if x, ok := x.Command.(*GatewayCommand_ReconcileDocuments); ok {
+			return x.ReconcileDocuments
+		}
+	}
+	return nil
+}
+
 type isGatewayCommand_Command interface {
 	isGatewayCommand_Command()
 }
@@ -3562,6 +3765,11 @@ type GatewayCommand_RepairQueue struct {
 	RepairQueue *RepairQueueCommand `protobuf:"bytes,14,opt,name=repair_queue,json=repairQueue,proto3,oneof"`
 }
 
+type GatewayCommand_ReconcileDocuments struct {
+	// Reconcile documents from the primary.
+	ReconcileDocuments *ReconcileDocumentsCommand `protobuf:"bytes,15,opt,name=reconcile_documents,json=reconcileDocuments,proto3,oneof"`
+}
+
 func (*GatewayCommand_RetryDeadLetters) isGatewayCommand_Command() {}
 
 func (*GatewayCommand_SkipDeadLetters) isGatewayCommand_Command() {}
@@ -3571,6 +3779,8 @@ func (*GatewayCommand_FetchDeadLetters) isGatewayCommand_Command() {}
 func (*GatewayCommand_PeekRecords) isGatewayCommand_Command() {}
 
 func (*GatewayCommand_RepairQueue) isGatewayCommand_Command() {}
+
+func (*GatewayCommand_ReconcileDocuments) isGatewayCommand_Command() {}
 
 // Acknowledges events stored by the control plane.
 type EventAck struct {
@@ -3584,7 +3794,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_tandem_v1_gateway_proto_msgTypes[38]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +3806,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_gateway_proto_msgTypes[38]
+	mi := &file_tandem_v1_gateway_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +3819,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{38}
+	return file_tandem_v1_gateway_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EventAck) GetSequence() uint64 {
@@ -3794,7 +4004,7 @@ const file_tandem_v1_gateway_proto_rawDesc = "" +
 	"\ffirst_offset\x18\x03 \x01(\x04R\vfirstOffset\x12\x1f\n" +
 	"\vhead_offset\x18\x04 \x01(\x04R\n" +
 	"headOffset\x12)\n" +
-	"\x10committed_offset\x18\x05 \x01(\x04R\x0fcommittedOffset\"\x94\x03\n" +
+	"\x10committed_offset\x18\x05 \x01(\x04R\x0fcommittedOffset\"\xd9\x03\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x123\n" +
@@ -3804,8 +4014,11 @@ const file_tandem_v1_gateway_proto_rawDesc = "" +
 	"\fdead_letters\x18\n" +
 	" \x01(\v2\".tandem.v1.DeadLetterCommandResultH\x00R\vdeadLetters\x129\n" +
 	"\x04peek\x18\v \x01(\v2#.tandem.v1.PeekRecordsCommandResultH\x00R\x04peek\x126\n" +
-	"\x06repair\x18\f \x01(\v2\x1c.tandem.v1.QueueRepairResultH\x00R\x06repairB\b\n" +
-	"\x06detail\"\x80\x02\n" +
+	"\x06repair\x18\f \x01(\v2\x1c.tandem.v1.QueueRepairResultH\x00R\x06repair\x12C\n" +
+	"\treconcile\x18\r \x01(\v2#.tandem.v1.ReconcileDocumentsResultH\x00R\treconcileB\b\n" +
+	"\x06detail\"2\n" +
+	"\x18ReconcileDocumentsResult\x12\x16\n" +
+	"\x06queued\x18\x01 \x01(\x04R\x06queued\"\x80\x02\n" +
 	"\x13AgentStreamResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.tandem.v1.AgentWelcomeH\x00R\awelcome\x12>\n" +
 	"\rdesired_state\x18\x02 \x01(\v2\x17.tandem.v1.DesiredStateH\x00R\fdesiredState\x125\n" +
@@ -3883,7 +4096,15 @@ const file_tandem_v1_gateway_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12'\n" +
 	"\x0fexpected_offset\x18\x02 \x01(\x04R\x0eexpectedOffset\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x18\n" +
-	"\acomment\x18\x04 \x01(\tR\acomment\"\xaf\x04\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"h\n" +
+	"\vDocumentRef\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\tR\x05index\x12\x19\n" +
+	"\bdoc_type\x18\x02 \x01(\tR\adocType\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x18\n" +
+	"\arouting\x18\x04 \x01(\tR\arouting\"j\n" +
+	"\x19ReconcileDocumentsCommand\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x124\n" +
+	"\tdocuments\x18\x02 \x03(\v2\x16.tandem.v1.DocumentRefR\tdocuments\"\x88\x05\n" +
 	"\x0eGatewayCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x127\n" +
@@ -3895,7 +4116,8 @@ const file_tandem_v1_gateway_proto_rawDesc = "" +
 	"\x11skip_dead_letters\x18\v \x01(\v2!.tandem.v1.SkipDeadLettersCommandH\x00R\x0fskipDeadLetters\x12R\n" +
 	"\x12fetch_dead_letters\x18\f \x01(\v2\".tandem.v1.FetchDeadLettersCommandH\x00R\x10fetchDeadLetters\x12B\n" +
 	"\fpeek_records\x18\r \x01(\v2\x1d.tandem.v1.PeekRecordsCommandH\x00R\vpeekRecords\x12B\n" +
-	"\frepair_queue\x18\x0e \x01(\v2\x1d.tandem.v1.RepairQueueCommandH\x00R\vrepairQueueB\t\n" +
+	"\frepair_queue\x18\x0e \x01(\v2\x1d.tandem.v1.RepairQueueCommandH\x00R\vrepairQueue\x12W\n" +
+	"\x13reconcile_documents\x18\x0f \x01(\v2$.tandem.v1.ReconcileDocumentsCommandH\x00R\x12reconcileDocumentsB\t\n" +
 	"\acommand\"&\n" +
 	"\bEventAck\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence*\x95\x01\n" +
@@ -3937,100 +4159,103 @@ func file_tandem_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tandem_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_tandem_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_tandem_v1_gateway_proto_goTypes = []any{
-	(GatewayConnectionState)(0),      // 0: tandem.v1.GatewayConnectionState
-	(DrainState)(0),                  // 1: tandem.v1.DrainState
-	(CommandOutcome)(0),              // 2: tandem.v1.CommandOutcome
-	(*Listener)(nil),                 // 3: tandem.v1.Listener
-	(*DrainStatus)(nil),              // 4: tandem.v1.DrainStatus
-	(*Gateway)(nil),                  // 5: tandem.v1.Gateway
-	(*ListGatewaysRequest)(nil),      // 6: tandem.v1.ListGatewaysRequest
-	(*ListGatewaysResponse)(nil),     // 7: tandem.v1.ListGatewaysResponse
-	(*GetGatewayRequest)(nil),        // 8: tandem.v1.GetGatewayRequest
-	(*GetGatewayResponse)(nil),       // 9: tandem.v1.GetGatewayResponse
-	(*WatchGatewayRequest)(nil),      // 10: tandem.v1.WatchGatewayRequest
-	(*WatchGatewayResponse)(nil),     // 11: tandem.v1.WatchGatewayResponse
-	(*DrainGatewayRequest)(nil),      // 12: tandem.v1.DrainGatewayRequest
-	(*DrainGatewayResponse)(nil),     // 13: tandem.v1.DrainGatewayResponse
-	(*UndrainGatewayRequest)(nil),    // 14: tandem.v1.UndrainGatewayRequest
-	(*UndrainGatewayResponse)(nil),   // 15: tandem.v1.UndrainGatewayResponse
-	(*DeleteGatewayRequest)(nil),     // 16: tandem.v1.DeleteGatewayRequest
-	(*DeleteGatewayResponse)(nil),    // 17: tandem.v1.DeleteGatewayResponse
-	(*AgentStreamRequest)(nil),       // 18: tandem.v1.AgentStreamRequest
-	(*AgentHello)(nil),               // 19: tandem.v1.AgentHello
-	(*TaskRuntimeStatus)(nil),        // 20: tandem.v1.TaskRuntimeStatus
-	(*AgentHeartbeat)(nil),           // 21: tandem.v1.AgentHeartbeat
-	(*TaskQueueReport)(nil),          // 22: tandem.v1.TaskQueueReport
-	(*QueueStatsReport)(nil),         // 23: tandem.v1.QueueStatsReport
-	(*AgentEventBatch)(nil),          // 24: tandem.v1.AgentEventBatch
-	(*DeadLetterReport)(nil),         // 25: tandem.v1.DeadLetterReport
-	(*DeadLetterCommandResult)(nil),  // 26: tandem.v1.DeadLetterCommandResult
-	(*PeekRecordsCommandResult)(nil), // 27: tandem.v1.PeekRecordsCommandResult
-	(*CommandResult)(nil),            // 28: tandem.v1.CommandResult
-	(*AgentStreamResponse)(nil),      // 29: tandem.v1.AgentStreamResponse
-	(*AgentWelcome)(nil),             // 30: tandem.v1.AgentWelcome
-	(*UpstreamAssignment)(nil),       // 31: tandem.v1.UpstreamAssignment
-	(*WriteHold)(nil),                // 32: tandem.v1.WriteHold
-	(*TaskAssignment)(nil),           // 33: tandem.v1.TaskAssignment
-	(*DesiredState)(nil),             // 34: tandem.v1.DesiredState
-	(*RetryDeadLettersCommand)(nil),  // 35: tandem.v1.RetryDeadLettersCommand
-	(*SkipDeadLettersCommand)(nil),   // 36: tandem.v1.SkipDeadLettersCommand
-	(*FetchDeadLettersCommand)(nil),  // 37: tandem.v1.FetchDeadLettersCommand
-	(*PeekRecordsCommand)(nil),       // 38: tandem.v1.PeekRecordsCommand
-	(*RepairQueueCommand)(nil),       // 39: tandem.v1.RepairQueueCommand
-	(*GatewayCommand)(nil),           // 40: tandem.v1.GatewayCommand
-	(*EventAck)(nil),                 // 41: tandem.v1.EventAck
-	nil,                              // 42: tandem.v1.Gateway.LabelsEntry
-	nil,                              // 43: tandem.v1.ListGatewaysRequest.LabelsEntry
-	nil,                              // 44: tandem.v1.AgentHello.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 46: google.protobuf.Duration
-	(*QueueStats)(nil),               // 47: tandem.v1.QueueStats
-	(*Event)(nil),                    // 48: tandem.v1.Event
-	(TaskMode)(0),                    // 49: tandem.v1.TaskMode
-	(ReplicationDirection)(0),        // 50: tandem.v1.ReplicationDirection
-	(ConsumerState)(0),               // 51: tandem.v1.ConsumerState
-	(*ShadowReadStats)(nil),          // 52: tandem.v1.ShadowReadStats
-	(*DeadLetter)(nil),               // 53: tandem.v1.DeadLetter
-	(*QueueRecord)(nil),              // 54: tandem.v1.QueueRecord
-	(*ErrorInfo)(nil),                // 55: tandem.v1.ErrorInfo
-	(*QueueRepairResult)(nil),        // 56: tandem.v1.QueueRepairResult
-	(ClusterRole)(0),                 // 57: tandem.v1.ClusterRole
-	(*Credentials)(nil),              // 58: tandem.v1.Credentials
-	(*TlsSettings)(nil),              // 59: tandem.v1.TlsSettings
-	(*NodeDiscovery)(nil),            // 60: tandem.v1.NodeDiscovery
-	(*Limits)(nil),                   // 61: tandem.v1.Limits
-	(*ClusterVersion)(nil),           // 62: tandem.v1.ClusterVersion
-	(*IndexFilter)(nil),              // 63: tandem.v1.IndexFilter
-	(*QueuePolicy)(nil),              // 64: tandem.v1.QueuePolicy
-	(*ReplayOptions)(nil),            // 65: tandem.v1.ReplayOptions
-	(*ShadowReadConfig)(nil),         // 66: tandem.v1.ShadowReadConfig
-	(*MappingTypeRewrite)(nil),       // 67: tandem.v1.MappingTypeRewrite
+	(GatewayConnectionState)(0),       // 0: tandem.v1.GatewayConnectionState
+	(DrainState)(0),                   // 1: tandem.v1.DrainState
+	(CommandOutcome)(0),               // 2: tandem.v1.CommandOutcome
+	(*Listener)(nil),                  // 3: tandem.v1.Listener
+	(*DrainStatus)(nil),               // 4: tandem.v1.DrainStatus
+	(*Gateway)(nil),                   // 5: tandem.v1.Gateway
+	(*ListGatewaysRequest)(nil),       // 6: tandem.v1.ListGatewaysRequest
+	(*ListGatewaysResponse)(nil),      // 7: tandem.v1.ListGatewaysResponse
+	(*GetGatewayRequest)(nil),         // 8: tandem.v1.GetGatewayRequest
+	(*GetGatewayResponse)(nil),        // 9: tandem.v1.GetGatewayResponse
+	(*WatchGatewayRequest)(nil),       // 10: tandem.v1.WatchGatewayRequest
+	(*WatchGatewayResponse)(nil),      // 11: tandem.v1.WatchGatewayResponse
+	(*DrainGatewayRequest)(nil),       // 12: tandem.v1.DrainGatewayRequest
+	(*DrainGatewayResponse)(nil),      // 13: tandem.v1.DrainGatewayResponse
+	(*UndrainGatewayRequest)(nil),     // 14: tandem.v1.UndrainGatewayRequest
+	(*UndrainGatewayResponse)(nil),    // 15: tandem.v1.UndrainGatewayResponse
+	(*DeleteGatewayRequest)(nil),      // 16: tandem.v1.DeleteGatewayRequest
+	(*DeleteGatewayResponse)(nil),     // 17: tandem.v1.DeleteGatewayResponse
+	(*AgentStreamRequest)(nil),        // 18: tandem.v1.AgentStreamRequest
+	(*AgentHello)(nil),                // 19: tandem.v1.AgentHello
+	(*TaskRuntimeStatus)(nil),         // 20: tandem.v1.TaskRuntimeStatus
+	(*AgentHeartbeat)(nil),            // 21: tandem.v1.AgentHeartbeat
+	(*TaskQueueReport)(nil),           // 22: tandem.v1.TaskQueueReport
+	(*QueueStatsReport)(nil),          // 23: tandem.v1.QueueStatsReport
+	(*AgentEventBatch)(nil),           // 24: tandem.v1.AgentEventBatch
+	(*DeadLetterReport)(nil),          // 25: tandem.v1.DeadLetterReport
+	(*DeadLetterCommandResult)(nil),   // 26: tandem.v1.DeadLetterCommandResult
+	(*PeekRecordsCommandResult)(nil),  // 27: tandem.v1.PeekRecordsCommandResult
+	(*CommandResult)(nil),             // 28: tandem.v1.CommandResult
+	(*ReconcileDocumentsResult)(nil),  // 29: tandem.v1.ReconcileDocumentsResult
+	(*AgentStreamResponse)(nil),       // 30: tandem.v1.AgentStreamResponse
+	(*AgentWelcome)(nil),              // 31: tandem.v1.AgentWelcome
+	(*UpstreamAssignment)(nil),        // 32: tandem.v1.UpstreamAssignment
+	(*WriteHold)(nil),                 // 33: tandem.v1.WriteHold
+	(*TaskAssignment)(nil),            // 34: tandem.v1.TaskAssignment
+	(*DesiredState)(nil),              // 35: tandem.v1.DesiredState
+	(*RetryDeadLettersCommand)(nil),   // 36: tandem.v1.RetryDeadLettersCommand
+	(*SkipDeadLettersCommand)(nil),    // 37: tandem.v1.SkipDeadLettersCommand
+	(*FetchDeadLettersCommand)(nil),   // 38: tandem.v1.FetchDeadLettersCommand
+	(*PeekRecordsCommand)(nil),        // 39: tandem.v1.PeekRecordsCommand
+	(*RepairQueueCommand)(nil),        // 40: tandem.v1.RepairQueueCommand
+	(*DocumentRef)(nil),               // 41: tandem.v1.DocumentRef
+	(*ReconcileDocumentsCommand)(nil), // 42: tandem.v1.ReconcileDocumentsCommand
+	(*GatewayCommand)(nil),            // 43: tandem.v1.GatewayCommand
+	(*EventAck)(nil),                  // 44: tandem.v1.EventAck
+	nil,                               // 45: tandem.v1.Gateway.LabelsEntry
+	nil,                               // 46: tandem.v1.ListGatewaysRequest.LabelsEntry
+	nil,                               // 47: tandem.v1.AgentHello.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 49: google.protobuf.Duration
+	(*QueueStats)(nil),                // 50: tandem.v1.QueueStats
+	(*Event)(nil),                     // 51: tandem.v1.Event
+	(TaskMode)(0),                     // 52: tandem.v1.TaskMode
+	(ReplicationDirection)(0),         // 53: tandem.v1.ReplicationDirection
+	(ConsumerState)(0),                // 54: tandem.v1.ConsumerState
+	(*ShadowReadStats)(nil),           // 55: tandem.v1.ShadowReadStats
+	(*DeadLetter)(nil),                // 56: tandem.v1.DeadLetter
+	(*QueueRecord)(nil),               // 57: tandem.v1.QueueRecord
+	(*ErrorInfo)(nil),                 // 58: tandem.v1.ErrorInfo
+	(*QueueRepairResult)(nil),         // 59: tandem.v1.QueueRepairResult
+	(ClusterRole)(0),                  // 60: tandem.v1.ClusterRole
+	(*Credentials)(nil),               // 61: tandem.v1.Credentials
+	(*TlsSettings)(nil),               // 62: tandem.v1.TlsSettings
+	(*NodeDiscovery)(nil),             // 63: tandem.v1.NodeDiscovery
+	(*Limits)(nil),                    // 64: tandem.v1.Limits
+	(*ClusterVersion)(nil),            // 65: tandem.v1.ClusterVersion
+	(*IndexFilter)(nil),               // 66: tandem.v1.IndexFilter
+	(*QueuePolicy)(nil),               // 67: tandem.v1.QueuePolicy
+	(*ReplayOptions)(nil),             // 68: tandem.v1.ReplayOptions
+	(*ShadowReadConfig)(nil),          // 69: tandem.v1.ShadowReadConfig
+	(*MappingTypeRewrite)(nil),        // 70: tandem.v1.MappingTypeRewrite
 }
 var file_tandem_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: tandem.v1.DrainStatus.state:type_name -> tandem.v1.DrainState
-	45, // 1: tandem.v1.DrainStatus.started_at:type_name -> google.protobuf.Timestamp
-	45, // 2: tandem.v1.DrainStatus.drained_at:type_name -> google.protobuf.Timestamp
-	46, // 3: tandem.v1.DrainStatus.quiet_period:type_name -> google.protobuf.Duration
-	46, // 4: tandem.v1.DrainStatus.idle_for:type_name -> google.protobuf.Duration
-	42, // 5: tandem.v1.Gateway.labels:type_name -> tandem.v1.Gateway.LabelsEntry
+	48, // 1: tandem.v1.DrainStatus.started_at:type_name -> google.protobuf.Timestamp
+	48, // 2: tandem.v1.DrainStatus.drained_at:type_name -> google.protobuf.Timestamp
+	49, // 3: tandem.v1.DrainStatus.quiet_period:type_name -> google.protobuf.Duration
+	49, // 4: tandem.v1.DrainStatus.idle_for:type_name -> google.protobuf.Duration
+	45, // 5: tandem.v1.Gateway.labels:type_name -> tandem.v1.Gateway.LabelsEntry
 	3,  // 6: tandem.v1.Gateway.listeners:type_name -> tandem.v1.Listener
 	0,  // 7: tandem.v1.Gateway.connection_state:type_name -> tandem.v1.GatewayConnectionState
 	4,  // 8: tandem.v1.Gateway.drain:type_name -> tandem.v1.DrainStatus
-	47, // 9: tandem.v1.Gateway.queue_stats:type_name -> tandem.v1.QueueStats
-	45, // 10: tandem.v1.Gateway.started_at:type_name -> google.protobuf.Timestamp
-	45, // 11: tandem.v1.Gateway.first_seen_at:type_name -> google.protobuf.Timestamp
-	45, // 12: tandem.v1.Gateway.connected_at:type_name -> google.protobuf.Timestamp
-	45, // 13: tandem.v1.Gateway.last_seen_at:type_name -> google.protobuf.Timestamp
+	50, // 9: tandem.v1.Gateway.queue_stats:type_name -> tandem.v1.QueueStats
+	48, // 10: tandem.v1.Gateway.started_at:type_name -> google.protobuf.Timestamp
+	48, // 11: tandem.v1.Gateway.first_seen_at:type_name -> google.protobuf.Timestamp
+	48, // 12: tandem.v1.Gateway.connected_at:type_name -> google.protobuf.Timestamp
+	48, // 13: tandem.v1.Gateway.last_seen_at:type_name -> google.protobuf.Timestamp
 	0,  // 14: tandem.v1.ListGatewaysRequest.connection_state:type_name -> tandem.v1.GatewayConnectionState
 	1,  // 15: tandem.v1.ListGatewaysRequest.drain_state:type_name -> tandem.v1.DrainState
-	43, // 16: tandem.v1.ListGatewaysRequest.labels:type_name -> tandem.v1.ListGatewaysRequest.LabelsEntry
+	46, // 16: tandem.v1.ListGatewaysRequest.labels:type_name -> tandem.v1.ListGatewaysRequest.LabelsEntry
 	5,  // 17: tandem.v1.ListGatewaysResponse.gateways:type_name -> tandem.v1.Gateway
 	5,  // 18: tandem.v1.GetGatewayResponse.gateway:type_name -> tandem.v1.Gateway
 	5,  // 19: tandem.v1.WatchGatewayResponse.gateway:type_name -> tandem.v1.Gateway
-	48, // 20: tandem.v1.WatchGatewayResponse.event:type_name -> tandem.v1.Event
-	46, // 21: tandem.v1.DrainGatewayRequest.quiet_period:type_name -> google.protobuf.Duration
+	51, // 20: tandem.v1.WatchGatewayResponse.event:type_name -> tandem.v1.Event
+	49, // 21: tandem.v1.DrainGatewayRequest.quiet_period:type_name -> google.protobuf.Duration
 	5,  // 22: tandem.v1.DrainGatewayResponse.gateway:type_name -> tandem.v1.Gateway
 	5,  // 23: tandem.v1.UndrainGatewayResponse.gateway:type_name -> tandem.v1.Gateway
 	19, // 24: tandem.v1.AgentStreamRequest.hello:type_name -> tandem.v1.AgentHello
@@ -4039,83 +4264,86 @@ var file_tandem_v1_gateway_proto_depIdxs = []int32{
 	24, // 27: tandem.v1.AgentStreamRequest.events:type_name -> tandem.v1.AgentEventBatch
 	25, // 28: tandem.v1.AgentStreamRequest.dead_letters:type_name -> tandem.v1.DeadLetterReport
 	28, // 29: tandem.v1.AgentStreamRequest.command_result:type_name -> tandem.v1.CommandResult
-	44, // 30: tandem.v1.AgentHello.labels:type_name -> tandem.v1.AgentHello.LabelsEntry
+	47, // 30: tandem.v1.AgentHello.labels:type_name -> tandem.v1.AgentHello.LabelsEntry
 	3,  // 31: tandem.v1.AgentHello.listeners:type_name -> tandem.v1.Listener
-	45, // 32: tandem.v1.AgentHello.started_at:type_name -> google.protobuf.Timestamp
-	49, // 33: tandem.v1.TaskRuntimeStatus.mode:type_name -> tandem.v1.TaskMode
-	50, // 34: tandem.v1.TaskRuntimeStatus.direction:type_name -> tandem.v1.ReplicationDirection
-	51, // 35: tandem.v1.TaskRuntimeStatus.consumer_state:type_name -> tandem.v1.ConsumerState
-	52, // 36: tandem.v1.TaskRuntimeStatus.shadow_reads:type_name -> tandem.v1.ShadowReadStats
-	45, // 37: tandem.v1.AgentHeartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	48, // 32: tandem.v1.AgentHello.started_at:type_name -> google.protobuf.Timestamp
+	52, // 33: tandem.v1.TaskRuntimeStatus.mode:type_name -> tandem.v1.TaskMode
+	53, // 34: tandem.v1.TaskRuntimeStatus.direction:type_name -> tandem.v1.ReplicationDirection
+	54, // 35: tandem.v1.TaskRuntimeStatus.consumer_state:type_name -> tandem.v1.ConsumerState
+	55, // 36: tandem.v1.TaskRuntimeStatus.shadow_reads:type_name -> tandem.v1.ShadowReadStats
+	48, // 37: tandem.v1.AgentHeartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	1,  // 38: tandem.v1.AgentHeartbeat.drain_state:type_name -> tandem.v1.DrainState
-	46, // 39: tandem.v1.AgentHeartbeat.idle_for:type_name -> google.protobuf.Duration
+	49, // 39: tandem.v1.AgentHeartbeat.idle_for:type_name -> google.protobuf.Duration
 	20, // 40: tandem.v1.AgentHeartbeat.tasks:type_name -> tandem.v1.TaskRuntimeStatus
-	47, // 41: tandem.v1.TaskQueueReport.stats:type_name -> tandem.v1.QueueStats
+	50, // 41: tandem.v1.TaskQueueReport.stats:type_name -> tandem.v1.QueueStats
 	22, // 42: tandem.v1.QueueStatsReport.tasks:type_name -> tandem.v1.TaskQueueReport
-	48, // 43: tandem.v1.AgentEventBatch.events:type_name -> tandem.v1.Event
-	53, // 44: tandem.v1.DeadLetterReport.dead_letters:type_name -> tandem.v1.DeadLetter
-	53, // 45: tandem.v1.DeadLetterCommandResult.dead_letters:type_name -> tandem.v1.DeadLetter
-	54, // 46: tandem.v1.PeekRecordsCommandResult.records:type_name -> tandem.v1.QueueRecord
+	51, // 43: tandem.v1.AgentEventBatch.events:type_name -> tandem.v1.Event
+	56, // 44: tandem.v1.DeadLetterReport.dead_letters:type_name -> tandem.v1.DeadLetter
+	56, // 45: tandem.v1.DeadLetterCommandResult.dead_letters:type_name -> tandem.v1.DeadLetter
+	57, // 46: tandem.v1.PeekRecordsCommandResult.records:type_name -> tandem.v1.QueueRecord
 	2,  // 47: tandem.v1.CommandResult.outcome:type_name -> tandem.v1.CommandOutcome
-	55, // 48: tandem.v1.CommandResult.error:type_name -> tandem.v1.ErrorInfo
-	45, // 49: tandem.v1.CommandResult.completed_at:type_name -> google.protobuf.Timestamp
+	58, // 48: tandem.v1.CommandResult.error:type_name -> tandem.v1.ErrorInfo
+	48, // 49: tandem.v1.CommandResult.completed_at:type_name -> google.protobuf.Timestamp
 	26, // 50: tandem.v1.CommandResult.dead_letters:type_name -> tandem.v1.DeadLetterCommandResult
 	27, // 51: tandem.v1.CommandResult.peek:type_name -> tandem.v1.PeekRecordsCommandResult
-	56, // 52: tandem.v1.CommandResult.repair:type_name -> tandem.v1.QueueRepairResult
-	30, // 53: tandem.v1.AgentStreamResponse.welcome:type_name -> tandem.v1.AgentWelcome
-	34, // 54: tandem.v1.AgentStreamResponse.desired_state:type_name -> tandem.v1.DesiredState
-	40, // 55: tandem.v1.AgentStreamResponse.command:type_name -> tandem.v1.GatewayCommand
-	41, // 56: tandem.v1.AgentStreamResponse.event_ack:type_name -> tandem.v1.EventAck
-	46, // 57: tandem.v1.AgentWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	46, // 58: tandem.v1.AgentWelcome.stats_interval:type_name -> google.protobuf.Duration
-	45, // 59: tandem.v1.AgentWelcome.server_time:type_name -> google.protobuf.Timestamp
-	57, // 60: tandem.v1.UpstreamAssignment.role:type_name -> tandem.v1.ClusterRole
-	58, // 61: tandem.v1.UpstreamAssignment.credentials:type_name -> tandem.v1.Credentials
-	59, // 62: tandem.v1.UpstreamAssignment.tls:type_name -> tandem.v1.TlsSettings
-	60, // 63: tandem.v1.UpstreamAssignment.node_discovery:type_name -> tandem.v1.NodeDiscovery
-	61, // 64: tandem.v1.UpstreamAssignment.limits:type_name -> tandem.v1.Limits
-	62, // 65: tandem.v1.UpstreamAssignment.version:type_name -> tandem.v1.ClusterVersion
-	46, // 66: tandem.v1.WriteHold.timeout:type_name -> google.protobuf.Duration
-	45, // 67: tandem.v1.WriteHold.deadline:type_name -> google.protobuf.Timestamp
-	49, // 68: tandem.v1.TaskAssignment.mode:type_name -> tandem.v1.TaskMode
-	50, // 69: tandem.v1.TaskAssignment.direction:type_name -> tandem.v1.ReplicationDirection
-	31, // 70: tandem.v1.TaskAssignment.primary:type_name -> tandem.v1.UpstreamAssignment
-	31, // 71: tandem.v1.TaskAssignment.backup:type_name -> tandem.v1.UpstreamAssignment
-	63, // 72: tandem.v1.TaskAssignment.indices:type_name -> tandem.v1.IndexFilter
-	64, // 73: tandem.v1.TaskAssignment.queue_policy:type_name -> tandem.v1.QueuePolicy
-	65, // 74: tandem.v1.TaskAssignment.replay:type_name -> tandem.v1.ReplayOptions
-	66, // 75: tandem.v1.TaskAssignment.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
-	67, // 76: tandem.v1.TaskAssignment.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
-	32, // 77: tandem.v1.TaskAssignment.write_hold:type_name -> tandem.v1.WriteHold
-	45, // 78: tandem.v1.DesiredState.generated_at:type_name -> google.protobuf.Timestamp
-	33, // 79: tandem.v1.DesiredState.tasks:type_name -> tandem.v1.TaskAssignment
-	46, // 80: tandem.v1.DesiredState.drain_quiet_period:type_name -> google.protobuf.Duration
-	45, // 81: tandem.v1.GatewayCommand.issued_at:type_name -> google.protobuf.Timestamp
-	45, // 82: tandem.v1.GatewayCommand.expires_at:type_name -> google.protobuf.Timestamp
-	35, // 83: tandem.v1.GatewayCommand.retry_dead_letters:type_name -> tandem.v1.RetryDeadLettersCommand
-	36, // 84: tandem.v1.GatewayCommand.skip_dead_letters:type_name -> tandem.v1.SkipDeadLettersCommand
-	37, // 85: tandem.v1.GatewayCommand.fetch_dead_letters:type_name -> tandem.v1.FetchDeadLettersCommand
-	38, // 86: tandem.v1.GatewayCommand.peek_records:type_name -> tandem.v1.PeekRecordsCommand
-	39, // 87: tandem.v1.GatewayCommand.repair_queue:type_name -> tandem.v1.RepairQueueCommand
-	6,  // 88: tandem.v1.GatewayService.ListGateways:input_type -> tandem.v1.ListGatewaysRequest
-	8,  // 89: tandem.v1.GatewayService.GetGateway:input_type -> tandem.v1.GetGatewayRequest
-	10, // 90: tandem.v1.GatewayService.WatchGateway:input_type -> tandem.v1.WatchGatewayRequest
-	12, // 91: tandem.v1.GatewayService.DrainGateway:input_type -> tandem.v1.DrainGatewayRequest
-	14, // 92: tandem.v1.GatewayService.UndrainGateway:input_type -> tandem.v1.UndrainGatewayRequest
-	16, // 93: tandem.v1.GatewayService.DeleteGateway:input_type -> tandem.v1.DeleteGatewayRequest
-	18, // 94: tandem.v1.GatewayService.AgentStream:input_type -> tandem.v1.AgentStreamRequest
-	7,  // 95: tandem.v1.GatewayService.ListGateways:output_type -> tandem.v1.ListGatewaysResponse
-	9,  // 96: tandem.v1.GatewayService.GetGateway:output_type -> tandem.v1.GetGatewayResponse
-	11, // 97: tandem.v1.GatewayService.WatchGateway:output_type -> tandem.v1.WatchGatewayResponse
-	13, // 98: tandem.v1.GatewayService.DrainGateway:output_type -> tandem.v1.DrainGatewayResponse
-	15, // 99: tandem.v1.GatewayService.UndrainGateway:output_type -> tandem.v1.UndrainGatewayResponse
-	17, // 100: tandem.v1.GatewayService.DeleteGateway:output_type -> tandem.v1.DeleteGatewayResponse
-	29, // 101: tandem.v1.GatewayService.AgentStream:output_type -> tandem.v1.AgentStreamResponse
-	95, // [95:102] is the sub-list for method output_type
-	88, // [88:95] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	59, // 52: tandem.v1.CommandResult.repair:type_name -> tandem.v1.QueueRepairResult
+	29, // 53: tandem.v1.CommandResult.reconcile:type_name -> tandem.v1.ReconcileDocumentsResult
+	31, // 54: tandem.v1.AgentStreamResponse.welcome:type_name -> tandem.v1.AgentWelcome
+	35, // 55: tandem.v1.AgentStreamResponse.desired_state:type_name -> tandem.v1.DesiredState
+	43, // 56: tandem.v1.AgentStreamResponse.command:type_name -> tandem.v1.GatewayCommand
+	44, // 57: tandem.v1.AgentStreamResponse.event_ack:type_name -> tandem.v1.EventAck
+	49, // 58: tandem.v1.AgentWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	49, // 59: tandem.v1.AgentWelcome.stats_interval:type_name -> google.protobuf.Duration
+	48, // 60: tandem.v1.AgentWelcome.server_time:type_name -> google.protobuf.Timestamp
+	60, // 61: tandem.v1.UpstreamAssignment.role:type_name -> tandem.v1.ClusterRole
+	61, // 62: tandem.v1.UpstreamAssignment.credentials:type_name -> tandem.v1.Credentials
+	62, // 63: tandem.v1.UpstreamAssignment.tls:type_name -> tandem.v1.TlsSettings
+	63, // 64: tandem.v1.UpstreamAssignment.node_discovery:type_name -> tandem.v1.NodeDiscovery
+	64, // 65: tandem.v1.UpstreamAssignment.limits:type_name -> tandem.v1.Limits
+	65, // 66: tandem.v1.UpstreamAssignment.version:type_name -> tandem.v1.ClusterVersion
+	49, // 67: tandem.v1.WriteHold.timeout:type_name -> google.protobuf.Duration
+	48, // 68: tandem.v1.WriteHold.deadline:type_name -> google.protobuf.Timestamp
+	52, // 69: tandem.v1.TaskAssignment.mode:type_name -> tandem.v1.TaskMode
+	53, // 70: tandem.v1.TaskAssignment.direction:type_name -> tandem.v1.ReplicationDirection
+	32, // 71: tandem.v1.TaskAssignment.primary:type_name -> tandem.v1.UpstreamAssignment
+	32, // 72: tandem.v1.TaskAssignment.backup:type_name -> tandem.v1.UpstreamAssignment
+	66, // 73: tandem.v1.TaskAssignment.indices:type_name -> tandem.v1.IndexFilter
+	67, // 74: tandem.v1.TaskAssignment.queue_policy:type_name -> tandem.v1.QueuePolicy
+	68, // 75: tandem.v1.TaskAssignment.replay:type_name -> tandem.v1.ReplayOptions
+	69, // 76: tandem.v1.TaskAssignment.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
+	70, // 77: tandem.v1.TaskAssignment.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
+	33, // 78: tandem.v1.TaskAssignment.write_hold:type_name -> tandem.v1.WriteHold
+	48, // 79: tandem.v1.DesiredState.generated_at:type_name -> google.protobuf.Timestamp
+	34, // 80: tandem.v1.DesiredState.tasks:type_name -> tandem.v1.TaskAssignment
+	49, // 81: tandem.v1.DesiredState.drain_quiet_period:type_name -> google.protobuf.Duration
+	41, // 82: tandem.v1.ReconcileDocumentsCommand.documents:type_name -> tandem.v1.DocumentRef
+	48, // 83: tandem.v1.GatewayCommand.issued_at:type_name -> google.protobuf.Timestamp
+	48, // 84: tandem.v1.GatewayCommand.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 85: tandem.v1.GatewayCommand.retry_dead_letters:type_name -> tandem.v1.RetryDeadLettersCommand
+	37, // 86: tandem.v1.GatewayCommand.skip_dead_letters:type_name -> tandem.v1.SkipDeadLettersCommand
+	38, // 87: tandem.v1.GatewayCommand.fetch_dead_letters:type_name -> tandem.v1.FetchDeadLettersCommand
+	39, // 88: tandem.v1.GatewayCommand.peek_records:type_name -> tandem.v1.PeekRecordsCommand
+	40, // 89: tandem.v1.GatewayCommand.repair_queue:type_name -> tandem.v1.RepairQueueCommand
+	42, // 90: tandem.v1.GatewayCommand.reconcile_documents:type_name -> tandem.v1.ReconcileDocumentsCommand
+	6,  // 91: tandem.v1.GatewayService.ListGateways:input_type -> tandem.v1.ListGatewaysRequest
+	8,  // 92: tandem.v1.GatewayService.GetGateway:input_type -> tandem.v1.GetGatewayRequest
+	10, // 93: tandem.v1.GatewayService.WatchGateway:input_type -> tandem.v1.WatchGatewayRequest
+	12, // 94: tandem.v1.GatewayService.DrainGateway:input_type -> tandem.v1.DrainGatewayRequest
+	14, // 95: tandem.v1.GatewayService.UndrainGateway:input_type -> tandem.v1.UndrainGatewayRequest
+	16, // 96: tandem.v1.GatewayService.DeleteGateway:input_type -> tandem.v1.DeleteGatewayRequest
+	18, // 97: tandem.v1.GatewayService.AgentStream:input_type -> tandem.v1.AgentStreamRequest
+	7,  // 98: tandem.v1.GatewayService.ListGateways:output_type -> tandem.v1.ListGatewaysResponse
+	9,  // 99: tandem.v1.GatewayService.GetGateway:output_type -> tandem.v1.GetGatewayResponse
+	11, // 100: tandem.v1.GatewayService.WatchGateway:output_type -> tandem.v1.WatchGatewayResponse
+	13, // 101: tandem.v1.GatewayService.DrainGateway:output_type -> tandem.v1.DrainGatewayResponse
+	15, // 102: tandem.v1.GatewayService.UndrainGateway:output_type -> tandem.v1.UndrainGatewayResponse
+	17, // 103: tandem.v1.GatewayService.DeleteGateway:output_type -> tandem.v1.DeleteGatewayResponse
+	30, // 104: tandem.v1.GatewayService.AgentStream:output_type -> tandem.v1.AgentStreamResponse
+	98, // [98:105] is the sub-list for method output_type
+	91, // [91:98] is the sub-list for method input_type
+	91, // [91:91] is the sub-list for extension type_name
+	91, // [91:91] is the sub-list for extension extendee
+	0,  // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_gateway_proto_init() }
@@ -4142,20 +4370,22 @@ func file_tandem_v1_gateway_proto_init() {
 		(*CommandResult_DeadLetters)(nil),
 		(*CommandResult_Peek)(nil),
 		(*CommandResult_Repair)(nil),
+		(*CommandResult_Reconcile)(nil),
 	}
-	file_tandem_v1_gateway_proto_msgTypes[26].OneofWrappers = []any{
+	file_tandem_v1_gateway_proto_msgTypes[27].OneofWrappers = []any{
 		(*AgentStreamResponse_Welcome)(nil),
 		(*AgentStreamResponse_DesiredState)(nil),
 		(*AgentStreamResponse_Command)(nil),
 		(*AgentStreamResponse_EventAck)(nil),
 	}
-	file_tandem_v1_gateway_proto_msgTypes[35].OneofWrappers = []any{}
-	file_tandem_v1_gateway_proto_msgTypes[37].OneofWrappers = []any{
+	file_tandem_v1_gateway_proto_msgTypes[36].OneofWrappers = []any{}
+	file_tandem_v1_gateway_proto_msgTypes[40].OneofWrappers = []any{
 		(*GatewayCommand_RetryDeadLetters)(nil),
 		(*GatewayCommand_SkipDeadLetters)(nil),
 		(*GatewayCommand_FetchDeadLetters)(nil),
 		(*GatewayCommand_PeekRecords)(nil),
 		(*GatewayCommand_RepairQueue)(nil),
+		(*GatewayCommand_ReconcileDocuments)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4163,7 +4393,7 @@ func file_tandem_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_gateway_proto_rawDesc), len(file_tandem_v1_gateway_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   42,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

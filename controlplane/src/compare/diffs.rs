@@ -58,10 +58,12 @@ pub struct DiffRecord {
     pub partition_id: String,
     /// When recorded.
     pub detected_at: DateTime<Utc>,
+    /// When RepairCompareDiffs found it equal on both sides.
+    pub repaired_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "diff_no, id, index_name, doc_id, kind, source_version, target_version, \
-                       source_hash, target_hash, routing, partition_id, detected_at";
+                       source_hash, target_hash, routing, partition_id, detected_at, repaired_at";
 
 /// Stored name of a difference kind.
 pub fn kind_name(kind: pb::DiffKind) -> &'static str {
@@ -238,4 +240,37 @@ pub async fn last_diff_no(pool: &PgPool, job_id: Uuid) -> Result<i64, StoreError
             .fetch_one(pool)
             .await?;
     Ok(last.unwrap_or(0))
+}
+
+/// Differences of `job_id` not repaired yet, of `kinds` (any when empty),
+/// oldest first.
+pub async fn unrepaired(
+    pool: &PgPool,
+    job_id: Uuid,
+    kinds: &[pb::DiffKind],
+    limit: i64,
+) -> Result<Vec<DiffRecord>, StoreError> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| kind_name(*k)).collect();
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM compare_diffs \
+         WHERE job_id = $1 AND repaired_at IS NULL \
+           AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) \
+         ORDER BY diff_no LIMIT $3"
+    ))
+    .bind(job_id)
+    .bind(kinds)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Marks the differences `ids` of `job_id` repaired now.
+pub async fn mark_repaired(pool: &PgPool, job_id: Uuid, ids: &[Uuid]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE compare_diffs SET repaired_at = now() WHERE job_id = $1 AND id = ANY($2)")
+        .bind(job_id)
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

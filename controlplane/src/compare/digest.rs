@@ -48,6 +48,27 @@ pub fn source_hash(source: &Value) -> String {
     hex(&Sha256::digest(text.as_bytes()))
 }
 
+/// How `_source`s are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceMatch {
+    /// As JSON values: key order and insignificant spelling (`1.50` vs
+    /// `1.5`) do not count.
+    Json,
+    /// Byte for byte as the cluster stores them (compacted): key order and
+    /// number spelling count too.
+    Exact,
+}
+
+/// SHA-256 (hex) of a document's `_source` as returned (`raw`, compacted
+/// JSON) under `mode`.
+pub fn raw_source_hash(raw: Option<&str>, mode: SourceMatch) -> String {
+    let raw = raw.unwrap_or("null");
+    match mode {
+        SourceMatch::Exact => hex(&Sha256::digest(raw.as_bytes())),
+        SourceMatch::Json => source_hash(&serde_json::from_str(raw).unwrap_or(Value::Null)),
+    }
+}
+
 /// The digest partition of document `id` among `partitions`.
 pub fn partition_of(id: &str, partitions: u32) -> u32 {
     let hash = Sha256::digest(id.as_bytes());
@@ -100,6 +121,24 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"b":{"y":"z","x":[1,2]},"a":1}"#).unwrap();
         assert_eq!(source_hash(&a), source_hash(&b));
         assert_ne!(source_hash(&a), source_hash(&json!({"a": 2})));
+    }
+
+    #[test]
+    fn exact_mode_sees_key_order_and_number_spelling() {
+        let a = r#"{"zeta":1,"alpha":1.50,"exp":1e3}"#;
+        let b = r#"{"alpha":1.5,"exp":1000.0,"zeta":1}"#;
+        assert_eq!(
+            raw_source_hash(Some(a), SourceMatch::Json),
+            raw_source_hash(Some(b), SourceMatch::Json)
+        );
+        assert_ne!(
+            raw_source_hash(Some(a), SourceMatch::Exact),
+            raw_source_hash(Some(b), SourceMatch::Exact)
+        );
+        assert_eq!(
+            raw_source_hash(Some(a), SourceMatch::Exact),
+            raw_source_hash(Some(a), SourceMatch::Exact)
+        );
     }
 
     #[test]

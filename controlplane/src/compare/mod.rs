@@ -29,7 +29,12 @@
 //!    read again, keeping in memory only the documents of the mismatched
 //!    partitions (id → version, hash, routing), which are then matched id
 //!    by id into missing in target / extra in target / content differs /
-//!    version differs. After `recheck_delay` the candidates are read again
+//!    version differs (the target's version *behind* the source's; a target
+//!    ahead with the same content is what replay leaves after repairing a
+//!    document re-created below the target's tombstone, ADR 006, and only
+//!    counted as `version_ahead`). With `strict_source` the `_source` hash
+//!    is taken over the bytes the cluster returns (compacted) instead of
+//!    the canonical JSON, so key order and number spelling count. After `recheck_delay` the candidates are read again
 //!    on both sides (an `ids` query); those that disappeared are counted as
 //!    transient, the others are recorded in `compare_diffs`
 //!    (`migrations/0008_compare.sql`) with their document id, at most
@@ -50,6 +55,7 @@
 pub mod diffs;
 pub mod digest;
 pub mod read;
+pub mod repair;
 pub mod run;
 
 use serde::{Deserialize, Serialize};
@@ -80,8 +86,12 @@ pub mod counters {
     pub const EXTRA_IN_TARGET: &str = "extra_in_target";
     /// Documents whose content differs.
     pub const CONTENT_DIFFERS: &str = "content_differs";
-    /// Documents whose version only differs.
+    /// Documents with the same content whose target version is behind the
+    /// source's.
     pub const VERSION_DIFFERS: &str = "version_differs";
+    /// Documents with the same content whose target version is ahead of
+    /// the source's (not a difference: see ADR 006).
+    pub const VERSION_AHEAD: &str = "version_ahead";
     /// Differences that disappeared on recheck.
     pub const TRANSIENT: &str = "transient_diffs";
     /// Persistent differences not recorded because of `max_diffs`.
@@ -123,9 +133,21 @@ pub struct CompareSpec {
     pub recheck_delay_ms: u64,
     /// Leave `_version` out of digests and differences.
     pub ignore_versions: bool,
+    /// Compare `_source` byte for byte instead of as JSON values.
+    #[serde(default)]
+    pub strict_source: bool,
 }
 
 impl CompareSpec {
+    /// How sources are compared.
+    pub fn source_match(&self) -> digest::SourceMatch {
+        if self.strict_source {
+            digest::SourceMatch::Exact
+        } else {
+            digest::SourceMatch::Json
+        }
+    }
+
     /// Documents per read page.
     pub fn batch_size(&self) -> u32 {
         if self.batch_size == 0 {

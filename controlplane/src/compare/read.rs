@@ -5,8 +5,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::digest::source_hash;
+use super::digest::{SourceMatch, raw_source_hash};
 use crate::jobs::JobFailure;
+use crate::migration::hits::{SearchPage, parse_search_page};
 use crate::migration::search::{SearchClient, segment};
 
 /// Keep-alive of a comparison scroll between two pages.
@@ -19,26 +20,40 @@ pub struct DocSummary {
     pub id: String,
     /// `_version` (0 when the cluster did not return it).
     pub version: i64,
-    /// Hash of the canonical `_source` ([`source_hash`]).
+    /// Hash of the `_source` ([`raw_source_hash`]).
     pub hash: String,
     /// Custom routing, empty when none.
     pub routing: String,
 }
 
-fn summaries(body: &Value) -> Vec<DocSummary> {
-    body["hits"]["hits"]
-        .as_array()
+fn summaries(page: SearchPage, mode: SourceMatch) -> Vec<DocSummary> {
+    page.hits
         .into_iter()
-        .flatten()
-        .filter_map(|hit| {
-            Some(DocSummary {
-                id: hit["_id"].as_str()?.to_string(),
-                version: hit["_version"].as_i64().unwrap_or(0),
-                hash: source_hash(&hit["_source"]),
-                routing: hit["_routing"].as_str().unwrap_or_default().to_string(),
-            })
+        .map(|hit| DocSummary {
+            hash: raw_source_hash(hit.source.as_deref(), mode),
+            id: hit.id,
+            version: hit.version.unwrap_or(0),
+            routing: hit.routing.unwrap_or_default(),
         })
         .collect()
+}
+
+/// Sends a search and reads its answer, keeping `_source` bytes.
+async fn search_page(
+    client: &SearchClient,
+    path: &str,
+    body: &Value,
+) -> Result<SearchPage, JobFailure> {
+    let bytes = client.expect_bytes(Method::POST, path, Some(body)).await?;
+    parse_search_page(&bytes).map_err(|e| {
+        JobFailure::transient(
+            "UPSTREAM_PROTOCOL_ERROR",
+            format!(
+                "cluster {}: POST {path} answered something that is not a search answer: {e}",
+                client.name
+            ),
+        )
+    })
 }
 
 /// A scroll over every document of one index.
@@ -49,17 +64,26 @@ pub struct Scroll<'a> {
     batch: u32,
     scroll_id: Option<String>,
     finished: bool,
+    mode: SourceMatch,
 }
 
 impl<'a> Scroll<'a> {
-    /// A scroll over `index` on `client`, `batch` documents per page.
-    pub fn new(client: &'a SearchClient, index: &'a str, exists: bool, batch: u32) -> Self {
+    /// A scroll over `index` on `client`, `batch` documents per page,
+    /// sources hashed under `mode`.
+    pub fn new(
+        client: &'a SearchClient,
+        index: &'a str,
+        exists: bool,
+        batch: u32,
+        mode: SourceMatch,
+    ) -> Self {
         Scroll {
             client,
             index,
             batch,
             scroll_id: None,
             finished: !exists,
+            mode,
         }
     }
 
@@ -86,9 +110,9 @@ impl<'a> Scroll<'a> {
                 json!({ "scroll": SCROLL_KEEP_ALIVE, "scroll_id": id }),
             ),
         };
-        let body = self.client.expect(Method::POST, &path, Some(&body)).await?;
-        self.scroll_id = body["_scroll_id"].as_str().map(str::to_string);
-        let docs = summaries(&body);
+        let mut page = search_page(self.client, &path, &body).await?;
+        self.scroll_id = page.scroll_id.take();
+        let docs = summaries(page, self.mode);
         if docs.is_empty() {
             self.close().await;
         }
@@ -118,6 +142,7 @@ pub async fn lookup(
     index: &str,
     exists: bool,
     ids: &[String],
+    mode: SourceMatch,
 ) -> Result<Vec<DocSummary>, JobFailure> {
     let mut found = Vec::new();
     if !exists {
@@ -130,8 +155,7 @@ pub async fn lookup(
             "version": true,
             "query": { "ids": { "values": chunk } },
         });
-        let body = client.expect(Method::POST, &path, Some(&body)).await?;
-        found.extend(summaries(&body));
+        found.extend(summaries(search_page(client, &path, &body).await?, mode));
     }
     Ok(found)
 }

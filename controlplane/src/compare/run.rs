@@ -175,7 +175,7 @@ pub async fn run(
         }
     }
     let [source_docs, target_docs] = sides;
-    let candidates = differences(ctx, index, &source_docs, &target_docs);
+    let (candidates, version_ahead) = differences(ctx, index, &source_docs, &target_docs);
 
     // Recheck after the delay: writes in flight may have landed meanwhile.
     let deadline = Instant::now() + ctx.spec.recheck_delay();
@@ -186,10 +186,11 @@ pub async fn run(
         }
     }
     let ids: Vec<String> = candidates.iter().map(|d| d.doc_id.clone()).collect();
-    let again_source = by_id(lookup(ctx.source, index, in_source, &ids).await?);
-    let again_target = by_id(lookup(ctx.target, index, in_target, &ids).await?);
+    let mode = ctx.spec.source_match();
+    let again_source = by_id(lookup(ctx.source, index, in_source, &ids, mode).await?);
+    let again_target = by_id(lookup(ctx.target, index, in_target, &ids, mode).await?);
     // Only the candidates were read again, so only they can come back.
-    let confirmed = differences(ctx, index, &again_source, &again_target);
+    let (confirmed, _) = differences(ctx, index, &again_source, &again_target);
 
     let mut found: BTreeMap<String, u64> = BTreeMap::new();
     for diff in &confirmed {
@@ -201,6 +202,7 @@ pub async fn run(
         };
         *found.entry(name.to_string()).or_default() += 1;
     }
+    found.insert(counters::VERSION_AHEAD.to_string(), version_ahead);
     found.insert(
         counters::TRANSIENT.to_string(),
         (candidates.len() - confirmed.len()) as u64,
@@ -243,7 +245,13 @@ async fn scan(
         Side::Source => ctx.source,
         Side::Target => ctx.target,
     };
-    let mut scroll = Scroll::new(client, index, exists, ctx.spec.batch_size());
+    let mut scroll = Scroll::new(
+        client,
+        index,
+        exists,
+        ctx.spec.batch_size(),
+        ctx.spec.source_match(),
+    );
     loop {
         let started = Instant::now();
         let page = scroll.next().await?;
@@ -269,22 +277,32 @@ async fn scan(
 }
 
 /// The differences between the documents read on both sides, by document
-/// id.
+/// id, and how many documents are equal with the target's version ahead.
 fn differences(
     ctx: &Context<'_>,
     index: &str,
     source: &HashMap<String, DocSummary>,
     target: &HashMap<String, DocSummary>,
-) -> Vec<NewDiff> {
+) -> (Vec<NewDiff>, u64) {
     let ids: BTreeSet<&String> = source.keys().chain(target.keys()).collect();
     let mut found = Vec::new();
+    let mut ahead = 0;
     for id in ids {
         let (s, t) = (source.get(id), target.get(id));
+        if let (Some(s), Some(t)) = (s, t)
+            && s.hash == t.hash
+            && t.version > s.version
+        {
+            ahead += 1;
+        }
         let kind = match (s, t) {
             (Some(_), None) => pb::DiffKind::MissingInTarget,
             (None, Some(_)) => pb::DiffKind::ExtraInTarget,
             (Some(s), Some(t)) if s.hash != t.hash => pb::DiffKind::ContentDiffers,
-            (Some(s), Some(t)) if s.version != t.version && !ctx.spec.ignore_versions => {
+            // A target ahead of the source with the same content is what
+            // replay leaves after repairing a document re-created below
+            // the target's tombstone (ADR 006): converged, not a difference.
+            (Some(s), Some(t)) if s.version > t.version && !ctx.spec.ignore_versions => {
                 pb::DiffKind::VersionDiffers
             }
             _ => continue,
@@ -301,5 +319,5 @@ fn differences(
             partition_id: partition_id(index, partition_of(id, ctx.partitions)),
         });
     }
-    found
+    (found, ahead)
 }

@@ -48,6 +48,7 @@ pub fn kind(command: &Command) -> &'static str {
         Command::RetryDeadLetters(_) => "retry_dead_letters",
         Command::SkipDeadLetters(_) => "skip_dead_letters",
         Command::FetchDeadLetters(_) => "fetch_dead_letters",
+        Command::ReconcileDocuments(_) => "reconcile_documents",
     }
 }
 

@@ -29,7 +29,8 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::search::{SearchClient, segment};
+use super::hits::{SearchPage, parse_search_page};
+use super::search::{Answer, SearchClient, segment};
 use super::{MigrationSpec, TypeRewriteMode};
 use crate::jobs::store::NewJobEvent;
 use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRecord, RunOutcome};
@@ -327,11 +328,15 @@ impl Reader<'_> {
             if let Some(after) = &search_after {
                 body["search_after"] = after.clone();
             }
-            let answer = self
+            let (status, bytes) = self
                 .source
-                .call(Method::POST, "/_search", Some(&body))
+                .call_bytes(Method::POST, "/_search", Some(&body))
                 .await?;
-            if !answer.ok() {
+            if !status.is_success() {
+                let answer = Answer {
+                    status,
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
                 // An expired point in time: open another and resume after
                 // the same `_id`.
                 if !reopened
@@ -346,29 +351,23 @@ impl Reader<'_> {
                 }
                 return Err(self.source.refused(&Method::POST, "/_search", &answer));
             }
-            let hits = parse_hits(&answer.body);
-            let next_pit = answer.body["pit_id"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or(pit_id.clone());
-            let last_sort = answer.body["hits"]["hits"]
-                .as_array()
-                .and_then(|h| h.last())
-                .map(|h| h["sort"].clone());
+            let page = self.page(&bytes, "/_search")?;
+            let next_pit = page.pit_id.clone().unwrap_or(pit_id.clone());
+            let last_sort = page.hits.last().and_then(|h| h.sort.clone());
             self.position = Checkpoint::PointInTime {
                 pit_id: Some(next_pit),
                 search_after: last_sort.or(search_after),
             };
-            return Ok(hits);
+            return Ok(hits(page));
         }
     }
 
     async fn next_scroll(&mut self, scroll_id: Option<String>) -> Result<Vec<Hit>, JobFailure> {
-        let answer = match &scroll_id {
+        let (status, bytes) = match &scroll_id {
             Some(id) => {
                 let body = json!({ "scroll": self.keep_alive, "scroll_id": id });
                 self.source
-                    .call(Method::POST, "/_search/scroll", Some(&body))
+                    .call_bytes(Method::POST, "/_search/scroll", Some(&body))
                     .await?
             }
             None => {
@@ -385,10 +384,16 @@ impl Reader<'_> {
                     segment(self.index),
                     self.keep_alive
                 );
-                self.source.call(Method::POST, &path, Some(&body)).await?
+                self.source
+                    .call_bytes(Method::POST, &path, Some(&body))
+                    .await?
             }
         };
-        if !answer.ok() {
+        if !status.is_success() {
+            let answer = Answer {
+                status,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
             if scroll_id.is_some() && answer.status.as_u16() == 404 {
                 // The scroll context expired: start the slice over (see
                 // the module documentation).
@@ -399,10 +404,24 @@ impl Reader<'_> {
                 .source
                 .refused(&Method::POST, "/_search/scroll", &answer));
         }
+        let page = self.page(&bytes, "/_search/scroll")?;
         self.position = Checkpoint::Scroll {
-            scroll_id: answer.body["_scroll_id"].as_str().map(str::to_string),
+            scroll_id: page.scroll_id.clone(),
         };
-        Ok(parse_hits(&answer.body))
+        Ok(hits(page))
+    }
+
+    /// Reads a search answer, keeping each `_source`'s bytes.
+    fn page(&self, bytes: &[u8], path: &str) -> Result<SearchPage, JobFailure> {
+        parse_search_page(bytes).map_err(|e| {
+            JobFailure::transient(
+                "UPSTREAM_PROTOCOL_ERROR",
+                format!(
+                    "cluster {}: POST {path} answered something that is not a search answer: {e}",
+                    self.source.name
+                ),
+            )
+        })
     }
 
     /// Frees the point in time or scroll context (best effort).
@@ -445,22 +464,16 @@ impl Reader<'_> {
     }
 }
 
-fn parse_hits(body: &Value) -> Vec<Hit> {
-    body["hits"]["hits"]
-        .as_array()
+/// The documents of a page, `_source` bytes as the source returned them.
+fn hits(page: SearchPage) -> Vec<Hit> {
+    page.hits
         .into_iter()
-        .flatten()
-        .filter_map(|hit| {
-            Some(Hit {
-                id: hit["_id"].as_str()?.to_string(),
-                doc_type: hit["_type"].as_str().map(str::to_string),
-                routing: hit["_routing"].as_str().map(str::to_string),
-                version: hit["_version"].as_i64().unwrap_or(1),
-                source: hit
-                    .get("_source")
-                    .map(Value::to_string)
-                    .unwrap_or_else(|| "{}".into()),
-            })
+        .map(|hit| Hit {
+            id: hit.id,
+            doc_type: hit.doc_type,
+            routing: hit.routing,
+            version: hit.version.unwrap_or(1),
+            source: hit.source.unwrap_or_else(|| "{}".into()),
         })
         .collect()
 }

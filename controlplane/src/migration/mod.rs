@@ -23,6 +23,7 @@
 //! at creation), data streams.
 
 pub mod copy;
+pub mod hits;
 pub mod metadata;
 pub mod search;
 

@@ -191,6 +191,37 @@ impl SearchClient {
         })
     }
 
+    /// Sends a request with an optional JSON body and returns the answer's
+    /// bytes as they came (for reading `_source` without re-serialising
+    /// it); a non-2xx answer is a failure as in [`Self::expect`].
+    pub async fn expect_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<bytes::Bytes, JobFailure> {
+        let (status, bytes) = self.call_bytes(method.clone(), path, body).await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let answer = Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        };
+        Err(self.refused(&method, path, &answer))
+    }
+
+    /// Sends a request with an optional JSON body; status and raw bytes.
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, bytes::Bytes), JobFailure> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.raw(method, path, body).await
+    }
+
     /// Sends an NDJSON body (`_bulk`).
     pub async fn ndjson(&self, path: &str, body: Vec<u8>) -> Result<Answer, JobFailure> {
         let (status, bytes) = self

@@ -2,12 +2,15 @@
 //! cluster holds the same documents as a source cluster, run by the job
 //! workers of every replica (see [`crate::jobs`] and [`crate::compare`]).
 //!
-//! The handlers validate, store and read; they never talk to the clusters.
+//! The handlers validate, store and read; they never talk to the clusters,
+//! except RepairCompareDiffs, which rechecks the documents it had repaired
+//! ([`crate::compare::repair`]).
 //! Summaries are computed on every read from the partitions (one per index,
 //! whose checkpoint holds the index's result and whose counters hold its
 //! difference counts, see [`convert`]) and from `compare_diffs`.
 
 mod convert;
+mod repair;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -206,6 +209,17 @@ impl CompareService for Api {
             total_size,
         }))
     }
+
+    async fn repair_compare_diffs(
+        &self,
+        request: Request<pb::RepairCompareDiffsRequest>,
+    ) -> Result<Response<pb::RepairCompareDiffsResponse>, Status> {
+        let request = request.into_inner();
+        let job = self.load_compare_job(&request.job_id).await?;
+        Ok(Response::new(
+            self.repair_compare_diffs_impl(request, job).await?,
+        ))
+    }
 }
 
 impl Api {
@@ -332,6 +346,7 @@ impl Api {
             // A recheck delay below 1 ms would read as "default" once stored.
             recheck_delay_ms: (recheck.as_millis() as u64).max(u64::from(!recheck.is_zero())),
             ignore_versions: options.ignore_versions,
+            strict_source: options.strict_source,
         };
         let name = if request.name.is_empty() {
             format!("compare-{}", &Uuid::new_v4().simple().to_string()[..8])

@@ -35,6 +35,7 @@ pub async fn execute(
         CommandKind::Skip(c) => skip(&replication, &c, ctx),
         CommandKind::Fetch(c) => fetch(&replication, &c, ctx),
         CommandKind::Repair(c) => repair(replication, &c, ctx).await,
+        CommandKind::Reconcile(c) => reconcile(&replication, &c, ctx).await,
         CommandKind::Peek(c) => {
             // Reads segment files: keep it off the runtime's threads.
             let ctx = ctx.clone();
@@ -175,6 +176,65 @@ async fn retry(
         detail(dead_letters, unknown),
         SystemTime::now(),
     )
+}
+
+/// Most documents one reconcile command may name.
+const MAX_RECONCILE_DOCUMENTS: usize = 10_000;
+
+async fn reconcile(
+    replication: &Replication,
+    command: &pb::ReconcileDocumentsCommand,
+    ctx: &Context,
+) -> pb::CommandResult {
+    let now = SystemTime::now;
+    if command.documents.len() > MAX_RECONCILE_DOCUMENTS {
+        return rejected(
+            &ctx.command_id,
+            "TOO_MANY_DOCUMENTS",
+            &format!(
+                "documents: {} given, at most {MAX_RECONCILE_DOCUMENTS} per command",
+                command.documents.len()
+            ),
+            now(),
+        );
+    }
+    let mut keys = Vec::with_capacity(command.documents.len());
+    for (i, doc) in command.documents.iter().enumerate() {
+        if doc.index.is_empty() || doc.id.is_empty() {
+            return rejected(
+                &ctx.command_id,
+                "INVALID_DOCUMENT",
+                &format!("documents[{i}]: index and id are required"),
+                now(),
+            );
+        }
+        let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        keys.push(crate::es::docstate::DocKey {
+            index: doc.index.clone(),
+            doc_type: optional(&doc.doc_type),
+            id: doc.id.clone(),
+            routing: optional(&doc.routing),
+        });
+    }
+    match replication.reconcile_now(&keys).await {
+        Ok(()) => {
+            tracing::info!(
+                command_id = %ctx.command_id,
+                documents = keys.len(),
+                "documents queued for reconciliation on the control plane's request"
+            );
+            succeeded(
+                &ctx.command_id,
+                Some(pb::command_result::Detail::Reconcile(
+                    pb::ReconcileDocumentsResult {
+                        queued: keys.len() as u64,
+                    },
+                )),
+                now(),
+            )
+        }
+        Err(err) => failed(&ctx.command_id, "QUEUE_FAILED", &err.to_string(), now()),
+    }
 }
 
 fn skip(

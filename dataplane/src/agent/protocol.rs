@@ -735,6 +735,8 @@ pub enum CommandKind {
     Repair(pb::RepairQueueCommand),
     /// Read queue records.
     Peek(pb::PeekRecordsCommand),
+    /// Reconcile documents from the primary.
+    Reconcile(pb::ReconcileDocumentsCommand),
 }
 
 /// Checks what can be checked before executing `command`: expiry, that the
@@ -779,6 +781,7 @@ pub fn check_command(
         Some(Command::SkipDeadLetters(c)) => (&c.task_id, CommandKind::Skip(c.clone())),
         Some(Command::FetchDeadLetters(c)) => (&c.task_id, CommandKind::Fetch(c.clone())),
         Some(Command::RepairQueue(c)) => (&c.task_id, CommandKind::Repair(c.clone())),
+        Some(Command::ReconcileDocuments(c)) => (&c.task_id, CommandKind::Reconcile(c.clone())),
     };
     if !command_task.is_empty() && command_task != task_id {
         return Err(rejected(

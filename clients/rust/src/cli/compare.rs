@@ -9,7 +9,7 @@ use tandem_client::v1::watch_compare_job_response::Update;
 use tandem_client::v1::{
     CancelCompareJobRequest, CompareDiff, CompareJob, CompareMode, CompareOptions,
     CreateCompareJobRequest, DiffKind, GetCompareJobRequest, IndexFilter, ListCompareDiffsRequest,
-    ListCompareJobsRequest, WatchCompareJobRequest,
+    ListCompareJobsRequest, RepairCompareDiffsRequest, WatchCompareJobRequest,
 };
 
 use crate::cli::cluster::{cluster_ref, rpc_error};
@@ -77,6 +77,10 @@ pub enum CompareCommand {
         /// Do not compare `_version`.
         #[arg(long)]
         ignore_versions: bool,
+        /// Compare `_source` byte for byte (key order and number spelling
+        /// count), not as JSON values.
+        #[arg(long)]
+        strict_source: bool,
         /// Replication task the job verifies.
         #[arg(long)]
         task: Option<String>,
@@ -120,6 +124,27 @@ pub enum CompareCommand {
         /// Job id.
         id: String,
     },
+    /// Repair the differences a finished FULL job found (a gateway of the
+    /// task replicating source to target reconciles each document from the
+    /// source), then check them again (exit status 1 unless all are equal).
+    Repair {
+        /// Job id.
+        id: String,
+        /// Replication task whose gateway repairs (default: the one task
+        /// replicating the job's source to its target).
+        #[arg(long)]
+        task: Option<String>,
+        /// Only these kinds (repeatable).
+        #[arg(long, value_enum)]
+        kind: Vec<Kind>,
+        /// Differences repaired at most (0 = 10 000).
+        #[arg(long, default_value_t = 0)]
+        max_diffs: u32,
+        /// How long to wait for the repaired documents to be equal, in
+        /// seconds (0 = 60).
+        #[arg(long, default_value_t = 0)]
+        timeout_secs: u64,
+    },
     /// Follow a job until it ends (exit status 1 unless it MATCHes).
     Watch {
         /// Job id.
@@ -128,6 +153,18 @@ pub enum CompareCommand {
         #[arg(long)]
         diffs: bool,
     },
+}
+
+fn kinds_of(kinds: &[Kind]) -> Vec<i32> {
+    kinds
+        .iter()
+        .map(|k| match k {
+            Kind::MissingInTarget => DiffKind::MissingInTarget,
+            Kind::ExtraInTarget => DiffKind::ExtraInTarget,
+            Kind::ContentDiffers => DiffKind::ContentDiffers,
+            Kind::VersionDiffers => DiffKind::VersionDiffers,
+        } as i32)
+        .collect()
 }
 
 /// Runs a compare command.
@@ -144,6 +181,7 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
             max_diffs,
             max_docs_per_second,
             ignore_versions,
+            strict_source,
             task,
             name,
         } => {
@@ -172,6 +210,7 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
                             nanos: 0,
                         }),
                         ignore_versions,
+                        strict_source,
                         ..Default::default()
                     }),
                     task_id: task.unwrap_or_default(),
@@ -235,15 +274,7 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
             page_size,
             page_token,
         } => {
-            let kinds = kind
-                .iter()
-                .map(|k| match k {
-                    Kind::MissingInTarget => DiffKind::MissingInTarget,
-                    Kind::ExtraInTarget => DiffKind::ExtraInTarget,
-                    Kind::ContentDiffers => DiffKind::ContentDiffers,
-                    Kind::VersionDiffers => DiffKind::VersionDiffers,
-                } as i32)
-                .collect();
+            let kinds = kinds_of(&kind);
             let page = client
                 .list_compare_diffs(ListCompareDiffsRequest {
                     job_id: id,
@@ -286,6 +317,49 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
             }
             if !page.next_page_token.is_empty() {
                 output::next_page(&page.next_page_token);
+            }
+        }
+        CompareCommand::Repair {
+            id,
+            task,
+            kind,
+            max_diffs,
+            timeout_secs,
+        } => {
+            let answer = client
+                .repair_compare_diffs(RepairCompareDiffsRequest {
+                    job_id: id,
+                    task_id: task.unwrap_or_default(),
+                    kinds: kinds_of(&kind),
+                    max_diffs,
+                    recheck_timeout: (timeout_secs > 0).then(|| prost_types::Duration {
+                        seconds: timeout_secs.try_into().unwrap_or(i64::MAX),
+                        nanos: 0,
+                    }),
+                })
+                .await
+                .map_err(|s| rpc_error("RepairCompareDiffs", s))?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&json!({
+                    "task_id": answer.task_id,
+                    "gateway_id": answer.gateway_id,
+                    "requested": answer.requested,
+                    "repaired": answer.repaired,
+                    "still_differing": answer.still_differing.iter().map(diff_json).collect::<Vec<_>>(),
+                })),
+                Output::Table => {
+                    println!(
+                        "{} of {} differences repaired by gateway {} (task {})",
+                        answer.repaired, answer.requested, answer.gateway_id, answer.task_id
+                    );
+                    for d in &answer.still_differing {
+                        println!("still differs: {} {} {}", d.index, d.doc_id, kind_name(d));
+                    }
+                }
+            }
+            if answer.repaired < answer.requested {
+                std::process::exit(1);
             }
         }
         CompareCommand::Cancel { id } => {
@@ -411,6 +485,7 @@ fn diff_json(diff: &CompareDiff) -> Value {
         "target_hash": diff.target_hash,
         "routing": diff.routing,
         "partition_id": diff.partition_id,
+        "repaired": diff.repaired_at.is_some(),
     })
 }
 

@@ -43,6 +43,7 @@ fn options(spec: &CompareSpec, job: &JobRecord) -> pb::CompareOptions {
         recheck_delay: (spec.recheck_delay_ms > 0)
             .then(|| duration(Duration::from_millis(spec.recheck_delay_ms))),
         ignore_versions: spec.ignore_versions,
+        strict_source: spec.strict_source,
         max_partition_attempts: job.max_attempts,
     }
 }
@@ -193,6 +194,7 @@ pub fn job(
         transient_diffs: total(counters::TRANSIENT),
         diffs_recorded: recorded,
         diffs_truncated: total(counters::NOT_RECORDED) > 0,
+        version_ahead: total(counters::VERSION_AHEAD),
     };
     let (source, target) = match &spec {
         Some(spec) => (
@@ -260,5 +262,6 @@ pub fn diff(record: &DiffRecord) -> pb::CompareDiff {
         routing: record.routing.clone(),
         partition_id: record.partition_id.clone(),
         detected_at: Some(timestamp(record.detected_at)),
+        repaired_at: record.repaired_at.map(timestamp),
     }
 }

@@ -126,8 +126,12 @@ class _DiffKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DiffKind.Val
     versions may differ too.
     """
     DIFF_KIND_VERSION_DIFFERS: _DiffKind.ValueType  # 4
-    """Both sides hold the same `_source` but a different `_version` (only
-    reported unless `ignore_versions`).
+    """Both sides hold the same `_source` but the target's `_version` is below
+    the source's (only reported unless `ignore_versions`). A target version
+    *above* the source's with the same `_source` is not a difference: it is
+    what replay leaves after repairing a document re-created below the
+    target's delete tombstone; such documents are counted in
+    `CompareSummary.version_ahead`.
     """
 
 class DiffKind(_DiffKind, metaclass=_DiffKindEnumTypeWrapper):
@@ -144,8 +148,12 @@ DIFF_KIND_CONTENT_DIFFERS: DiffKind.ValueType  # 3
 versions may differ too.
 """
 DIFF_KIND_VERSION_DIFFERS: DiffKind.ValueType  # 4
-"""Both sides hold the same `_source` but a different `_version` (only
-reported unless `ignore_versions`).
+"""Both sides hold the same `_source` but the target's `_version` is below
+the source's (only reported unless `ignore_versions`). A target version
+*above* the source's with the same `_source` is not a difference: it is
+what replay leaves after repairing a document re-created below the
+target's delete tombstone; such documents are counted in
+`CompareSummary.version_ahead`.
 """
 Global___DiffKind: _TypeAlias = DiffKind  # noqa: Y015
 
@@ -163,6 +171,7 @@ class CompareOptions(_message.Message):
     RECHECK_DELAY_FIELD_NUMBER: _builtins.int
     IGNORE_VERSIONS_FIELD_NUMBER: _builtins.int
     MAX_PARTITION_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    STRICT_SOURCE_FIELD_NUMBER: _builtins.int
     mode: Global___CompareMode.ValueType
     """Depth of the comparison."""
     partitions_per_index: _builtins.int
@@ -186,6 +195,12 @@ class CompareOptions(_message.Message):
     """
     max_partition_attempts: _builtins.int
     """Attempts per partition before it is marked FAILED. Zero means 5."""
+    strict_source: _builtins.bool
+    """Compare `_source` byte for byte as each cluster returns it (whitespace
+    between tokens aside): key order and number spelling (`1.50` vs `1.5`)
+    count as content differences. By default sources are compared as JSON
+    values.
+    """
     @_builtins.property
     def recheck_delay(self) -> _duration_pb2.Duration:
         """Delay before each difference is checked again; differences that
@@ -203,10 +218,11 @@ class CompareOptions(_message.Message):
         recheck_delay: _duration_pb2.Duration | None = ...,
         ignore_versions: _builtins.bool = ...,
         max_partition_attempts: _builtins.int = ...,
+        strict_source: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recheck_delay", b"recheck_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "ignore_versions", b"ignore_versions", "max_diffs", b"max_diffs", "max_docs_per_second", b"max_docs_per_second", "max_partition_attempts", b"max_partition_attempts", "mode", b"mode", "partitions_per_index", b"partitions_per_index", "recheck_delay", b"recheck_delay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "ignore_versions", b"ignore_versions", "max_diffs", b"max_diffs", "max_docs_per_second", b"max_docs_per_second", "max_partition_attempts", b"max_partition_attempts", "mode", b"mode", "partitions_per_index", b"partitions_per_index", "recheck_delay", b"recheck_delay", "strict_source", b"strict_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,6 +373,7 @@ class CompareSummary(_message.Message):
     TRANSIENT_DIFFS_FIELD_NUMBER: _builtins.int
     DIFFS_RECORDED_FIELD_NUMBER: _builtins.int
     DIFFS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    VERSION_AHEAD_FIELD_NUMBER: _builtins.int
     outcome: Global___CompareOutcome.ValueType
     """Verdict, set when the job SUCCEEDED."""
     indices_total: _builtins.int
@@ -389,6 +406,10 @@ class CompareSummary(_message.Message):
     """Differences recorded and listable with ListCompareDiffs."""
     diffs_truncated: _builtins.bool
     """True when more differences were found than `max_diffs` allowed to record."""
+    version_ahead: _builtins.int
+    """Documents with the same `_source` whose target `_version` is above the
+    source's (FULL mode; not differences, see DIFF_KIND_VERSION_DIFFERS).
+    """
     def __init__(
         self,
         *,
@@ -407,10 +428,11 @@ class CompareSummary(_message.Message):
         transient_diffs: _builtins.int = ...,
         diffs_recorded: _builtins.int = ...,
         diffs_truncated: _builtins.bool = ...,
+        version_ahead: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_differs", b"content_differs", "diffs_recorded", b"diffs_recorded", "diffs_truncated", b"diffs_truncated", "extra_in_target", b"extra_in_target", "indices_compared", b"indices_compared", "indices_differing", b"indices_differing", "indices_matching", b"indices_matching", "indices_total", b"indices_total", "missing_in_target", b"missing_in_target", "outcome", b"outcome", "partitions_mismatched", b"partitions_mismatched", "source_docs", b"source_docs", "target_docs", b"target_docs", "transient_diffs", b"transient_diffs", "version_differs", b"version_differs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_differs", b"content_differs", "diffs_recorded", b"diffs_recorded", "diffs_truncated", b"diffs_truncated", "extra_in_target", b"extra_in_target", "indices_compared", b"indices_compared", "indices_differing", b"indices_differing", "indices_matching", b"indices_matching", "indices_total", b"indices_total", "missing_in_target", b"missing_in_target", "outcome", b"outcome", "partitions_mismatched", b"partitions_mismatched", "source_docs", b"source_docs", "target_docs", b"target_docs", "transient_diffs", b"transient_diffs", "version_ahead", b"version_ahead", "version_differs", b"version_differs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -567,6 +589,7 @@ class CompareDiff(_message.Message):
     ROUTING_FIELD_NUMBER: _builtins.int
     PARTITION_ID_FIELD_NUMBER: _builtins.int
     DETECTED_AT_FIELD_NUMBER: _builtins.int
+    REPAIRED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id of the difference."""
     index: _builtins.str
@@ -591,6 +614,12 @@ class CompareDiff(_message.Message):
     def detected_at(self) -> _timestamp_pb2.Timestamp:
         """When the difference was confirmed by the recheck."""
 
+    @_builtins.property
+    def repaired_at(self) -> _timestamp_pb2.Timestamp:
+        """When RepairCompareDiffs found the document equal on both sides after
+        repairing it; unset while it still differs.
+        """
+
     def __init__(
         self,
         *,
@@ -605,10 +634,11 @@ class CompareDiff(_message.Message):
         routing: _builtins.str = ...,
         partition_id: _builtins.str = ...,
         detected_at: _timestamp_pb2.Timestamp | None = ...,
+        repaired_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_source_version", b"_source_version", "_target_version", b"_target_version", "detected_at", b"detected_at", "source_version", b"source_version", "target_version", b"target_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_source_version", b"_source_version", "_target_version", b"_target_version", "detected_at", b"detected_at", "repaired_at", b"repaired_at", "source_version", b"source_version", "target_version", b"target_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_source_version", b"_source_version", "_target_version", b"_target_version", "detected_at", b"detected_at", "doc_id", b"doc_id", "id", b"id", "index", b"index", "kind", b"kind", "partition_id", b"partition_id", "routing", b"routing", "source_hash", b"source_hash", "source_version", b"source_version", "target_hash", b"target_hash", "target_version", b"target_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_source_version", b"_source_version", "_target_version", b"_target_version", "detected_at", b"detected_at", "doc_id", b"doc_id", "id", b"id", "index", b"index", "kind", b"kind", "partition_id", b"partition_id", "repaired_at", b"repaired_at", "routing", b"routing", "source_hash", b"source_hash", "source_version", b"source_version", "target_hash", b"target_hash", "target_version", b"target_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__source_version: _TypeAlias = _typing.Literal["source_version"]  # noqa: Y015
     _WhichOneofArgType__source_version: _TypeAlias = _typing.Literal["_source_version", b"_source_version"]  # noqa: Y015
@@ -1066,3 +1096,98 @@ class ListCompareDiffsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCompareDiffsResponse: _TypeAlias = ListCompareDiffsResponse  # noqa: Y015
+
+@_typing.final
+class RepairCompareDiffsRequest(_message.Message):
+    """Request of CompareService.RepairCompareDiffs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    MAX_DIFFS_FIELD_NUMBER: _builtins.int
+    RECHECK_TIMEOUT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Required. Id of a SUCCEEDED FULL comparison job."""
+    task_id: _builtins.str
+    """Replication task whose gateway repairs the documents. Empty means the
+    task that currently replicates the job's source (as primary) to its
+    target (as backup); the call fails with FAILED_PRECONDITION when there
+    is none or more than one.
+    """
+    max_diffs: _builtins.int
+    """Most differences repaired by this call, oldest first, skipping those
+    already repaired. Zero means 10 000.
+    """
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___DiffKind.ValueType]:
+        """Only differences of these kinds. Empty means every kind."""
+
+    @_builtins.property
+    def recheck_timeout(self) -> _duration_pb2.Duration:
+        """How long to wait for the repaired documents to be equal on both sides.
+        Zero means 60 s.
+        """
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___DiffKind.ValueType] | None = ...,
+        max_diffs: _builtins.int = ...,
+        recheck_timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recheck_timeout", b"recheck_timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "kinds", b"kinds", "max_diffs", b"max_diffs", "recheck_timeout", b"recheck_timeout", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairCompareDiffsRequest: _TypeAlias = RepairCompareDiffsRequest  # noqa: Y015
+
+@_typing.final
+class RepairCompareDiffsResponse(_message.Message):
+    """Response of CompareService.RepairCompareDiffs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
+    STILL_DIFFERING_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The replication task used."""
+    gateway_id: _builtins.str
+    """The gateway that reconciled the documents."""
+    requested: _builtins.int
+    """Differences sent for repair."""
+    repaired: _builtins.int
+    """Of those, documents equal on both sides after the repair (their
+    differences get `repaired_at`).
+    """
+    @_builtins.property
+    def still_differing(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompareDiff]:
+        """Documents still different when `recheck_timeout` ran out (for example
+        still being written, or refused by the target: see the task's dead
+        letters).
+        """
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        requested: _builtins.int = ...,
+        repaired: _builtins.int = ...,
+        still_differing: _abc.Iterable[Global___CompareDiff] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "repaired", b"repaired", "requested", b"requested", "still_differing", b"still_differing", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairCompareDiffsResponse: _TypeAlias = RepairCompareDiffsResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class CompareServiceStub:
                 request_serializer=tandem_dot_v1_dot_compare__pb2.ListCompareDiffsRequest.SerializeToString,
                 response_deserializer=tandem_dot_v1_dot_compare__pb2.ListCompareDiffsResponse.FromString,
                 _registered_method=True)
+        self.RepairCompareDiffs = channel.unary_unary(
+                '/tandem.v1.CompareService/RepairCompareDiffs',
+                request_serializer=tandem_dot_v1_dot_compare__pb2.RepairCompareDiffsRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_compare__pb2.RepairCompareDiffsResponse.FromString,
+                _registered_method=True)
 
 
 class CompareServiceServicer:
@@ -114,6 +119,18 @@ class CompareServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepairCompareDiffs(self, request, context):
+        """Repairs the differences a finished FULL job found, through the same
+        version-fenced reconciliation the replayer uses: a gateway of the
+        replication task that replicates the job's source to its target reads
+        each document from the source (its primary) and makes it true on the
+        target. Then every repaired document is compared again; the answer
+        says which are equal now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CompareServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +163,11 @@ def add_CompareServiceServicer_to_server(servicer, server):
                     servicer.ListCompareDiffs,
                     request_deserializer=tandem_dot_v1_dot_compare__pb2.ListCompareDiffsRequest.FromString,
                     response_serializer=tandem_dot_v1_dot_compare__pb2.ListCompareDiffsResponse.SerializeToString,
+            ),
+            'RepairCompareDiffs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairCompareDiffs,
+                    request_deserializer=tandem_dot_v1_dot_compare__pb2.RepairCompareDiffsRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_compare__pb2.RepairCompareDiffsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +333,33 @@ class CompareService:
             '/tandem.v1.CompareService/ListCompareDiffs',
             tandem_dot_v1_dot_compare__pb2.ListCompareDiffsRequest.SerializeToString,
             tandem_dot_v1_dot_compare__pb2.ListCompareDiffsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairCompareDiffs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.CompareService/RepairCompareDiffs',
+            tandem_dot_v1_dot_compare__pb2.RepairCompareDiffsRequest.SerializeToString,
+            tandem_dot_v1_dot_compare__pb2.RepairCompareDiffsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,14 @@ class CompareServiceStub:
     """
     ListCompareDiffs: _grpc.UnaryUnaryMultiCallable[_compare_pb2.ListCompareDiffsRequest, _compare_pb2.ListCompareDiffsResponse]
     """Lists the document differences a job found, paginated."""
+    RepairCompareDiffs: _grpc.UnaryUnaryMultiCallable[_compare_pb2.RepairCompareDiffsRequest, _compare_pb2.RepairCompareDiffsResponse]
+    """Repairs the differences a finished FULL job found, through the same
+    version-fenced reconciliation the replayer uses: a gateway of the
+    replication task that replicates the job's source to its target reads
+    each document from the source (its primary) and makes it true on the
+    target. Then every repaired document is compared again; the answer
+    says which are equal now.
+    """
 
 @_typing.type_check_only
 class CompareServiceAsyncStub(CompareServiceStub):
@@ -90,6 +98,14 @@ class CompareServiceAsyncStub(CompareServiceStub):
     """
     ListCompareDiffs: _aio.UnaryUnaryMultiCallable[_compare_pb2.ListCompareDiffsRequest, _compare_pb2.ListCompareDiffsResponse]  # type: ignore[assignment]
     """Lists the document differences a job found, paginated."""
+    RepairCompareDiffs: _aio.UnaryUnaryMultiCallable[_compare_pb2.RepairCompareDiffsRequest, _compare_pb2.RepairCompareDiffsResponse]  # type: ignore[assignment]
+    """Repairs the differences a finished FULL job found, through the same
+    version-fenced reconciliation the replayer uses: a gateway of the
+    replication task that replicates the job's source to its target reads
+    each document from the source (its primary) and makes it true on the
+    target. Then every repaired document is compared again; the answer
+    says which are equal now.
+    """
 
 class CompareServiceServicer(metaclass=_abc_1.ABCMeta):
     """Verification jobs comparing the documents of two clusters."""
@@ -143,5 +159,19 @@ class CompareServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_compare_pb2.ListCompareDiffsResponse, _abc.Awaitable[_compare_pb2.ListCompareDiffsResponse]]:
         """Lists the document differences a job found, paginated."""
+
+    @_abc_1.abstractmethod
+    def RepairCompareDiffs(
+        self,
+        request: _compare_pb2.RepairCompareDiffsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compare_pb2.RepairCompareDiffsResponse, _abc.Awaitable[_compare_pb2.RepairCompareDiffsResponse]]:
+        """Repairs the differences a finished FULL job found, through the same
+        version-fenced reconciliation the replayer uses: a gateway of the
+        replication task that replicates the job's source to its target reads
+        each document from the source (its primary) and makes it true on the
+        target. Then every repaired document is compared again; the answer
+        says which are equal now.
+        """
 
 def add_CompareServiceServicer_to_server(servicer: CompareServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1260,6 +1260,7 @@ class CommandResult(_message.Message):
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     PEEK_FIELD_NUMBER: _builtins.int
     REPAIR_FIELD_NUMBER: _builtins.int
+    RECONCILE_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Required. Id of the command answered."""
     outcome: Global___CommandOutcome.ValueType
@@ -1284,6 +1285,10 @@ class CommandResult(_message.Message):
     def repair(self) -> _queue_pb2.QueueRepairResult:
         """For RepairQueueCommand."""
 
+    @_builtins.property
+    def reconcile(self) -> Global___ReconcileDocumentsResult:
+        """For ReconcileDocumentsCommand."""
+
     def __init__(
         self,
         *,
@@ -1294,16 +1299,39 @@ class CommandResult(_message.Message):
         dead_letters: Global___DeadLetterCommandResult | None = ...,
         peek: Global___PeekRecordsCommandResult | None = ...,
         repair: _queue_pb2.QueueRepairResult | None = ...,
+        reconcile: Global___ReconcileDocumentsResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "dead_letters", b"dead_letters", "detail", b"detail", "error", b"error", "peek", b"peek", "repair", b"repair"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "dead_letters", b"dead_letters", "detail", b"detail", "error", b"error", "peek", b"peek", "reconcile", b"reconcile", "repair", b"repair"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "completed_at", b"completed_at", "dead_letters", b"dead_letters", "detail", b"detail", "error", b"error", "outcome", b"outcome", "peek", b"peek", "repair", b"repair"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "completed_at", b"completed_at", "dead_letters", b"dead_letters", "detail", b"detail", "error", b"error", "outcome", b"outcome", "peek", b"peek", "reconcile", b"reconcile", "repair", b"repair"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["dead_letters", "peek", "repair"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["dead_letters", "peek", "repair", "reconcile"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
 Global___CommandResult: _TypeAlias = CommandResult  # noqa: Y015
+
+@_typing.final
+class ReconcileDocumentsResult(_message.Message):
+    """Result of ReconcileDocumentsCommand."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUED_FIELD_NUMBER: _builtins.int
+    queued: _builtins.int
+    """Documents queued for reconciliation."""
+    def __init__(
+        self,
+        *,
+        queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileDocumentsResult: _TypeAlias = ReconcileDocumentsResult  # noqa: Y015
 
 @_typing.final
 class AgentStreamResponse(_message.Message):
@@ -1837,6 +1865,71 @@ class RepairQueueCommand(_message.Message):
 Global___RepairQueueCommand: _TypeAlias = RepairQueueCommand  # noqa: Y015
 
 @_typing.final
+class DocumentRef(_message.Message):
+    """One document, as a gateway addresses it on either cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    DOC_TYPE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
+    index: _builtins.str
+    """Required. Concrete index."""
+    doc_type: _builtins.str
+    """Mapping type (Elasticsearch 5.x/6.x); empty when typeless."""
+    id: _builtins.str
+    """Required. Document id."""
+    routing: _builtins.str
+    """Custom routing; empty when none."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.str = ...,
+        doc_type: _builtins.str = ...,
+        id: _builtins.str = ...,
+        routing: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["doc_type", b"doc_type", "id", b"id", "index", b"index", "routing", b"routing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentRef: _TypeAlias = DocumentRef  # noqa: Y015
+
+@_typing.final
+class ReconcileDocumentsCommand(_message.Message):
+    """Asks a gateway to reconcile documents: each is queued as a read-repair op,
+    so the replayer reads it from the primary and makes it true on the backup,
+    version-fenced, in queue order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """Task whose replayer reconciles them."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentRef]:
+        """The documents (at most 10 000)."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        documents: _abc.Iterable[Global___DocumentRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileDocumentsCommand: _TypeAlias = ReconcileDocumentsCommand  # noqa: Y015
+
+@_typing.final
 class GatewayCommand(_message.Message):
     """A command for one gateway. Delivered at least once (again after a
     reconnect until answered); executed at most once per `command_id`.
@@ -1852,6 +1945,7 @@ class GatewayCommand(_message.Message):
     FETCH_DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     PEEK_RECORDS_FIELD_NUMBER: _builtins.int
     REPAIR_QUEUE_FIELD_NUMBER: _builtins.int
+    RECONCILE_DOCUMENTS_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Id of the command (UUID)."""
     @_builtins.property
@@ -1884,6 +1978,10 @@ class GatewayCommand(_message.Message):
     def repair_queue(self) -> Global___RepairQueueCommand:
         """Repair a corrupt queue."""
 
+    @_builtins.property
+    def reconcile_documents(self) -> Global___ReconcileDocumentsCommand:
+        """Reconcile documents from the primary."""
+
     def __init__(
         self,
         *,
@@ -1895,12 +1993,13 @@ class GatewayCommand(_message.Message):
         fetch_dead_letters: Global___FetchDeadLettersCommand | None = ...,
         peek_records: Global___PeekRecordsCommand | None = ...,
         repair_queue: Global___RepairQueueCommand | None = ...,
+        reconcile_documents: Global___ReconcileDocumentsCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "expires_at", b"expires_at", "fetch_dead_letters", b"fetch_dead_letters", "issued_at", b"issued_at", "peek_records", b"peek_records", "repair_queue", b"repair_queue", "retry_dead_letters", b"retry_dead_letters", "skip_dead_letters", b"skip_dead_letters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "expires_at", b"expires_at", "fetch_dead_letters", b"fetch_dead_letters", "issued_at", b"issued_at", "peek_records", b"peek_records", "reconcile_documents", b"reconcile_documents", "repair_queue", b"repair_queue", "retry_dead_letters", b"retry_dead_letters", "skip_dead_letters", b"skip_dead_letters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "command_id", b"command_id", "expires_at", b"expires_at", "fetch_dead_letters", b"fetch_dead_letters", "issued_at", b"issued_at", "peek_records", b"peek_records", "repair_queue", b"repair_queue", "retry_dead_letters", b"retry_dead_letters", "skip_dead_letters", b"skip_dead_letters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "command_id", b"command_id", "expires_at", b"expires_at", "fetch_dead_letters", b"fetch_dead_letters", "issued_at", b"issued_at", "peek_records", b"peek_records", "reconcile_documents", b"reconcile_documents", "repair_queue", b"repair_queue", "retry_dead_letters", b"retry_dead_letters", "skip_dead_letters", b"skip_dead_letters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["retry_dead_letters", "skip_dead_letters", "fetch_dead_letters", "peek_records", "repair_queue"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["retry_dead_letters", "skip_dead_letters", "fetch_dead_letters", "peek_records", "repair_queue", "reconcile_documents"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 

@@ -176,8 +176,12 @@ export enum DiffKind {
    */
   DIFF_KIND_CONTENT_DIFFERS = 3,
   /**
-   * DIFF_KIND_VERSION_DIFFERS - Both sides hold the same `_source` but a different `_version` (only
-   * reported unless `ignore_versions`).
+   * DIFF_KIND_VERSION_DIFFERS - Both sides hold the same `_source` but the target's `_version` is below
+   * the source's (only reported unless `ignore_versions`). A target version
+   * *above* the source's with the same `_source` is not a difference: it is
+   * what replay leaves after repairing a document re-created below the
+   * target's delete tombstone; such documents are counted in
+   * `CompareSummary.version_ahead`.
    */
   DIFF_KIND_VERSION_DIFFERS = 4,
   UNRECOGNIZED = -1,
@@ -261,6 +265,13 @@ export interface CompareOptions {
   ignoreVersions: boolean;
   /** Attempts per partition before it is marked FAILED. Zero means 5. */
   maxPartitionAttempts: number;
+  /**
+   * Compare `_source` byte for byte as each cluster returns it (whitespace
+   * between tokens aside): key order and number spelling (`1.50` vs `1.5`)
+   * count as content differences. By default sources are compared as JSON
+   * values.
+   */
+  strictSource: boolean;
 }
 
 /** A partition whose digests differ between source and target. */
@@ -351,6 +362,11 @@ export interface CompareSummary {
   diffsRecorded: number;
   /** True when more differences were found than `max_diffs` allowed to record. */
   diffsTruncated: boolean;
+  /**
+   * Documents with the same `_source` whose target `_version` is above the
+   * source's (FULL mode; not differences, see DIFF_KIND_VERSION_DIFFERS).
+   */
+  versionAhead: number;
 }
 
 /** A comparison job. */
@@ -446,7 +462,14 @@ export interface CompareDiff {
   /** Partition the document belongs to. */
   partitionId: string;
   /** When the difference was confirmed by the recheck. */
-  detectedAt: Date | undefined;
+  detectedAt:
+    | Date
+    | undefined;
+  /**
+   * When RepairCompareDiffs found the document equal on both sides after
+   * repairing it; unset while it still differs.
+   */
+  repairedAt: Date | undefined;
 }
 
 /** Request of CompareService.CreateCompareJob. */
@@ -612,6 +635,52 @@ export interface ListCompareDiffsResponse {
   totalSize: number;
 }
 
+/** Request of CompareService.RepairCompareDiffs. */
+export interface RepairCompareDiffsRequest {
+  /** Required. Id of a SUCCEEDED FULL comparison job. */
+  jobId: string;
+  /**
+   * Replication task whose gateway repairs the documents. Empty means the
+   * task that currently replicates the job's source (as primary) to its
+   * target (as backup); the call fails with FAILED_PRECONDITION when there
+   * is none or more than one.
+   */
+  taskId: string;
+  /** Only differences of these kinds. Empty means every kind. */
+  kinds: DiffKind[];
+  /**
+   * Most differences repaired by this call, oldest first, skipping those
+   * already repaired. Zero means 10 000.
+   */
+  maxDiffs: number;
+  /**
+   * How long to wait for the repaired documents to be equal on both sides.
+   * Zero means 60 s.
+   */
+  recheckTimeout: Duration | undefined;
+}
+
+/** Response of CompareService.RepairCompareDiffs. */
+export interface RepairCompareDiffsResponse {
+  /** The replication task used. */
+  taskId: string;
+  /** The gateway that reconciled the documents. */
+  gatewayId: string;
+  /** Differences sent for repair. */
+  requested: number;
+  /**
+   * Of those, documents equal on both sides after the repair (their
+   * differences get `repaired_at`).
+   */
+  repaired: number;
+  /**
+   * Documents still different when `recheck_timeout` ran out (for example
+   * still being written, or refused by the target: see the task's dead
+   * letters).
+   */
+  stillDiffering: CompareDiff[];
+}
+
 function createBaseCompareOptions(): CompareOptions {
   return {
     mode: 0,
@@ -622,6 +691,7 @@ function createBaseCompareOptions(): CompareOptions {
     recheckDelay: undefined,
     ignoreVersions: false,
     maxPartitionAttempts: 0,
+    strictSource: false,
   };
 }
 
@@ -650,6 +720,9 @@ export const CompareOptions: MessageFns<CompareOptions> = {
     }
     if (message.maxPartitionAttempts !== 0) {
       writer.uint32(64).uint32(message.maxPartitionAttempts);
+    }
+    if (message.strictSource !== false) {
+      writer.uint32(72).bool(message.strictSource);
     }
     return writer;
   },
@@ -731,6 +804,14 @@ export const CompareOptions: MessageFns<CompareOptions> = {
             message.maxPartitionAttempts = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.strictSource = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -781,6 +862,11 @@ export const CompareOptions: MessageFns<CompareOptions> = {
         : isSet(object.max_partition_attempts)
         ? globalThis.Number(object.max_partition_attempts)
         : 0,
+      strictSource: isSet(object.strictSource)
+        ? globalThis.Boolean(object.strictSource)
+        : isSet(object.strict_source)
+        ? globalThis.Boolean(object.strict_source)
+        : false,
     };
   },
 
@@ -810,6 +896,9 @@ export const CompareOptions: MessageFns<CompareOptions> = {
     if (message.maxPartitionAttempts !== 0) {
       obj.maxPartitionAttempts = Math.round(message.maxPartitionAttempts);
     }
+    if (message.strictSource !== false) {
+      obj.strictSource = message.strictSource;
+    }
     return obj;
   },
 
@@ -828,6 +917,7 @@ export const CompareOptions: MessageFns<CompareOptions> = {
       : undefined;
     message.ignoreVersions = object.ignoreVersions ?? false;
     message.maxPartitionAttempts = object.maxPartitionAttempts ?? 0;
+    message.strictSource = object.strictSource ?? false;
     return message;
   },
 };
@@ -1359,6 +1449,7 @@ function createBaseCompareSummary(): CompareSummary {
     transientDiffs: 0,
     diffsRecorded: 0,
     diffsTruncated: false,
+    versionAhead: 0,
   };
 }
 
@@ -1408,6 +1499,9 @@ export const CompareSummary: MessageFns<CompareSummary> = {
     }
     if (message.diffsTruncated !== false) {
       writer.uint32(120).bool(message.diffsTruncated);
+    }
+    if (message.versionAhead !== 0) {
+      writer.uint32(128).uint64(message.versionAhead);
     }
     return writer;
   },
@@ -1545,6 +1639,14 @@ export const CompareSummary: MessageFns<CompareSummary> = {
             message.diffsTruncated = reader.bool();
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.versionAhead = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1630,6 +1732,11 @@ export const CompareSummary: MessageFns<CompareSummary> = {
         : isSet(object.diffs_truncated)
         ? globalThis.Boolean(object.diffs_truncated)
         : false,
+      versionAhead: isSet(object.versionAhead)
+        ? globalThis.Number(object.versionAhead)
+        : isSet(object.version_ahead)
+        ? globalThis.Number(object.version_ahead)
+        : 0,
     };
   },
 
@@ -1680,6 +1787,9 @@ export const CompareSummary: MessageFns<CompareSummary> = {
     if (message.diffsTruncated !== false) {
       obj.diffsTruncated = message.diffsTruncated;
     }
+    if (message.versionAhead !== 0) {
+      obj.versionAhead = Math.round(message.versionAhead);
+    }
     return obj;
   },
 
@@ -1703,6 +1813,7 @@ export const CompareSummary: MessageFns<CompareSummary> = {
     message.transientDiffs = object.transientDiffs ?? 0;
     message.diffsRecorded = object.diffsRecorded ?? 0;
     message.diffsTruncated = object.diffsTruncated ?? false;
+    message.versionAhead = object.versionAhead ?? 0;
     return message;
   },
 };
@@ -2216,6 +2327,7 @@ function createBaseCompareDiff(): CompareDiff {
     routing: "",
     partitionId: "",
     detectedAt: undefined,
+    repairedAt: undefined,
   };
 }
 
@@ -2253,6 +2365,9 @@ export const CompareDiff: MessageFns<CompareDiff> = {
     }
     if (message.detectedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.detectedAt), writer.uint32(90).fork()).join();
+    }
+    if (message.repairedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.repairedAt), writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -2358,6 +2473,14 @@ export const CompareDiff: MessageFns<CompareDiff> = {
             message.detectedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.repairedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2411,6 +2534,11 @@ export const CompareDiff: MessageFns<CompareDiff> = {
         : isSet(object.detected_at)
         ? fromJsonTimestamp(object.detected_at)
         : undefined,
+      repairedAt: isSet(object.repairedAt)
+        ? fromJsonTimestamp(object.repairedAt)
+        : isSet(object.repaired_at)
+        ? fromJsonTimestamp(object.repaired_at)
+        : undefined,
     };
   },
 
@@ -2449,6 +2577,9 @@ export const CompareDiff: MessageFns<CompareDiff> = {
     if (message.detectedAt !== undefined) {
       obj.detectedAt = message.detectedAt.toISOString();
     }
+    if (message.repairedAt !== undefined) {
+      obj.repairedAt = message.repairedAt.toISOString();
+    }
     return obj;
   },
 
@@ -2468,6 +2599,7 @@ export const CompareDiff: MessageFns<CompareDiff> = {
     message.routing = object.routing ?? "";
     message.partitionId = object.partitionId ?? "";
     message.detectedAt = object.detectedAt ?? undefined;
+    message.repairedAt = object.repairedAt ?? undefined;
     return message;
   },
 };
@@ -4017,6 +4149,316 @@ export const ListCompareDiffsResponse: MessageFns<ListCompareDiffsResponse> = {
   },
 };
 
+function createBaseRepairCompareDiffsRequest(): RepairCompareDiffsRequest {
+  return { jobId: "", taskId: "", kinds: [], maxDiffs: 0, recheckTimeout: undefined };
+}
+
+export const RepairCompareDiffsRequest: MessageFns<RepairCompareDiffsRequest> = {
+  encode(message: RepairCompareDiffsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.taskId !== "") {
+      writer.uint32(18).string(message.taskId);
+    }
+    if (message.kinds.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.kinds) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.maxDiffs !== 0) {
+      writer.uint32(32).uint32(message.maxDiffs);
+    }
+    if (message.recheckTimeout !== undefined) {
+      Duration.encode(message.recheckTimeout, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairCompareDiffsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairCompareDiffsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.kinds.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.kinds.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxDiffs = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.recheckTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RepairCompareDiffsRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      kinds: globalThis.Array.isArray(object?.kinds) ? object.kinds.map((e: any) => diffKindFromJSON(e)) : [],
+      maxDiffs: isSet(object.maxDiffs)
+        ? globalThis.Number(object.maxDiffs)
+        : isSet(object.max_diffs)
+        ? globalThis.Number(object.max_diffs)
+        : 0,
+      recheckTimeout: isSet(object.recheckTimeout)
+        ? Duration.fromJSON(object.recheckTimeout)
+        : isSet(object.recheck_timeout)
+        ? Duration.fromJSON(object.recheck_timeout)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RepairCompareDiffsRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.kinds?.length) {
+      obj.kinds = message.kinds.map((e) => diffKindToJSON(e));
+    }
+    if (message.maxDiffs !== 0) {
+      obj.maxDiffs = Math.round(message.maxDiffs);
+    }
+    if (message.recheckTimeout !== undefined) {
+      obj.recheckTimeout = Duration.toJSON(message.recheckTimeout);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RepairCompareDiffsRequest>, I>>(base?: I): RepairCompareDiffsRequest {
+    return RepairCompareDiffsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepairCompareDiffsRequest>, I>>(object: I): RepairCompareDiffsRequest {
+    const message = createBaseRepairCompareDiffsRequest();
+    message.jobId = object.jobId ?? "";
+    message.taskId = object.taskId ?? "";
+    message.kinds = object.kinds?.map((e) => e) || [];
+    message.maxDiffs = object.maxDiffs ?? 0;
+    message.recheckTimeout = (object.recheckTimeout !== undefined && object.recheckTimeout !== null)
+      ? Duration.fromPartial(object.recheckTimeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRepairCompareDiffsResponse(): RepairCompareDiffsResponse {
+  return { taskId: "", gatewayId: "", requested: 0, repaired: 0, stillDiffering: [] };
+}
+
+export const RepairCompareDiffsResponse: MessageFns<RepairCompareDiffsResponse> = {
+  encode(message: RepairCompareDiffsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.gatewayId !== "") {
+      writer.uint32(18).string(message.gatewayId);
+    }
+    if (message.requested !== 0) {
+      writer.uint32(24).uint64(message.requested);
+    }
+    if (message.repaired !== 0) {
+      writer.uint32(32).uint64(message.repaired);
+    }
+    for (const v of message.stillDiffering) {
+      CompareDiff.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairCompareDiffsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairCompareDiffsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.gatewayId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.requested = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.repaired = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.stillDiffering.push(CompareDiff.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RepairCompareDiffsResponse {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      gatewayId: isSet(object.gatewayId)
+        ? globalThis.String(object.gatewayId)
+        : isSet(object.gateway_id)
+        ? globalThis.String(object.gateway_id)
+        : "",
+      requested: isSet(object.requested) ? globalThis.Number(object.requested) : 0,
+      repaired: isSet(object.repaired) ? globalThis.Number(object.repaired) : 0,
+      stillDiffering: globalThis.Array.isArray(object?.stillDiffering)
+        ? object.stillDiffering.map((e: any) => CompareDiff.fromJSON(e))
+        : globalThis.Array.isArray(object?.still_differing)
+        ? object.still_differing.map((e: any) => CompareDiff.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RepairCompareDiffsResponse): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.gatewayId !== "") {
+      obj.gatewayId = message.gatewayId;
+    }
+    if (message.requested !== 0) {
+      obj.requested = Math.round(message.requested);
+    }
+    if (message.repaired !== 0) {
+      obj.repaired = Math.round(message.repaired);
+    }
+    if (message.stillDiffering?.length) {
+      obj.stillDiffering = message.stillDiffering.map((e) => CompareDiff.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RepairCompareDiffsResponse>, I>>(base?: I): RepairCompareDiffsResponse {
+    return RepairCompareDiffsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepairCompareDiffsResponse>, I>>(object: I): RepairCompareDiffsResponse {
+    const message = createBaseRepairCompareDiffsResponse();
+    message.taskId = object.taskId ?? "";
+    message.gatewayId = object.gatewayId ?? "";
+    message.requested = object.requested ?? 0;
+    message.repaired = object.repaired ?? 0;
+    message.stillDiffering = object.stillDiffering?.map((e) => CompareDiff.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** Verification jobs comparing the documents of two clusters. */
 export type CompareServiceDefinition = typeof CompareServiceDefinition;
 export const CompareServiceDefinition = {
@@ -4077,6 +4519,22 @@ export const CompareServiceDefinition = {
       requestType: ListCompareDiffsRequest as typeof ListCompareDiffsRequest,
       requestStream: false,
       responseType: ListCompareDiffsResponse as typeof ListCompareDiffsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Repairs the differences a finished FULL job found, through the same
+     * version-fenced reconciliation the replayer uses: a gateway of the
+     * replication task that replicates the job's source to its target reads
+     * each document from the source (its primary) and makes it true on the
+     * target. Then every repaired document is compared again; the answer
+     * says which are equal now.
+     */
+    repairCompareDiffs: {
+      name: "RepairCompareDiffs",
+      requestType: RepairCompareDiffsRequest as typeof RepairCompareDiffsRequest,
+      requestStream: false,
+      responseType: RepairCompareDiffsResponse as typeof RepairCompareDiffsResponse,
       responseStream: false,
       options: {},
     },
@@ -4160,6 +4618,25 @@ export const CompareServiceService = {
       Buffer.from(ListCompareDiffsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListCompareDiffsResponse => ListCompareDiffsResponse.decode(value),
   },
+  /**
+   * Repairs the differences a finished FULL job found, through the same
+   * version-fenced reconciliation the replayer uses: a gateway of the
+   * replication task that replicates the job's source to its target reads
+   * each document from the source (its primary) and makes it true on the
+   * target. Then every repaired document is compared again; the answer
+   * says which are equal now.
+   */
+  repairCompareDiffs: {
+    path: "/tandem.v1.CompareService/RepairCompareDiffs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RepairCompareDiffsRequest): Buffer =>
+      Buffer.from(RepairCompareDiffsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RepairCompareDiffsRequest => RepairCompareDiffsRequest.decode(value),
+    responseSerialize: (value: RepairCompareDiffsResponse): Buffer =>
+      Buffer.from(RepairCompareDiffsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RepairCompareDiffsResponse => RepairCompareDiffsResponse.decode(value),
+  },
 } as const;
 
 export interface CompareServiceServer extends UntypedServiceImplementation {
@@ -4178,6 +4655,15 @@ export interface CompareServiceServer extends UntypedServiceImplementation {
   watchCompareJob: handleServerStreamingCall<WatchCompareJobRequest, WatchCompareJobResponse>;
   /** Lists the document differences a job found, paginated. */
   listCompareDiffs: handleUnaryCall<ListCompareDiffsRequest, ListCompareDiffsResponse>;
+  /**
+   * Repairs the differences a finished FULL job found, through the same
+   * version-fenced reconciliation the replayer uses: a gateway of the
+   * replication task that replicates the job's source to its target reads
+   * each document from the source (its primary) and makes it true on the
+   * target. Then every repaired document is compared again; the answer
+   * says which are equal now.
+   */
+  repairCompareDiffs: handleUnaryCall<RepairCompareDiffsRequest, RepairCompareDiffsResponse>;
 }
 
 export interface CompareServiceClient extends Client {
@@ -4273,6 +4759,29 @@ export interface CompareServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListCompareDiffsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Repairs the differences a finished FULL job found, through the same
+   * version-fenced reconciliation the replayer uses: a gateway of the
+   * replication task that replicates the job's source to its target reads
+   * each document from the source (its primary) and makes it true on the
+   * target. Then every repaired document is compared again; the answer
+   * says which are equal now.
+   */
+  repairCompareDiffs(
+    request: RepairCompareDiffsRequest,
+    callback: (error: ServiceError | null, response: RepairCompareDiffsResponse) => void,
+  ): ClientUnaryCall;
+  repairCompareDiffs(
+    request: RepairCompareDiffsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RepairCompareDiffsResponse) => void,
+  ): ClientUnaryCall;
+  repairCompareDiffs(
+    request: RepairCompareDiffsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RepairCompareDiffsResponse) => void,
   ): ClientUnaryCall;
 }
 

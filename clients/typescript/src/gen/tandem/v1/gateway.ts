@@ -713,7 +713,17 @@ export interface CommandResult {
     | PeekRecordsCommandResult
     | undefined;
   /** For RepairQueueCommand. */
-  repair?: QueueRepairResult | undefined;
+  repair?:
+    | QueueRepairResult
+    | undefined;
+  /** For ReconcileDocumentsCommand. */
+  reconcile?: ReconcileDocumentsResult | undefined;
+}
+
+/** Result of ReconcileDocumentsCommand. */
+export interface ReconcileDocumentsResult {
+  /** Documents queued for reconciliation. */
+  queued: number;
 }
 
 /** One message from the control plane to a gateway's agent. */
@@ -958,6 +968,30 @@ export interface RepairQueueCommand {
   comment: string;
 }
 
+/** One document, as a gateway addresses it on either cluster. */
+export interface DocumentRef {
+  /** Required. Concrete index. */
+  index: string;
+  /** Mapping type (Elasticsearch 5.x/6.x); empty when typeless. */
+  docType: string;
+  /** Required. Document id. */
+  id: string;
+  /** Custom routing; empty when none. */
+  routing: string;
+}
+
+/**
+ * Asks a gateway to reconcile documents: each is queued as a read-repair op,
+ * so the replayer reads it from the primary and makes it true on the backup,
+ * version-fenced, in queue order.
+ */
+export interface ReconcileDocumentsCommand {
+  /** Task whose replayer reconciles them. */
+  taskId: string;
+  /** The documents (at most 10 000). */
+  documents: DocumentRef[];
+}
+
 /**
  * A command for one gateway. Delivered at least once (again after a
  * reconnect until answered); executed at most once per `command_id`.
@@ -993,7 +1027,11 @@ export interface GatewayCommand {
     | PeekRecordsCommand
     | undefined;
   /** Repair a corrupt queue. */
-  repairQueue?: RepairQueueCommand | undefined;
+  repairQueue?:
+    | RepairQueueCommand
+    | undefined;
+  /** Reconcile documents from the primary. */
+  reconcileDocuments?: ReconcileDocumentsCommand | undefined;
 }
 
 /** Acknowledges events stored by the control plane. */
@@ -4827,6 +4865,7 @@ function createBaseCommandResult(): CommandResult {
     deadLetters: undefined,
     peek: undefined,
     repair: undefined,
+    reconcile: undefined,
   };
 }
 
@@ -4852,6 +4891,9 @@ export const CommandResult: MessageFns<CommandResult> = {
     }
     if (message.repair !== undefined) {
       QueueRepairResult.encode(message.repair, writer.uint32(98).fork()).join();
+    }
+    if (message.reconcile !== undefined) {
+      ReconcileDocumentsResult.encode(message.reconcile, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -4925,6 +4967,14 @@ export const CommandResult: MessageFns<CommandResult> = {
             message.repair = QueueRepairResult.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.reconcile = ReconcileDocumentsResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4958,6 +5008,7 @@ export const CommandResult: MessageFns<CommandResult> = {
         : undefined,
       peek: isSet(object.peek) ? PeekRecordsCommandResult.fromJSON(object.peek) : undefined,
       repair: isSet(object.repair) ? QueueRepairResult.fromJSON(object.repair) : undefined,
+      reconcile: isSet(object.reconcile) ? ReconcileDocumentsResult.fromJSON(object.reconcile) : undefined,
     };
   },
 
@@ -4984,6 +5035,9 @@ export const CommandResult: MessageFns<CommandResult> = {
     if (message.repair !== undefined) {
       obj.repair = QueueRepairResult.toJSON(message.repair);
     }
+    if (message.reconcile !== undefined) {
+      obj.reconcile = ReconcileDocumentsResult.toJSON(message.reconcile);
+    }
     return obj;
   },
 
@@ -5007,6 +5061,76 @@ export const CommandResult: MessageFns<CommandResult> = {
     message.repair = (object.repair !== undefined && object.repair !== null)
       ? QueueRepairResult.fromPartial(object.repair)
       : undefined;
+    message.reconcile = (object.reconcile !== undefined && object.reconcile !== null)
+      ? ReconcileDocumentsResult.fromPartial(object.reconcile)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReconcileDocumentsResult(): ReconcileDocumentsResult {
+  return { queued: 0 };
+}
+
+export const ReconcileDocumentsResult: MessageFns<ReconcileDocumentsResult> = {
+  encode(message: ReconcileDocumentsResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queued !== 0) {
+      writer.uint32(8).uint64(message.queued);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReconcileDocumentsResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReconcileDocumentsResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.queued = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReconcileDocumentsResult {
+    return { queued: isSet(object.queued) ? globalThis.Number(object.queued) : 0 };
+  },
+
+  toJSON(message: ReconcileDocumentsResult): unknown {
+    const obj: any = {};
+    if (message.queued !== 0) {
+      obj.queued = Math.round(message.queued);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReconcileDocumentsResult>, I>>(base?: I): ReconcileDocumentsResult {
+    return ReconcileDocumentsResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReconcileDocumentsResult>, I>>(object: I): ReconcileDocumentsResult {
+    const message = createBaseReconcileDocumentsResult();
+    message.queued = object.queued ?? 0;
     return message;
   },
 };
@@ -6762,6 +6886,218 @@ export const RepairQueueCommand: MessageFns<RepairQueueCommand> = {
   },
 };
 
+function createBaseDocumentRef(): DocumentRef {
+  return { index: "", docType: "", id: "", routing: "" };
+}
+
+export const DocumentRef: MessageFns<DocumentRef> = {
+  encode(message: DocumentRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== "") {
+      writer.uint32(10).string(message.index);
+    }
+    if (message.docType !== "") {
+      writer.uint32(18).string(message.docType);
+    }
+    if (message.id !== "") {
+      writer.uint32(26).string(message.id);
+    }
+    if (message.routing !== "") {
+      writer.uint32(34).string(message.routing);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DocumentRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDocumentRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.index = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.docType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.routing = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DocumentRef {
+    return {
+      index: isSet(object.index) ? globalThis.String(object.index) : "",
+      docType: isSet(object.docType)
+        ? globalThis.String(object.docType)
+        : isSet(object.doc_type)
+        ? globalThis.String(object.doc_type)
+        : "",
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      routing: isSet(object.routing) ? globalThis.String(object.routing) : "",
+    };
+  },
+
+  toJSON(message: DocumentRef): unknown {
+    const obj: any = {};
+    if (message.index !== "") {
+      obj.index = message.index;
+    }
+    if (message.docType !== "") {
+      obj.docType = message.docType;
+    }
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.routing !== "") {
+      obj.routing = message.routing;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DocumentRef>, I>>(base?: I): DocumentRef {
+    return DocumentRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DocumentRef>, I>>(object: I): DocumentRef {
+    const message = createBaseDocumentRef();
+    message.index = object.index ?? "";
+    message.docType = object.docType ?? "";
+    message.id = object.id ?? "";
+    message.routing = object.routing ?? "";
+    return message;
+  },
+};
+
+function createBaseReconcileDocumentsCommand(): ReconcileDocumentsCommand {
+  return { taskId: "", documents: [] };
+}
+
+export const ReconcileDocumentsCommand: MessageFns<ReconcileDocumentsCommand> = {
+  encode(message: ReconcileDocumentsCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    for (const v of message.documents) {
+      DocumentRef.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReconcileDocumentsCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReconcileDocumentsCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.documents.push(DocumentRef.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReconcileDocumentsCommand {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      documents: globalThis.Array.isArray(object?.documents)
+        ? object.documents.map((e: any) => DocumentRef.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ReconcileDocumentsCommand): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.documents?.length) {
+      obj.documents = message.documents.map((e) => DocumentRef.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReconcileDocumentsCommand>, I>>(base?: I): ReconcileDocumentsCommand {
+    return ReconcileDocumentsCommand.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReconcileDocumentsCommand>, I>>(object: I): ReconcileDocumentsCommand {
+    const message = createBaseReconcileDocumentsCommand();
+    message.taskId = object.taskId ?? "";
+    message.documents = object.documents?.map((e) => DocumentRef.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseGatewayCommand(): GatewayCommand {
   return {
     commandId: "",
@@ -6772,6 +7108,7 @@ function createBaseGatewayCommand(): GatewayCommand {
     fetchDeadLetters: undefined,
     peekRecords: undefined,
     repairQueue: undefined,
+    reconcileDocuments: undefined,
   };
 }
 
@@ -6800,6 +7137,9 @@ export const GatewayCommand: MessageFns<GatewayCommand> = {
     }
     if (message.repairQueue !== undefined) {
       RepairQueueCommand.encode(message.repairQueue, writer.uint32(114).fork()).join();
+    }
+    if (message.reconcileDocuments !== undefined) {
+      ReconcileDocumentsCommand.encode(message.reconcileDocuments, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -6881,6 +7221,14 @@ export const GatewayCommand: MessageFns<GatewayCommand> = {
             message.repairQueue = RepairQueueCommand.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.reconcileDocuments = ReconcileDocumentsCommand.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6935,6 +7283,11 @@ export const GatewayCommand: MessageFns<GatewayCommand> = {
         : isSet(object.repair_queue)
         ? RepairQueueCommand.fromJSON(object.repair_queue)
         : undefined,
+      reconcileDocuments: isSet(object.reconcileDocuments)
+        ? ReconcileDocumentsCommand.fromJSON(object.reconcileDocuments)
+        : isSet(object.reconcile_documents)
+        ? ReconcileDocumentsCommand.fromJSON(object.reconcile_documents)
+        : undefined,
     };
   },
 
@@ -6964,6 +7317,9 @@ export const GatewayCommand: MessageFns<GatewayCommand> = {
     if (message.repairQueue !== undefined) {
       obj.repairQueue = RepairQueueCommand.toJSON(message.repairQueue);
     }
+    if (message.reconcileDocuments !== undefined) {
+      obj.reconcileDocuments = ReconcileDocumentsCommand.toJSON(message.reconcileDocuments);
+    }
     return obj;
   },
 
@@ -6989,6 +7345,9 @@ export const GatewayCommand: MessageFns<GatewayCommand> = {
       : undefined;
     message.repairQueue = (object.repairQueue !== undefined && object.repairQueue !== null)
       ? RepairQueueCommand.fromPartial(object.repairQueue)
+      : undefined;
+    message.reconcileDocuments = (object.reconcileDocuments !== undefined && object.reconcileDocuments !== null)
+      ? ReconcileDocumentsCommand.fromPartial(object.reconcileDocuments)
       : undefined;
     return message;
   },
