@@ -496,3 +496,315 @@ async fn unknown_outcomes_under_concurrent_writes_converge_es7_to_os2() {
 async fn unknown_outcomes_under_concurrent_writes_converge_os2_to_es6() {
     unknown_outcomes_under_concurrent_writes(env().cluster("os2"), env().cluster("es6")).await;
 }
+
+/// The soak: for `TANDEM_SOAK_SECS` (default 120) seconds, eight writers on
+/// 16 ids while, in turn, the gateway is killed with SIGKILL and restarted,
+/// the backup goes away and comes back, and the primary's answers are cut
+/// off; then the queue drains and an independent full scan must find both
+/// clusters equal. Run by `bench/soak.sh` (not part of the regular suite:
+/// it is long by design).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run with bench/soak.sh"]
+async fn soak_with_kills_backup_outages_and_lost_answers() {
+    let secs: u64 = std::env::var("TANDEM_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let pairs = std::env::var("TANDEM_SOAK_PAIR").unwrap_or_else(|_| "es7:os2".into());
+    let (from, to) = pairs
+        .split_once(':')
+        .expect("TANDEM_SOAK_PAIR is primary:backup");
+    let (primary, backup) = (env().cluster(from), env().cluster(to));
+    let primary_relay = TcpRelay::start(&primary.url).await;
+    let backup_relay = TcpRelay::start(&backup.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(
+        &primary_relay.url,
+        &backup_relay.url,
+        &dir.path().join("data"),
+    );
+    options.replay_toml = "reconcile_delay_ms = 500".into();
+    let config_path = dir.path().join("gateway.toml");
+    let index = unique_index("soak");
+    let mut gateway = GatewayProcess::start(&options, &config_path).await;
+    create_index(
+        &gateway.url,
+        &index,
+        json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (mut accepted, mut kills, mut outages, mut cuts) = (0, 0, 0, 0);
+    let mut round = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        round += 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = spawn_writers(
+            &gateway.url,
+            &index,
+            8,
+            16,
+            &stop,
+            &[0, 200, 201, 404, 409, 502],
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        match round % 3 {
+            0 => {
+                gateway.kill_9();
+                kills += 1;
+                stop.store(true, Ordering::SeqCst);
+                accepted += join_writers(writers).await;
+                gateway = GatewayProcess::start(&options, &config_path).await;
+                continue;
+            }
+            1 => {
+                backup_relay.set_down();
+                outages += 1;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                backup_relay.set_up();
+            }
+            _ => {
+                primary_relay.swallow_answers(true);
+                cuts += 1;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                primary_relay.swallow_answers(false);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::SeqCst);
+        accepted += join_writers(writers).await;
+    }
+    drain(&gateway.admin_url, DRAIN_TIMEOUT).await;
+    let docs = assert_converged(&primary.url, &backup.url, &index).await;
+    println!(
+        "soak {from}->{to}: {secs} s, {accepted} writes accepted, {kills} gateway kills, \
+         {outages} backup outages, {cuts} cut-off answer windows; {docs} documents equal on both clusters"
+    );
+}
+
+/// `call` with a JSON body, asserting the status is one of `expected`.
+async fn expect_status(
+    method: Method,
+    url: String,
+    body: Option<serde_json::Value>,
+    expected: &[u16],
+) {
+    let (status, answer) = call(method.clone(), url.clone(), body).await;
+    assert!(
+        expected.contains(&status),
+        "{method} {url}: {status} {answer} (expected {expected:?})"
+    );
+}
+
+/// The write shapes applications use, each replayed to the backup: after
+/// the queue drains, an independent full scan finds both clusters equal.
+async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, scripts: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start_with(GatewayOptions::replicating(
+        &primary.url,
+        &backup.url,
+        dir.path(),
+    ))
+    .await;
+    let url = gw.url.clone();
+    let index = unique_index("shapes");
+    create_index(
+        &url,
+        &index,
+        json!({ "properties": { "n": { "type": "long" } } }),
+    )
+    .await;
+    let doc = |path: &str| format!("{url}/{index}/{path}");
+    use Method as M;
+
+    // op_type=create: the second create is refused by the primary and
+    // nothing of it is replayed.
+    expect_status(M::PUT, doc("_create/c"), Some(json!({ "n": 1 })), &[201]).await;
+    expect_status(M::PUT, doc("_create/c"), Some(json!({ "n": 2 })), &[409]).await;
+    expect_status(
+        M::PUT,
+        doc("_doc/c2?op_type=create"),
+        Some(json!({ "n": 1 })),
+        &[201],
+    )
+    .await;
+    // Client-supplied external versions: the primary's version is replayed.
+    expect_status(
+        M::PUT,
+        doc("_doc/ext?version=10&version_type=external"),
+        Some(json!({ "n": 10 })),
+        &[201],
+    )
+    .await;
+    expect_status(
+        M::PUT,
+        doc("_doc/ext?version=5&version_type=external"),
+        Some(json!({ "n": 5 })),
+        &[409],
+    )
+    .await;
+    expect_status(
+        M::PUT,
+        doc("_doc/ext?version=12&version_type=external_gte"),
+        Some(json!({ "n": 12 })),
+        &[200],
+    )
+    .await;
+    // Conditional writes on seq_no / primary_term.
+    let (_, written) = call(M::PUT, doc("_doc/cas"), Some(json!({ "n": 1 }))).await;
+    let (seq_no, term) = (
+        written["_seq_no"].as_i64().unwrap(),
+        written["_primary_term"].as_i64().unwrap(),
+    );
+    expect_status(
+        M::PUT,
+        doc(&format!(
+            "_doc/cas?if_seq_no={seq_no}&if_primary_term={term}"
+        )),
+        Some(json!({ "n": 2 })),
+        &[200],
+    )
+    .await;
+    expect_status(
+        M::PUT,
+        doc(&format!(
+            "_doc/cas?if_seq_no={seq_no}&if_primary_term={term}"
+        )),
+        Some(json!({ "n": 3 })),
+        &[409],
+    )
+    .await;
+    // Partial updates, retry_on_conflict, doc_as_upsert.
+    expect_status(
+        M::POST,
+        doc("_update/cas?retry_on_conflict=3"),
+        Some(json!({ "doc": { "extra": true } })),
+        &[200],
+    )
+    .await;
+    expect_status(
+        M::POST,
+        doc("_update/up"),
+        Some(json!({ "doc": { "n": 7 }, "doc_as_upsert": true })),
+        &[201],
+    )
+    .await;
+    expect_status(
+        M::POST,
+        doc("_update/up"),
+        Some(json!({ "doc": { "m": 8 }, "doc_as_upsert": true })),
+        &[200],
+    )
+    .await;
+    if scripts {
+        expect_status(
+            M::POST,
+            doc("_update/scripted"),
+            Some(json!({
+                "scripted_upsert": true,
+                "script": { "source": "ctx._source.n = (ctx._source.n == null ? 0 : ctx._source.n) + params.by", "params": { "by": 5 } },
+                "upsert": {}
+            })),
+            &[201],
+        )
+        .await;
+        expect_status(
+            M::POST,
+            doc("_update/scripted"),
+            Some(json!({ "script": { "source": "ctx._source.n += params.by", "params": { "by": 5 } } })),
+            &[200],
+        )
+        .await;
+    }
+    // Custom routing.
+    expect_status(
+        M::PUT,
+        doc("_doc/routed?routing=user-1"),
+        Some(json!({ "n": 1 })),
+        &[201],
+    )
+    .await;
+    expect_status(M::DELETE, doc("_doc/routed?routing=user-1"), None, &[200]).await;
+    expect_status(
+        M::PUT,
+        doc("_doc/routed2?routing=user-2"),
+        Some(json!({ "n": 2 })),
+        &[201],
+    )
+    .await;
+    // Writes through an alias with a write index land in the concrete index.
+    let alias = format!("{index}-alias");
+    expect_status(
+        M::POST,
+        format!("{url}/_aliases"),
+        Some(json!({ "actions": [{ "add": { "index": index, "alias": alias, "is_write_index": true } }] })),
+        &[200],
+    )
+    .await;
+    expect_status(
+        M::PUT,
+        format!("{url}/{alias}/_doc/via-alias"),
+        Some(json!({ "n": 42 })),
+        &[201],
+    )
+    .await;
+    // An index deleted and re-created under the same name starts over.
+    let again = unique_index("shapes-recreated");
+    create_index(
+        &url,
+        &again,
+        json!({ "properties": { "n": { "type": "long" } } }),
+    )
+    .await;
+    for id in 0..5 {
+        expect_status(
+            M::PUT,
+            format!("{url}/{again}/_doc/{id}"),
+            Some(json!({ "n": id, "life": 1 })),
+            &[201],
+        )
+        .await;
+    }
+    expect_status(M::DELETE, format!("{url}/{again}"), None, &[200]).await;
+    create_index(
+        &url,
+        &again,
+        json!({ "properties": { "n": { "type": "long" } } }),
+    )
+    .await;
+    for id in 3..8 {
+        expect_status(
+            M::PUT,
+            format!("{url}/{again}/_doc/{id}"),
+            Some(json!({ "n": id, "life": 2 })),
+            &[201],
+        )
+        .await;
+    }
+    // A by-query write after single-document writes (replayed as-is, in
+    // order, not version-fenced).
+    expect_status(M::PUT, doc("_doc/q1"), Some(json!({ "n": 100 })), &[201]).await;
+    expect_status(
+        M::POST,
+        format!("{url}/{index}/_delete_by_query?refresh=true"),
+        Some(json!({ "query": { "range": { "n": { "gte": 100 } } } })),
+        &[200],
+    )
+    .await;
+
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    let docs = assert_converged(&primary.url, &backup.url, &index).await;
+    assert!(docs >= 8, "{docs} documents");
+    assert_eq!(assert_converged(&primary.url, &backup.url, &again).await, 5);
+    assert_eq!(version_on(&backup.url, &index, "ext").await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_shapes_converge_es7_to_os2() {
+    write_shapes_converge(env().cluster("es7"), env().cluster("os2"), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_shapes_converge_os2_to_es6() {
+    write_shapes_converge(env().cluster("os2"), env().cluster("es6"), true).await;
+}
