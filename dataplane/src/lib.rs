@@ -34,6 +34,7 @@ pub mod roles;
 pub mod server;
 pub mod traffic;
 pub mod upstream;
+pub mod verifier;
 pub mod write_path;
 
 pub use config::GatewayConfig;

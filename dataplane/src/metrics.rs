@@ -159,6 +159,10 @@ pub struct Metrics {
     /// Writes in flight (at a crash or with an unknown outcome) that name
     /// no document and cannot be reconciled by id.
     pub unreconcilable_writes: Counter,
+    /// Sampled documents the verifier read from both clusters.
+    pub verified_documents: Counter,
+    /// Divergences the verifier confirmed (each queued for repair).
+    pub verifier_divergences: Counter,
 }
 
 impl Default for Metrics {
@@ -313,8 +317,22 @@ impl Metrics {
             "Writes whose outcome is unknown and that name no document (metadata, by-query, unreadable journal): run a comparison job",
             unreconcilable_writes.clone(),
         );
+        let verified_documents = Counter::default();
+        registry.register(
+            "verified_documents",
+            "Sampled replayed documents the verifier read from both clusters",
+            verified_documents.clone(),
+        );
+        let verifier_divergences = Counter::default();
+        registry.register(
+            "verifier_divergences",
+            "Documents the verifier found different on the backup after every record was replayed (each is repaired from the primary)",
+            verifier_divergences.clone(),
+        );
         Metrics {
             registry,
+            verified_documents,
+            verifier_divergences,
             reconciles_queued,
             inflight_at_start,
             unreconcilable_writes,

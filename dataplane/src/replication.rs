@@ -54,6 +54,7 @@ use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
 use crate::reconcile::{DocIo, ReconcileError, Reconciled, Side, reconcile};
 use crate::roles::Roles;
 use crate::upstream::Upstream;
+use crate::verifier::{self, Samples, Suspect, Verdict};
 
 /// Name of the replayer's consumer in the queue.
 pub const REPLAYER: &str = "replayer";
@@ -93,6 +94,14 @@ pub struct ReplayConfig {
     /// the primary to finish a request whose connection broke.
     #[serde(default = "default_reconcile_delay_ms")]
     pub reconcile_delay_ms: u64,
+    /// Sampled replayed documents the verifier reads from both clusters
+    /// per second (see `crate::verifier`); 0 turns the verifier off.
+    #[serde(default = "default_verify_docs_per_second")]
+    pub verify_docs_per_second: u32,
+}
+
+fn default_verify_docs_per_second() -> u32 {
+    2
 }
 
 fn default_reconcile_delay_ms() -> u64 {
@@ -130,6 +139,7 @@ impl Default for ReplayConfig {
             gc_deletes: default_gc_deletes(),
             max_hold_ms: default_max_hold_ms(),
             reconcile_delay_ms: default_reconcile_delay_ms(),
+            verify_docs_per_second: default_verify_docs_per_second(),
         }
     }
 }
@@ -174,6 +184,12 @@ pub struct ReplayStatus {
     /// Documents found different on the backup and repaired from the
     /// primary.
     pub repaired_documents: u64,
+    /// Sampled documents the verifier read from both clusters.
+    pub verified_documents: u64,
+    /// Divergences the verifier confirmed (and queued for repair).
+    pub divergences: u64,
+    /// The last one, as `index/id`.
+    pub last_divergence: Option<String>,
 }
 
 /// Result of an operator's dead-letter retry.
@@ -257,6 +273,10 @@ pub struct Replication {
     pub inflight: InflightJournal,
     /// Documents waiting to be queued for reconciliation.
     pending: Mutex<Vec<PendingReconcile>>,
+    /// Applied documents sampled for the verifier.
+    samples: Samples,
+    /// Documents the verifier saw different, waiting to be confirmed.
+    suspects: Mutex<Vec<Suspect>>,
 }
 
 /// Documents to queue as read-repair ops once `due`, closing `note` then.
@@ -344,6 +364,8 @@ impl Replication {
         Ok(Arc::new(Replication {
             inflight,
             pending: Mutex::new(pending),
+            samples: Samples::default(),
+            suspects: Mutex::new(Vec::new()),
             queue,
             dead_letters,
             roles,
@@ -387,17 +409,113 @@ impl Replication {
     }
 
     /// Queues `keys` for reconciliation at once (an operator's repair of
-    /// differences a comparison found), counted as cause `compare_repair`.
-    pub async fn reconcile_now(&self, keys: &[DocKey]) -> Result<(), QueueError> {
+    /// differences a comparison found, a divergence the verifier found).
+    pub async fn reconcile_now(
+        &self,
+        keys: &[DocKey],
+        cause: ReconcileCause,
+    ) -> Result<(), QueueError> {
         let ops: Vec<ReplicationOp> = keys.iter().map(|key| key.read_repair(1)).collect();
         self.record(&ops).await?;
         self.metrics
             .reconciles_queued
             .get_or_create(&crate::metrics::CauseLabels {
-                cause: "compare_repair".to_owned(),
+                cause: cause.label().to_owned(),
             })
             .inc_by(keys.len() as u64);
         Ok(())
+    }
+
+    /// The verifier loop (see [`crate::verifier`]).
+    async fn verify_loop(&self) {
+        let per_second = self.config.verify_docs_per_second as usize;
+        if per_second == 0 {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.is_paused() {
+                continue;
+            }
+            let Ok(target) = self.backup_target().await else {
+                continue;
+            };
+            let io = ClusterDocs {
+                replication: self,
+                target: &target,
+            };
+            let read_both = async |key: &DocKey| {
+                let primary = io.read(Side::Primary, key).await.ok()?;
+                let backup = io.read(Side::Backup, key).await.ok()?;
+                Some((primary, backup))
+            };
+            // Suspects whose records have all been replayed since.
+            let replayed_to = self.peek(None, 0).map(|p| p.next_to_replay).unwrap_or(0);
+            let due: Vec<Suspect> = {
+                let mut suspects = self.suspects.lock();
+                let (due, later) = std::mem::take(&mut *suspects).into_iter().partition(|s| {
+                    replayed_to >= s.head && s.seen_at.elapsed() >= verifier::SETTLE
+                });
+                *suspects = later;
+                due
+            };
+            for suspect in due {
+                let Some((primary, backup)) = read_both(&suspect.key).await else {
+                    self.suspects.lock().push(suspect);
+                    continue;
+                };
+                match verifier::judge(&suspect, &primary, &backup) {
+                    Verdict::InSync => {}
+                    Verdict::Moved => self.suspect(suspect.key, primary),
+                    Verdict::Diverged => self.note_divergence(&suspect.key).await,
+                }
+            }
+            for key in self.samples.next(per_second) {
+                let Some((primary, backup)) = read_both(&key).await else {
+                    continue;
+                };
+                self.status.lock().verified_documents += 1;
+                self.metrics.verified_documents.inc();
+                if !verifier::in_sync(&primary, &backup) {
+                    self.suspect(key, primary);
+                }
+            }
+        }
+    }
+
+    /// Remembers a document seen different, to confirm later.
+    fn suspect(&self, key: DocKey, primary: DocState) {
+        let mut suspects = self.suspects.lock();
+        if suspects.iter().any(|s| s.key == key) || suspects.len() >= 10_000 {
+            return;
+        }
+        suspects.push(Suspect {
+            key,
+            head: self.queue.stats().next_offset,
+            primary,
+            seen_at: tokio::time::Instant::now(),
+        });
+    }
+
+    /// Reports a confirmed divergence and queues the document's repair.
+    async fn note_divergence(&self, key: &DocKey) {
+        tracing::error!(
+            index = %key.index,
+            id = %key.id,
+            "verifier: the backup differs from the primary although every record was replayed; repairing the document"
+        );
+        self.metrics.verifier_divergences.inc();
+        {
+            let mut status = self.status.lock();
+            status.divergences += 1;
+            status.last_divergence = Some(format!("{}/{}", key.index, key.id));
+        }
+        if let Err(err) = self
+            .reconcile_now(std::slice::from_ref(key), ReconcileCause::Verifier)
+            .await
+        {
+            tracing::error!(error = %err, "cannot queue the repair of a divergence");
+        }
     }
 
     /// Documents waiting to be queued for reconciliation.
@@ -517,6 +635,8 @@ impl Replication {
         let roles = self.roles.swap(&hold).map_err(CutoverError::Precondition)?;
         *self.versions.lock() = VersionCache::default();
         self.gc_done.lock().clear();
+        self.samples.clear();
+        self.suspects.lock().clear();
         drop(hold);
         let report = CutoverReport {
             primary: roles.primary.config().url.clone(),
@@ -712,6 +832,12 @@ impl Replication {
             "repaired_documents": status.repaired_documents,
             "inflight_writes": self.inflight.open_notes(),
             "pending_reconciles": self.pending_reconciles(),
+            "verifier": {
+                "verified_documents": status.verified_documents,
+                "divergences": status.divergences,
+                "last_divergence": status.last_divergence,
+                "suspects": self.suspects.lock().len(),
+            },
         })
     }
 
@@ -765,7 +891,11 @@ impl Replication {
     /// The replayer loop and the reconciliation scheduler; runs until the
     /// future is dropped.
     pub async fn run(self: Arc<Self>) {
-        tokio::join!(self.reconcile_scheduler(), self.replay_loop());
+        tokio::join!(
+            self.reconcile_scheduler(),
+            self.replay_loop(),
+            self.verify_loop()
+        );
     }
 
     async fn replay_loop(&self) {
@@ -1074,7 +1204,10 @@ impl Replication {
                     let mut applied = OpKindCounts::default();
                     for ((offset, op), outcome) in remaining.into_iter().zip(outcomes) {
                         match outcome {
-                            ItemOutcome::Applied => applied.add(op.kind_name()),
+                            ItemOutcome::Applied => {
+                                applied.add(op.kind_name());
+                                self.samples.offer(|| DocKey::of(&op));
+                            }
                             ItemOutcome::VersionConflict { current } => {
                                 conflicts.push((offset, op, current))
                             }
@@ -1483,6 +1616,10 @@ pub enum ReconcileCause {
     UnknownOutcome,
     /// A write in flight when the gateway stopped (found at start-up).
     Restart,
+    /// Differences a comparison job found (RepairCompareDiffs).
+    CompareRepair,
+    /// A divergence the sampling verifier confirmed.
+    Verifier,
 }
 
 impl ReconcileCause {
@@ -1492,6 +1629,8 @@ impl ReconcileCause {
             ReconcileCause::VersionConflict => "version_conflict",
             ReconcileCause::UnknownOutcome => "unknown_outcome",
             ReconcileCause::Restart => "restart",
+            ReconcileCause::CompareRepair => "compare_repair",
+            ReconcileCause::Verifier => "verifier",
         }
     }
 }

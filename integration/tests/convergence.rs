@@ -808,3 +808,88 @@ async fn write_shapes_converge_es7_to_os2() {
 async fn write_shapes_converge_os2_to_es6() {
     write_shapes_converge(env().cluster("os2"), env().cluster("es6"), true).await;
 }
+
+/// The gateway's `/replication` status.
+async fn status(admin_url: &str) -> serde_json::Value {
+    tandem_integration::gateway::replication_status(admin_url).await
+}
+
+/// Documents changed on the backup behind the gateway's back (no record
+/// will ever fix them) are found by the sampling verifier, reported and
+/// repaired from the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifier_finds_and_repairs_documents_changed_behind_the_gateway() {
+    let (primary, backup) = (env().cluster("es7"), env().cluster("os2"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.replay_toml = "verify_docs_per_second = 50".into();
+    let gw = TestGateway::start_with(options).await;
+    let index = unique_index("verify");
+    create_index(
+        &gw.url,
+        &index,
+        json!({ "properties": { "n": { "type": "long" } } }),
+    )
+    .await;
+    for n in 0..64 {
+        assert_eq!(
+            put_doc(&gw.url, &index, &n.to_string(), json!({ "n": n })).await,
+            201
+        );
+    }
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+
+    // Every document changed on the backup directly.
+    let lines: Vec<serde_json::Value> = (0..64)
+        .flat_map(|n| {
+            [
+                json!({ "index": { "_index": index, "_id": n.to_string() } }),
+                json!({ "n": n, "tampered": true }),
+            ]
+        })
+        .collect();
+    let (code, answer) = bulk(format!("{}/_bulk?refresh=true", backup.url), &lines).await;
+    assert_eq!(
+        (code, answer["errors"].clone()),
+        (200, json!(false)),
+        "{answer}"
+    );
+
+    // One replayed document in 8 is sampled: all 8 samples are found.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = metric(&gw.admin_url, "tandem_verifier_divergences_total").await;
+        if found >= 8.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "verifier found {found} divergences: {}",
+            status(&gw.admin_url).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        status(&gw.admin_url).await["verifier"]["last_divergence"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&index))
+    );
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    let on_primary = tandem_integration::compare::documents(&primary.url, &index).await;
+    let on_backup = tandem_integration::compare::documents(&backup.url, &index).await;
+    let repaired = on_primary
+        .iter()
+        .filter(|(id, (_, source))| on_backup.get(*id).is_some_and(|(_, s)| s == source))
+        .count();
+    assert_eq!(repaired, 8, "exactly the sampled documents are repaired");
+
+    // Writing the others again through the gateway converges everything.
+    for n in 0..64 {
+        assert_eq!(
+            put_doc(&gw.url, &index, &n.to_string(), json!({ "n": n })).await,
+            200
+        );
+    }
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    assert_converged(&primary.url, &backup.url, &index).await;
+}

@@ -216,7 +216,10 @@ async fn reconcile(
             routing: optional(&doc.routing),
         });
     }
-    match replication.reconcile_now(&keys).await {
+    match replication
+        .reconcile_now(&keys, crate::replication::ReconcileCause::CompareRepair)
+        .await
+    {
         Ok(()) => {
             tracing::info!(
                 command_id = %ctx.command_id,
