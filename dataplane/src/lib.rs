@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod agent;
 pub mod config;
+pub mod counters;
 pub mod dead_letters;
 pub mod es;
 pub mod inflight;

@@ -36,6 +36,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use crate::counters::DurableCounters;
 use crate::dead_letters::DeadLetterStore;
 use crate::es::docstate::{
     ConflictClass, CurrentVersion, DocKey, DocState, classify_conflict, parse_version_mget,
@@ -277,6 +278,8 @@ pub struct Replication {
     samples: Samples,
     /// Documents the verifier saw different, waiting to be confirmed.
     suspects: Mutex<Vec<Suspect>>,
+    /// Divergence counters kept across restarts.
+    pub counters: DurableCounters,
 }
 
 /// Documents to queue as read-repair ops once `due`, closing `note` then.
@@ -322,6 +325,7 @@ impl Replication {
             .map_err(|e| anyhow::anyhow!("opening the queue in {}: {e}", dir.display()))?;
         let dead_letters = DeadLetterStore::open(&dir.join("dead_letters"))?;
         metrics.dead_letters.set(dead_letters.len() as i64);
+        let counters = DurableCounters::open(&dir, &metrics);
         let (inflight, recovered) = InflightJournal::open(&dir).map_err(|e| {
             anyhow::anyhow!("opening the in-flight journal in {}: {e}", dir.display())
         })?;
@@ -352,6 +356,7 @@ impl Replication {
             metrics
                 .unreconcilable_writes
                 .inc_by(recovered.opaque.len() as u64);
+            counters.mark_unreconcilable();
         }
         if recovered.unreadable_bytes > 0 {
             tracing::error!(
@@ -359,6 +364,7 @@ impl Replication {
                 "the end of the in-flight journal did not verify (a torn write); the writes it noted cannot be reconciled by id, run a comparison job"
             );
             metrics.unreconcilable_writes.inc();
+            counters.mark_unreconcilable();
         }
         let (paused, _) = watch::channel(config.start_paused);
         Ok(Arc::new(Replication {
@@ -366,6 +372,7 @@ impl Replication {
             pending: Mutex::new(pending),
             samples: Samples::default(),
             suspects: Mutex::new(Vec::new()),
+            counters,
             queue,
             dead_letters,
             roles,
@@ -505,6 +512,7 @@ impl Replication {
             "verifier: the backup differs from the primary although every record was replayed; repairing the document"
         );
         self.metrics.verifier_divergences.inc();
+        self.counters.mark_divergence();
         {
             let mut status = self.status.lock();
             status.divergences += 1;
@@ -563,12 +571,20 @@ impl Replication {
         }
     }
 
-    /// Moves due reconciliations into the queue, forever.
+    /// Moves due reconciliations into the queue and saves changed
+    /// divergence counters, forever.
     async fn reconcile_scheduler(&self) {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.queue_due_reconciles(false).await;
+            self.counters.save_if_changed(&self.metrics);
         }
+    }
+
+    /// Counts a write whose outcome is unknown and that names no document.
+    pub fn note_unreconcilable(&self) {
+        self.metrics.unreconcilable_writes.inc();
+        self.counters.mark_unreconcilable();
     }
 
     /// The cluster currently primary (read-repair source).

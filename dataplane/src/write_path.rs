@@ -238,7 +238,7 @@ impl WritePath {
         // A write whose outcome is not recorded: reconcile what it names.
         let unsettled = |keys: Vec<DocKey>| {
             if keys.is_empty() {
-                self.metrics.unreconcilable_writes.inc();
+                self.replication.note_unreconcilable();
                 self.replication.inflight.close(note);
             } else {
                 self.replication

@@ -453,6 +453,7 @@ async fn unknown_outcomes_under_concurrent_writes(primary: &SearchCluster, backu
     let dir = tempfile::tempdir().unwrap();
     let mut options = GatewayOptions::replicating(&relay.url, &backup.url, dir.path());
     options.replay_toml = "reconcile_delay_ms = 300".into();
+    let options_again = options.clone();
     let gw = TestGateway::start_with(options).await;
     let index = unique_index("unknown");
     create_index(
@@ -484,6 +485,14 @@ async fn unknown_outcomes_under_concurrent_writes(primary: &SearchCluster, backu
         )
         .await
             > 0.0
+    );
+    // The evidence survives a restart of the gateway.
+    gw.stop();
+    let gw = TestGateway::start_with(options_again).await;
+    assert_eq!(
+        metric(&gw.admin_url, "tandem_unknown_outcome_writes_total").await,
+        unknown,
+        "unknown-outcome writes counted before the restart"
     );
 }
 
@@ -892,4 +901,115 @@ async fn the_verifier_finds_and_repairs_documents_changed_behind_the_gateway() {
     }
     drain(&gw.admin_url, DRAIN_TIMEOUT).await;
     assert_converged(&primary.url, &backup.url, &index).await;
+}
+
+/// A divergence the verifier confirms reaches the control plane: the task
+/// is DEGRADED with a BACKUP_DIVERGED problem naming the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergence_the_verifier_finds_degrades_the_task() {
+    use tandem_integration::controlplane::{
+        ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
+    };
+    use tandem_proto::v1 as pb;
+
+    let (primary, backup) = (env().cluster("es7"), env().cluster("os2"));
+    let database = tandem_integration::fresh_database("cnv_health").await;
+    let cp = InProcessControlPlane::start(InProcessControlPlane::config(
+        &database,
+        "convergence-test-token",
+    ))
+    .await;
+    let mut clusters = cp.clusters().await;
+    for (name, url) in [("old", &primary.url), ("new", &backup.url)] {
+        clusters
+            .register_cluster(pb::RegisterClusterRequest {
+                name: name.into(),
+                endpoints: vec![url.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("register {name}: {e:?}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gateway_id = format!("gw-health-{}", unique_index("g"));
+    let mut options = GatewayOptions::replicating(&primary.url, &backup.url, dir.path());
+    options.replay_toml = "verify_docs_per_second = 50".into();
+    options.extra_toml = cp.agent_section(&gateway_id);
+    let gw = TestGateway::start_with(options).await;
+    let mut tasks = cp.tasks().await;
+    let cluster = |name: &str| {
+        Some(pb::ClusterRef {
+            cluster_name: name.into(),
+            ..Default::default()
+        })
+    };
+    let task = create_task_once_registered(
+        &mut tasks,
+        pb::CreateTaskRequest {
+            name: "health".into(),
+            primary: cluster("old"),
+            backup: cluster("new"),
+            gateway_ids: vec![gateway_id.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let index = unique_index("health");
+    create_index(
+        &gw.url,
+        &index,
+        json!({ "properties": { "n": { "type": "long" } } }),
+    )
+    .await;
+    for n in 0..16 {
+        assert_eq!(
+            put_doc(&gw.url, &index, &n.to_string(), json!({ "n": n })).await,
+            201
+        );
+    }
+    drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    let lines: Vec<serde_json::Value> = (0..16)
+        .flat_map(|n| {
+            [
+                json!({ "index": { "_index": index, "_id": n.to_string() } }),
+                json!({ "n": n, "tampered": true }),
+            ]
+        })
+        .collect();
+    let (code, answer) = bulk(format!("{}/_bulk?refresh=true", backup.url), &lines).await;
+    assert_eq!(
+        (code, answer["errors"].clone()),
+        (200, json!(false)),
+        "{answer}"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: task.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let diverged = got.problems.iter().find(|p| p.reason == "BACKUP_DIVERGED");
+        if got.health == pb::TaskHealth::Degraded as i32
+            && let Some(problem) = diverged
+        {
+            assert!(problem.message.contains(&gateway_id), "{}", problem.message);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task health {:?}, problems {:?}",
+            got.health,
+            got.problems
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(gw);
+    cp.stop().await;
 }

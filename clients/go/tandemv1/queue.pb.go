@@ -749,9 +749,21 @@ type QueueStats struct {
 	Corruption *QueueCorruption `protobuf:"bytes,19,opt,name=corruption,proto3" json:"corruption,omitempty"`
 	// When the gateway collected these figures (for aggregates, the oldest
 	// report included).
-	CollectedAt   *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CollectedAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
+	// Documents the gateway's sampling verifier found different on the backup
+	// after every record was replayed (each was repaired from the primary),
+	// since the queue was created: kept across gateway restarts.
+	VerifierDivergences uint64 `protobuf:"varint,21,opt,name=verifier_divergences,json=verifierDivergences,proto3" json:"verifier_divergences,omitempty"`
+	// Writes whose outcome on the primary is unknown and that name no document
+	// (index metadata, by-query writes), so they could not be reconciled:
+	// run a comparison job. Kept across gateway restarts.
+	UnreconcilableWrites uint64 `protobuf:"varint,22,opt,name=unreconcilable_writes,json=unreconcilableWrites,proto3" json:"unreconcilable_writes,omitempty"`
+	// When the verifier last confirmed a divergence.
+	LastDivergenceAt *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=last_divergence_at,json=lastDivergenceAt,proto3" json:"last_divergence_at,omitempty"`
+	// When the last unreconcilable write happened.
+	LastUnreconcilableAt *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=last_unreconcilable_at,json=lastUnreconcilableAt,proto3" json:"last_unreconcilable_at,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
@@ -920,6 +932,34 @@ func (x *QueueStats) GetCorruption() *QueueCorruption {
 func (x *QueueStats) GetCollectedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CollectedAt
+	}
+	return nil
+}
+
+func (x *QueueStats) GetVerifierDivergences() uint64 {
+	if x != nil {
+		return x.VerifierDivergences
+	}
+	return 0
+}
+
+func (x *QueueStats) GetUnreconcilableWrites() uint64 {
+	if x != nil {
+		return x.UnreconcilableWrites
+	}
+	return 0
+}
+
+func (x *QueueStats) GetLastDivergenceAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastDivergenceAt
+	}
+	return nil
+}
+
+func (x *QueueStats) GetLastUnreconcilableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUnreconcilableAt
 	}
 	return nil
 }
@@ -2434,7 +2474,7 @@ const file_tandem_v1_queue_proto_rawDesc = "" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\x12;\n" +
 	"\vdetected_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"detectedAtB\x14\n" +
-	"\x12_next_valid_offset\"\xad\a\n" +
+	"\x12_next_valid_offset\"\xb1\t\n" +
 	"\n" +
 	"QueueStats\x12#\n" +
 	"\rdepth_records\x18\x01 \x01(\x04R\fdepthRecords\x12\x1f\n" +
@@ -2462,7 +2502,11 @@ const file_tandem_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"corruption\x18\x13 \x01(\v2\x1a.tandem.v1.QueueCorruptionR\n" +
 	"corruption\x12=\n" +
-	"\fcollected_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\"y\n" +
+	"\fcollected_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x121\n" +
+	"\x14verifier_divergences\x18\x15 \x01(\x04R\x13verifierDivergences\x123\n" +
+	"\x15unreconcilable_writes\x18\x16 \x01(\x04R\x14unreconcilableWrites\x12H\n" +
+	"\x12last_divergence_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastDivergenceAt\x12P\n" +
+	"\x16last_unreconcilable_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\x14lastUnreconcilableAt\"y\n" +
 	"\x15GatewayTaskQueueStats\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12+\n" +
@@ -2678,43 +2722,45 @@ var file_tandem_v1_queue_proto_depIdxs = []int32{
 	1,  // 8: tandem.v1.QueueStats.consumer_state:type_name -> tandem.v1.ConsumerState
 	6,  // 9: tandem.v1.QueueStats.corruption:type_name -> tandem.v1.QueueCorruption
 	28, // 10: tandem.v1.QueueStats.collected_at:type_name -> google.protobuf.Timestamp
-	7,  // 11: tandem.v1.GatewayTaskQueueStats.stats:type_name -> tandem.v1.QueueStats
-	7,  // 12: tandem.v1.TaskQueueStats.total:type_name -> tandem.v1.QueueStats
-	8,  // 13: tandem.v1.TaskQueueStats.gateways:type_name -> tandem.v1.GatewayTaskQueueStats
-	7,  // 14: tandem.v1.GatewayQueueStats.total:type_name -> tandem.v1.QueueStats
-	7,  // 15: tandem.v1.GetQueueStatsResponse.fleet:type_name -> tandem.v1.QueueStats
-	9,  // 16: tandem.v1.GetQueueStatsResponse.tasks:type_name -> tandem.v1.TaskQueueStats
-	10, // 17: tandem.v1.GetQueueStatsResponse.gateways:type_name -> tandem.v1.GatewayQueueStats
-	28, // 18: tandem.v1.GetQueueStatsResponse.generated_at:type_name -> google.protobuf.Timestamp
-	5,  // 19: tandem.v1.PeekRecordsResponse.records:type_name -> tandem.v1.QueueRecord
-	5,  // 20: tandem.v1.DeadLetter.record:type_name -> tandem.v1.QueueRecord
-	15, // 21: tandem.v1.DeadLetter.failure:type_name -> tandem.v1.DeadLetterFailure
-	3,  // 22: tandem.v1.DeadLetter.state:type_name -> tandem.v1.DeadLetterState
-	28, // 23: tandem.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	28, // 24: tandem.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 25: tandem.v1.ListDeadLettersRequest.states:type_name -> tandem.v1.DeadLetterState
-	16, // 26: tandem.v1.ListDeadLettersResponse.dead_letters:type_name -> tandem.v1.DeadLetter
-	19, // 27: tandem.v1.RetryDeadLettersResponse.commands:type_name -> tandem.v1.DispatchedCommand
-	19, // 28: tandem.v1.SkipDeadLettersResponse.commands:type_name -> tandem.v1.DispatchedCommand
-	28, // 29: tandem.v1.QueueRepairResult.repaired_at:type_name -> google.protobuf.Timestamp
-	24, // 30: tandem.v1.RepairQueueResponse.result:type_name -> tandem.v1.QueueRepairResult
-	11, // 31: tandem.v1.QueueService.GetQueueStats:input_type -> tandem.v1.GetQueueStatsRequest
-	13, // 32: tandem.v1.QueueService.PeekRecords:input_type -> tandem.v1.PeekRecordsRequest
-	17, // 33: tandem.v1.QueueService.ListDeadLetters:input_type -> tandem.v1.ListDeadLettersRequest
-	20, // 34: tandem.v1.QueueService.RetryDeadLetters:input_type -> tandem.v1.RetryDeadLettersRequest
-	22, // 35: tandem.v1.QueueService.SkipDeadLetters:input_type -> tandem.v1.SkipDeadLettersRequest
-	25, // 36: tandem.v1.QueueService.RepairQueue:input_type -> tandem.v1.RepairQueueRequest
-	12, // 37: tandem.v1.QueueService.GetQueueStats:output_type -> tandem.v1.GetQueueStatsResponse
-	14, // 38: tandem.v1.QueueService.PeekRecords:output_type -> tandem.v1.PeekRecordsResponse
-	18, // 39: tandem.v1.QueueService.ListDeadLetters:output_type -> tandem.v1.ListDeadLettersResponse
-	21, // 40: tandem.v1.QueueService.RetryDeadLetters:output_type -> tandem.v1.RetryDeadLettersResponse
-	23, // 41: tandem.v1.QueueService.SkipDeadLetters:output_type -> tandem.v1.SkipDeadLettersResponse
-	26, // 42: tandem.v1.QueueService.RepairQueue:output_type -> tandem.v1.RepairQueueResponse
-	37, // [37:43] is the sub-list for method output_type
-	31, // [31:37] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	28, // 11: tandem.v1.QueueStats.last_divergence_at:type_name -> google.protobuf.Timestamp
+	28, // 12: tandem.v1.QueueStats.last_unreconcilable_at:type_name -> google.protobuf.Timestamp
+	7,  // 13: tandem.v1.GatewayTaskQueueStats.stats:type_name -> tandem.v1.QueueStats
+	7,  // 14: tandem.v1.TaskQueueStats.total:type_name -> tandem.v1.QueueStats
+	8,  // 15: tandem.v1.TaskQueueStats.gateways:type_name -> tandem.v1.GatewayTaskQueueStats
+	7,  // 16: tandem.v1.GatewayQueueStats.total:type_name -> tandem.v1.QueueStats
+	7,  // 17: tandem.v1.GetQueueStatsResponse.fleet:type_name -> tandem.v1.QueueStats
+	9,  // 18: tandem.v1.GetQueueStatsResponse.tasks:type_name -> tandem.v1.TaskQueueStats
+	10, // 19: tandem.v1.GetQueueStatsResponse.gateways:type_name -> tandem.v1.GatewayQueueStats
+	28, // 20: tandem.v1.GetQueueStatsResponse.generated_at:type_name -> google.protobuf.Timestamp
+	5,  // 21: tandem.v1.PeekRecordsResponse.records:type_name -> tandem.v1.QueueRecord
+	5,  // 22: tandem.v1.DeadLetter.record:type_name -> tandem.v1.QueueRecord
+	15, // 23: tandem.v1.DeadLetter.failure:type_name -> tandem.v1.DeadLetterFailure
+	3,  // 24: tandem.v1.DeadLetter.state:type_name -> tandem.v1.DeadLetterState
+	28, // 25: tandem.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	28, // 26: tandem.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	3,  // 27: tandem.v1.ListDeadLettersRequest.states:type_name -> tandem.v1.DeadLetterState
+	16, // 28: tandem.v1.ListDeadLettersResponse.dead_letters:type_name -> tandem.v1.DeadLetter
+	19, // 29: tandem.v1.RetryDeadLettersResponse.commands:type_name -> tandem.v1.DispatchedCommand
+	19, // 30: tandem.v1.SkipDeadLettersResponse.commands:type_name -> tandem.v1.DispatchedCommand
+	28, // 31: tandem.v1.QueueRepairResult.repaired_at:type_name -> google.protobuf.Timestamp
+	24, // 32: tandem.v1.RepairQueueResponse.result:type_name -> tandem.v1.QueueRepairResult
+	11, // 33: tandem.v1.QueueService.GetQueueStats:input_type -> tandem.v1.GetQueueStatsRequest
+	13, // 34: tandem.v1.QueueService.PeekRecords:input_type -> tandem.v1.PeekRecordsRequest
+	17, // 35: tandem.v1.QueueService.ListDeadLetters:input_type -> tandem.v1.ListDeadLettersRequest
+	20, // 36: tandem.v1.QueueService.RetryDeadLetters:input_type -> tandem.v1.RetryDeadLettersRequest
+	22, // 37: tandem.v1.QueueService.SkipDeadLetters:input_type -> tandem.v1.SkipDeadLettersRequest
+	25, // 38: tandem.v1.QueueService.RepairQueue:input_type -> tandem.v1.RepairQueueRequest
+	12, // 39: tandem.v1.QueueService.GetQueueStats:output_type -> tandem.v1.GetQueueStatsResponse
+	14, // 40: tandem.v1.QueueService.PeekRecords:output_type -> tandem.v1.PeekRecordsResponse
+	18, // 41: tandem.v1.QueueService.ListDeadLetters:output_type -> tandem.v1.ListDeadLettersResponse
+	21, // 42: tandem.v1.QueueService.RetryDeadLetters:output_type -> tandem.v1.RetryDeadLettersResponse
+	23, // 43: tandem.v1.QueueService.SkipDeadLetters:output_type -> tandem.v1.SkipDeadLettersResponse
+	26, // 44: tandem.v1.QueueService.RepairQueue:output_type -> tandem.v1.RepairQueueResponse
+	39, // [39:45] is the sub-list for method output_type
+	33, // [33:39] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_queue_proto_init() }

@@ -259,7 +259,8 @@ const (
 	TaskHealth_TASK_HEALTH_HEALTHY TaskHealth = 1
 	// Work continues but needs attention (lag above a warning threshold, a
 	// gateway disconnected or out of sync, unresolved dead letters, consumer
-	// backing off, shadow-read mismatches). See `problems`.
+	// backing off, shadow-read mismatches, a divergence the verifier found or
+	// an unreconcilable write in the last 15 minutes). See `problems`.
 	TaskHealth_TASK_HEALTH_DEGRADED TaskHealth = 2
 	// Replay is blocked somewhere (corrupt queue, backup refusing every
 	// request, queue full). See `problems`.
@@ -919,9 +920,17 @@ type TaskGatewayStatus struct {
 	// Unresolved dead letters on this gateway.
 	DeadLetters uint64 `protobuf:"varint,9,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	// When this gateway last reported.
-	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReportedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
+	// Divergences this gateway's sampling verifier confirmed (and repaired).
+	VerifierDivergences uint64 `protobuf:"varint,11,opt,name=verifier_divergences,json=verifierDivergences,proto3" json:"verifier_divergences,omitempty"`
+	// Writes with an unknown outcome this gateway could not reconcile.
+	UnreconcilableWrites uint64 `protobuf:"varint,12,opt,name=unreconcilable_writes,json=unreconcilableWrites,proto3" json:"unreconcilable_writes,omitempty"`
+	// When the verifier last confirmed a divergence.
+	LastDivergenceAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_divergence_at,json=lastDivergenceAt,proto3" json:"last_divergence_at,omitempty"`
+	// When the last unreconcilable write happened.
+	LastUnreconcilableAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_unreconcilable_at,json=lastUnreconcilableAt,proto3" json:"last_unreconcilable_at,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *TaskGatewayStatus) Reset() {
@@ -1020,6 +1029,34 @@ func (x *TaskGatewayStatus) GetDeadLetters() uint64 {
 func (x *TaskGatewayStatus) GetReportedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ReportedAt
+	}
+	return nil
+}
+
+func (x *TaskGatewayStatus) GetVerifierDivergences() uint64 {
+	if x != nil {
+		return x.VerifierDivergences
+	}
+	return 0
+}
+
+func (x *TaskGatewayStatus) GetUnreconcilableWrites() uint64 {
+	if x != nil {
+		return x.UnreconcilableWrites
+	}
+	return 0
+}
+
+func (x *TaskGatewayStatus) GetLastDivergenceAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastDivergenceAt
+	}
+	return nil
+}
+
+func (x *TaskGatewayStatus) GetLastUnreconcilableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUnreconcilableAt
 	}
 	return nil
 }
@@ -3245,7 +3282,7 @@ const file_tandem_v1_replication_proto_rawDesc = "" +
 	"\x10hold_released_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x0eholdReleasedAt\x12;\n" +
 	"\vfinished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12*\n" +
-	"\x05error\x18\x0f \x01(\v2\x14.tandem.v1.ErrorInfoR\x05error\"\xc0\x03\n" +
+	"\x05error\x18\x0f \x01(\v2\x14.tandem.v1.ErrorInfoR\x05error\"\xc4\x05\n" +
 	"\x11TaskGatewayStatus\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12\x1c\n" +
@@ -3260,7 +3297,11 @@ const file_tandem_v1_replication_proto_rawDesc = "" +
 	"\fdead_letters\x18\t \x01(\x04R\vdeadLetters\x12;\n" +
 	"\vreported_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportedAt\"\xc6\f\n" +
+	"reportedAt\x121\n" +
+	"\x14verifier_divergences\x18\v \x01(\x04R\x13verifierDivergences\x123\n" +
+	"\x15unreconcilable_writes\x18\f \x01(\x04R\x14unreconcilableWrites\x12H\n" +
+	"\x12last_divergence_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x10lastDivergenceAt\x12P\n" +
+	"\x16last_unreconcilable_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x14lastUnreconcilableAt\"\xc6\f\n" +
 	"\x0fReplicationTask\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -3588,104 +3629,106 @@ var file_tandem_v1_replication_proto_depIdxs = []int32{
 	46,  // 18: tandem.v1.TaskGatewayStatus.consumer_state:type_name -> tandem.v1.ConsumerState
 	43,  // 19: tandem.v1.TaskGatewayStatus.lag:type_name -> google.protobuf.Duration
 	44,  // 20: tandem.v1.TaskGatewayStatus.reported_at:type_name -> google.protobuf.Timestamp
-	40,  // 21: tandem.v1.ReplicationTask.labels:type_name -> tandem.v1.ReplicationTask.LabelsEntry
-	0,   // 22: tandem.v1.ReplicationTask.state:type_name -> tandem.v1.TaskState
-	1,   // 23: tandem.v1.ReplicationTask.direction:type_name -> tandem.v1.ReplicationDirection
-	47,  // 24: tandem.v1.ReplicationTask.primary:type_name -> tandem.v1.ClusterRef
-	47,  // 25: tandem.v1.ReplicationTask.backup:type_name -> tandem.v1.ClusterRef
-	48,  // 26: tandem.v1.ReplicationTask.indices:type_name -> tandem.v1.IndexFilter
-	6,   // 27: tandem.v1.ReplicationTask.lag_thresholds:type_name -> tandem.v1.LagThresholds
-	49,  // 28: tandem.v1.ReplicationTask.queue_policy:type_name -> tandem.v1.QueuePolicy
-	7,   // 29: tandem.v1.ReplicationTask.replay:type_name -> tandem.v1.ReplayOptions
-	8,   // 30: tandem.v1.ReplicationTask.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
-	50,  // 31: tandem.v1.ReplicationTask.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
-	43,  // 32: tandem.v1.ReplicationTask.backup_gc_deletes:type_name -> google.protobuf.Duration
-	3,   // 33: tandem.v1.ReplicationTask.health:type_name -> tandem.v1.TaskHealth
-	45,  // 34: tandem.v1.ReplicationTask.problems:type_name -> tandem.v1.ErrorInfo
-	51,  // 35: tandem.v1.ReplicationTask.queue_stats:type_name -> tandem.v1.QueueStats
-	11,  // 36: tandem.v1.ReplicationTask.gateways:type_name -> tandem.v1.TaskGatewayStatus
-	9,   // 37: tandem.v1.ReplicationTask.shadow_read_stats:type_name -> tandem.v1.ShadowReadStats
-	10,  // 38: tandem.v1.ReplicationTask.current_operation:type_name -> tandem.v1.RoleSwapOperation
-	10,  // 39: tandem.v1.ReplicationTask.last_operation:type_name -> tandem.v1.RoleSwapOperation
-	45,  // 40: tandem.v1.ReplicationTask.error:type_name -> tandem.v1.ErrorInfo
-	44,  // 41: tandem.v1.ReplicationTask.created_at:type_name -> google.protobuf.Timestamp
-	44,  // 42: tandem.v1.ReplicationTask.updated_at:type_name -> google.protobuf.Timestamp
-	44,  // 43: tandem.v1.ReplicationTask.started_at:type_name -> google.protobuf.Timestamp
-	44,  // 44: tandem.v1.ReplicationTask.stopped_at:type_name -> google.protobuf.Timestamp
-	41,  // 45: tandem.v1.CreateTaskRequest.labels:type_name -> tandem.v1.CreateTaskRequest.LabelsEntry
-	47,  // 46: tandem.v1.CreateTaskRequest.primary:type_name -> tandem.v1.ClusterRef
-	47,  // 47: tandem.v1.CreateTaskRequest.backup:type_name -> tandem.v1.ClusterRef
-	48,  // 48: tandem.v1.CreateTaskRequest.indices:type_name -> tandem.v1.IndexFilter
-	6,   // 49: tandem.v1.CreateTaskRequest.lag_thresholds:type_name -> tandem.v1.LagThresholds
-	49,  // 50: tandem.v1.CreateTaskRequest.queue_policy:type_name -> tandem.v1.QueuePolicy
-	7,   // 51: tandem.v1.CreateTaskRequest.replay:type_name -> tandem.v1.ReplayOptions
-	8,   // 52: tandem.v1.CreateTaskRequest.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
-	50,  // 53: tandem.v1.CreateTaskRequest.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
-	43,  // 54: tandem.v1.CreateTaskRequest.backup_gc_deletes:type_name -> google.protobuf.Duration
-	12,  // 55: tandem.v1.CreateTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	12,  // 56: tandem.v1.GetTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	0,   // 57: tandem.v1.ListTasksRequest.states:type_name -> tandem.v1.TaskState
-	42,  // 58: tandem.v1.ListTasksRequest.labels:type_name -> tandem.v1.ListTasksRequest.LabelsEntry
-	12,  // 59: tandem.v1.ListTasksResponse.tasks:type_name -> tandem.v1.ReplicationTask
-	52,  // 60: tandem.v1.UpdateTaskRequest.labels:type_name -> tandem.v1.LabelSet
-	53,  // 61: tandem.v1.UpdateTaskRequest.gateway_ids:type_name -> tandem.v1.StringList
-	6,   // 62: tandem.v1.UpdateTaskRequest.lag_thresholds:type_name -> tandem.v1.LagThresholds
-	49,  // 63: tandem.v1.UpdateTaskRequest.queue_policy:type_name -> tandem.v1.QueuePolicy
-	7,   // 64: tandem.v1.UpdateTaskRequest.replay:type_name -> tandem.v1.ReplayOptions
-	8,   // 65: tandem.v1.UpdateTaskRequest.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
-	12,  // 66: tandem.v1.UpdateTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	12,  // 67: tandem.v1.StartTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	12,  // 68: tandem.v1.PauseTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	12,  // 69: tandem.v1.ResumeTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	12,  // 70: tandem.v1.StopTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	43,  // 71: tandem.v1.CutoverRequest.max_lag:type_name -> google.protobuf.Duration
-	43,  // 72: tandem.v1.CutoverRequest.hold_timeout:type_name -> google.protobuf.Duration
-	12,  // 73: tandem.v1.CutoverResponse.task:type_name -> tandem.v1.ReplicationTask
-	10,  // 74: tandem.v1.CutoverResponse.operation:type_name -> tandem.v1.RoleSwapOperation
-	43,  // 75: tandem.v1.RollbackRequest.max_lag:type_name -> google.protobuf.Duration
-	43,  // 76: tandem.v1.RollbackRequest.hold_timeout:type_name -> google.protobuf.Duration
-	12,  // 77: tandem.v1.RollbackResponse.task:type_name -> tandem.v1.ReplicationTask
-	10,  // 78: tandem.v1.RollbackResponse.operation:type_name -> tandem.v1.RoleSwapOperation
-	43,  // 79: tandem.v1.WatchTaskRequest.lag_sample_interval:type_name -> google.protobuf.Duration
-	54,  // 80: tandem.v1.WatchTaskRequest.min_severity:type_name -> tandem.v1.EventSeverity
-	44,  // 81: tandem.v1.LagSample.sampled_at:type_name -> google.protobuf.Timestamp
-	43,  // 82: tandem.v1.LagSample.lag:type_name -> google.protobuf.Duration
-	12,  // 83: tandem.v1.WatchTaskResponse.task:type_name -> tandem.v1.ReplicationTask
-	55,  // 84: tandem.v1.WatchTaskResponse.event:type_name -> tandem.v1.Event
-	36,  // 85: tandem.v1.WatchTaskResponse.lag_sample:type_name -> tandem.v1.LagSample
-	54,  // 86: tandem.v1.ListTaskEventsRequest.min_severity:type_name -> tandem.v1.EventSeverity
-	55,  // 87: tandem.v1.ListTaskEventsResponse.events:type_name -> tandem.v1.Event
-	13,  // 88: tandem.v1.ReplicationService.CreateTask:input_type -> tandem.v1.CreateTaskRequest
-	15,  // 89: tandem.v1.ReplicationService.GetTask:input_type -> tandem.v1.GetTaskRequest
-	17,  // 90: tandem.v1.ReplicationService.ListTasks:input_type -> tandem.v1.ListTasksRequest
-	19,  // 91: tandem.v1.ReplicationService.UpdateTask:input_type -> tandem.v1.UpdateTaskRequest
-	21,  // 92: tandem.v1.ReplicationService.StartTask:input_type -> tandem.v1.StartTaskRequest
-	23,  // 93: tandem.v1.ReplicationService.PauseTask:input_type -> tandem.v1.PauseTaskRequest
-	25,  // 94: tandem.v1.ReplicationService.ResumeTask:input_type -> tandem.v1.ResumeTaskRequest
-	27,  // 95: tandem.v1.ReplicationService.StopTask:input_type -> tandem.v1.StopTaskRequest
-	29,  // 96: tandem.v1.ReplicationService.DeleteTask:input_type -> tandem.v1.DeleteTaskRequest
-	31,  // 97: tandem.v1.ReplicationService.Cutover:input_type -> tandem.v1.CutoverRequest
-	33,  // 98: tandem.v1.ReplicationService.Rollback:input_type -> tandem.v1.RollbackRequest
-	35,  // 99: tandem.v1.ReplicationService.WatchTask:input_type -> tandem.v1.WatchTaskRequest
-	38,  // 100: tandem.v1.ReplicationService.ListTaskEvents:input_type -> tandem.v1.ListTaskEventsRequest
-	14,  // 101: tandem.v1.ReplicationService.CreateTask:output_type -> tandem.v1.CreateTaskResponse
-	16,  // 102: tandem.v1.ReplicationService.GetTask:output_type -> tandem.v1.GetTaskResponse
-	18,  // 103: tandem.v1.ReplicationService.ListTasks:output_type -> tandem.v1.ListTasksResponse
-	20,  // 104: tandem.v1.ReplicationService.UpdateTask:output_type -> tandem.v1.UpdateTaskResponse
-	22,  // 105: tandem.v1.ReplicationService.StartTask:output_type -> tandem.v1.StartTaskResponse
-	24,  // 106: tandem.v1.ReplicationService.PauseTask:output_type -> tandem.v1.PauseTaskResponse
-	26,  // 107: tandem.v1.ReplicationService.ResumeTask:output_type -> tandem.v1.ResumeTaskResponse
-	28,  // 108: tandem.v1.ReplicationService.StopTask:output_type -> tandem.v1.StopTaskResponse
-	30,  // 109: tandem.v1.ReplicationService.DeleteTask:output_type -> tandem.v1.DeleteTaskResponse
-	32,  // 110: tandem.v1.ReplicationService.Cutover:output_type -> tandem.v1.CutoverResponse
-	34,  // 111: tandem.v1.ReplicationService.Rollback:output_type -> tandem.v1.RollbackResponse
-	37,  // 112: tandem.v1.ReplicationService.WatchTask:output_type -> tandem.v1.WatchTaskResponse
-	39,  // 113: tandem.v1.ReplicationService.ListTaskEvents:output_type -> tandem.v1.ListTaskEventsResponse
-	101, // [101:114] is the sub-list for method output_type
-	88,  // [88:101] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	44,  // 21: tandem.v1.TaskGatewayStatus.last_divergence_at:type_name -> google.protobuf.Timestamp
+	44,  // 22: tandem.v1.TaskGatewayStatus.last_unreconcilable_at:type_name -> google.protobuf.Timestamp
+	40,  // 23: tandem.v1.ReplicationTask.labels:type_name -> tandem.v1.ReplicationTask.LabelsEntry
+	0,   // 24: tandem.v1.ReplicationTask.state:type_name -> tandem.v1.TaskState
+	1,   // 25: tandem.v1.ReplicationTask.direction:type_name -> tandem.v1.ReplicationDirection
+	47,  // 26: tandem.v1.ReplicationTask.primary:type_name -> tandem.v1.ClusterRef
+	47,  // 27: tandem.v1.ReplicationTask.backup:type_name -> tandem.v1.ClusterRef
+	48,  // 28: tandem.v1.ReplicationTask.indices:type_name -> tandem.v1.IndexFilter
+	6,   // 29: tandem.v1.ReplicationTask.lag_thresholds:type_name -> tandem.v1.LagThresholds
+	49,  // 30: tandem.v1.ReplicationTask.queue_policy:type_name -> tandem.v1.QueuePolicy
+	7,   // 31: tandem.v1.ReplicationTask.replay:type_name -> tandem.v1.ReplayOptions
+	8,   // 32: tandem.v1.ReplicationTask.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
+	50,  // 33: tandem.v1.ReplicationTask.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
+	43,  // 34: tandem.v1.ReplicationTask.backup_gc_deletes:type_name -> google.protobuf.Duration
+	3,   // 35: tandem.v1.ReplicationTask.health:type_name -> tandem.v1.TaskHealth
+	45,  // 36: tandem.v1.ReplicationTask.problems:type_name -> tandem.v1.ErrorInfo
+	51,  // 37: tandem.v1.ReplicationTask.queue_stats:type_name -> tandem.v1.QueueStats
+	11,  // 38: tandem.v1.ReplicationTask.gateways:type_name -> tandem.v1.TaskGatewayStatus
+	9,   // 39: tandem.v1.ReplicationTask.shadow_read_stats:type_name -> tandem.v1.ShadowReadStats
+	10,  // 40: tandem.v1.ReplicationTask.current_operation:type_name -> tandem.v1.RoleSwapOperation
+	10,  // 41: tandem.v1.ReplicationTask.last_operation:type_name -> tandem.v1.RoleSwapOperation
+	45,  // 42: tandem.v1.ReplicationTask.error:type_name -> tandem.v1.ErrorInfo
+	44,  // 43: tandem.v1.ReplicationTask.created_at:type_name -> google.protobuf.Timestamp
+	44,  // 44: tandem.v1.ReplicationTask.updated_at:type_name -> google.protobuf.Timestamp
+	44,  // 45: tandem.v1.ReplicationTask.started_at:type_name -> google.protobuf.Timestamp
+	44,  // 46: tandem.v1.ReplicationTask.stopped_at:type_name -> google.protobuf.Timestamp
+	41,  // 47: tandem.v1.CreateTaskRequest.labels:type_name -> tandem.v1.CreateTaskRequest.LabelsEntry
+	47,  // 48: tandem.v1.CreateTaskRequest.primary:type_name -> tandem.v1.ClusterRef
+	47,  // 49: tandem.v1.CreateTaskRequest.backup:type_name -> tandem.v1.ClusterRef
+	48,  // 50: tandem.v1.CreateTaskRequest.indices:type_name -> tandem.v1.IndexFilter
+	6,   // 51: tandem.v1.CreateTaskRequest.lag_thresholds:type_name -> tandem.v1.LagThresholds
+	49,  // 52: tandem.v1.CreateTaskRequest.queue_policy:type_name -> tandem.v1.QueuePolicy
+	7,   // 53: tandem.v1.CreateTaskRequest.replay:type_name -> tandem.v1.ReplayOptions
+	8,   // 54: tandem.v1.CreateTaskRequest.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
+	50,  // 55: tandem.v1.CreateTaskRequest.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
+	43,  // 56: tandem.v1.CreateTaskRequest.backup_gc_deletes:type_name -> google.protobuf.Duration
+	12,  // 57: tandem.v1.CreateTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	12,  // 58: tandem.v1.GetTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	0,   // 59: tandem.v1.ListTasksRequest.states:type_name -> tandem.v1.TaskState
+	42,  // 60: tandem.v1.ListTasksRequest.labels:type_name -> tandem.v1.ListTasksRequest.LabelsEntry
+	12,  // 61: tandem.v1.ListTasksResponse.tasks:type_name -> tandem.v1.ReplicationTask
+	52,  // 62: tandem.v1.UpdateTaskRequest.labels:type_name -> tandem.v1.LabelSet
+	53,  // 63: tandem.v1.UpdateTaskRequest.gateway_ids:type_name -> tandem.v1.StringList
+	6,   // 64: tandem.v1.UpdateTaskRequest.lag_thresholds:type_name -> tandem.v1.LagThresholds
+	49,  // 65: tandem.v1.UpdateTaskRequest.queue_policy:type_name -> tandem.v1.QueuePolicy
+	7,   // 66: tandem.v1.UpdateTaskRequest.replay:type_name -> tandem.v1.ReplayOptions
+	8,   // 67: tandem.v1.UpdateTaskRequest.shadow_reads:type_name -> tandem.v1.ShadowReadConfig
+	12,  // 68: tandem.v1.UpdateTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	12,  // 69: tandem.v1.StartTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	12,  // 70: tandem.v1.PauseTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	12,  // 71: tandem.v1.ResumeTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	12,  // 72: tandem.v1.StopTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	43,  // 73: tandem.v1.CutoverRequest.max_lag:type_name -> google.protobuf.Duration
+	43,  // 74: tandem.v1.CutoverRequest.hold_timeout:type_name -> google.protobuf.Duration
+	12,  // 75: tandem.v1.CutoverResponse.task:type_name -> tandem.v1.ReplicationTask
+	10,  // 76: tandem.v1.CutoverResponse.operation:type_name -> tandem.v1.RoleSwapOperation
+	43,  // 77: tandem.v1.RollbackRequest.max_lag:type_name -> google.protobuf.Duration
+	43,  // 78: tandem.v1.RollbackRequest.hold_timeout:type_name -> google.protobuf.Duration
+	12,  // 79: tandem.v1.RollbackResponse.task:type_name -> tandem.v1.ReplicationTask
+	10,  // 80: tandem.v1.RollbackResponse.operation:type_name -> tandem.v1.RoleSwapOperation
+	43,  // 81: tandem.v1.WatchTaskRequest.lag_sample_interval:type_name -> google.protobuf.Duration
+	54,  // 82: tandem.v1.WatchTaskRequest.min_severity:type_name -> tandem.v1.EventSeverity
+	44,  // 83: tandem.v1.LagSample.sampled_at:type_name -> google.protobuf.Timestamp
+	43,  // 84: tandem.v1.LagSample.lag:type_name -> google.protobuf.Duration
+	12,  // 85: tandem.v1.WatchTaskResponse.task:type_name -> tandem.v1.ReplicationTask
+	55,  // 86: tandem.v1.WatchTaskResponse.event:type_name -> tandem.v1.Event
+	36,  // 87: tandem.v1.WatchTaskResponse.lag_sample:type_name -> tandem.v1.LagSample
+	54,  // 88: tandem.v1.ListTaskEventsRequest.min_severity:type_name -> tandem.v1.EventSeverity
+	55,  // 89: tandem.v1.ListTaskEventsResponse.events:type_name -> tandem.v1.Event
+	13,  // 90: tandem.v1.ReplicationService.CreateTask:input_type -> tandem.v1.CreateTaskRequest
+	15,  // 91: tandem.v1.ReplicationService.GetTask:input_type -> tandem.v1.GetTaskRequest
+	17,  // 92: tandem.v1.ReplicationService.ListTasks:input_type -> tandem.v1.ListTasksRequest
+	19,  // 93: tandem.v1.ReplicationService.UpdateTask:input_type -> tandem.v1.UpdateTaskRequest
+	21,  // 94: tandem.v1.ReplicationService.StartTask:input_type -> tandem.v1.StartTaskRequest
+	23,  // 95: tandem.v1.ReplicationService.PauseTask:input_type -> tandem.v1.PauseTaskRequest
+	25,  // 96: tandem.v1.ReplicationService.ResumeTask:input_type -> tandem.v1.ResumeTaskRequest
+	27,  // 97: tandem.v1.ReplicationService.StopTask:input_type -> tandem.v1.StopTaskRequest
+	29,  // 98: tandem.v1.ReplicationService.DeleteTask:input_type -> tandem.v1.DeleteTaskRequest
+	31,  // 99: tandem.v1.ReplicationService.Cutover:input_type -> tandem.v1.CutoverRequest
+	33,  // 100: tandem.v1.ReplicationService.Rollback:input_type -> tandem.v1.RollbackRequest
+	35,  // 101: tandem.v1.ReplicationService.WatchTask:input_type -> tandem.v1.WatchTaskRequest
+	38,  // 102: tandem.v1.ReplicationService.ListTaskEvents:input_type -> tandem.v1.ListTaskEventsRequest
+	14,  // 103: tandem.v1.ReplicationService.CreateTask:output_type -> tandem.v1.CreateTaskResponse
+	16,  // 104: tandem.v1.ReplicationService.GetTask:output_type -> tandem.v1.GetTaskResponse
+	18,  // 105: tandem.v1.ReplicationService.ListTasks:output_type -> tandem.v1.ListTasksResponse
+	20,  // 106: tandem.v1.ReplicationService.UpdateTask:output_type -> tandem.v1.UpdateTaskResponse
+	22,  // 107: tandem.v1.ReplicationService.StartTask:output_type -> tandem.v1.StartTaskResponse
+	24,  // 108: tandem.v1.ReplicationService.PauseTask:output_type -> tandem.v1.PauseTaskResponse
+	26,  // 109: tandem.v1.ReplicationService.ResumeTask:output_type -> tandem.v1.ResumeTaskResponse
+	28,  // 110: tandem.v1.ReplicationService.StopTask:output_type -> tandem.v1.StopTaskResponse
+	30,  // 111: tandem.v1.ReplicationService.DeleteTask:output_type -> tandem.v1.DeleteTaskResponse
+	32,  // 112: tandem.v1.ReplicationService.Cutover:output_type -> tandem.v1.CutoverResponse
+	34,  // 113: tandem.v1.ReplicationService.Rollback:output_type -> tandem.v1.RollbackResponse
+	37,  // 114: tandem.v1.ReplicationService.WatchTask:output_type -> tandem.v1.WatchTaskResponse
+	39,  // 115: tandem.v1.ReplicationService.ListTaskEvents:output_type -> tandem.v1.ListTaskEventsResponse
+	103, // [103:116] is the sub-list for method output_type
+	90,  // [90:103] is the sub-list for method input_type
+	90,  // [90:90] is the sub-list for extension type_name
+	90,  // [90:90] is the sub-list for extension extendee
+	0,   // [0:90] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_replication_proto_init() }

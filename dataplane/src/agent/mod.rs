@@ -530,6 +530,7 @@ impl Agent {
             dead_letters: replication.dead_letters.len() as u64,
             replay_retries_total: self.metrics.replay_retries.get(),
             corruption,
+            divergence: replication.counters.current(&self.metrics),
         })
     }
 

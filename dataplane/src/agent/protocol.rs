@@ -174,6 +174,8 @@ pub struct TaskSnapshot {
     pub replay_retries_total: u64,
     /// Where the replayer is blocked (a repair dry run), when halted.
     pub corruption: Option<RepairReport>,
+    /// Divergence counters kept across restarts.
+    pub divergence: crate::counters::Persisted,
 }
 
 impl TaskSnapshot {
@@ -367,6 +369,10 @@ pub fn queue_stats(task: &TaskSnapshot, rates: Rates, now: SystemTime) -> pb::Qu
             None
         },
         collected_at: Some(timestamp(now)),
+        verifier_divergences: task.divergence.verifier_divergences,
+        unreconcilable_writes: task.divergence.unreconcilable_writes,
+        last_divergence_at: task.divergence.last_divergence_at().map(timestamp),
+        last_unreconcilable_at: task.divergence.last_unreconcilable_at().map(timestamp),
     }
 }
 
@@ -1247,6 +1253,7 @@ mod tests {
             halted: None,
             last_error: None,
             reversed: false,
+            divergence: Default::default(),
             dead_letters: 2,
             replay_retries_total: 7,
             corruption: None,

@@ -12,6 +12,9 @@ use crate::store::tasks::{OperationRecord, TaskRecord};
 /// Id under which a gateway reports its replication before any assignment.
 pub const LOCAL_TASK_ID: &str = "local";
 
+/// How long a divergence or an unreconcilable write keeps a task DEGRADED.
+pub const RECENT_DIVERGENCE: Duration = Duration::from_secs(15 * 60);
+
 /// Default `lag_thresholds.warning_lag`.
 pub const DEFAULT_WARNING_LAG: Duration = Duration::from_secs(60);
 
@@ -101,6 +104,10 @@ pub fn gateway_status(
         if let Some(queue) = report.and_then(|r| r.stats.as_ref()) {
             status.lag = queue.lag;
             status.dead_letters = queue.dead_letters;
+            status.verifier_divergences = queue.verifier_divergences;
+            status.unreconcilable_writes = queue.unreconcilable_writes;
+            status.last_divergence_at = queue.last_divergence_at;
+            status.last_unreconcilable_at = queue.last_unreconcilable_at;
         }
     }
     status
@@ -190,6 +197,32 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
                 task.warning_records
             ),
         ));
+    }
+    let now = std::time::SystemTime::now();
+    let recent = |at: Option<prost_types::Timestamp>| {
+        at.and_then(|t| std::time::SystemTime::try_from(t).ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age < RECENT_DIVERGENCE)
+    };
+    for g in &view.gateways {
+        if recent(g.last_divergence_at) {
+            problems.push(problem(
+                "BACKUP_DIVERGED",
+                format!(
+                    "the verifier of gateway {} found documents different on the backup ({} in all, each repaired from the primary); run a comparison job to check the rest",
+                    g.gateway_id, g.verifier_divergences
+                ),
+            ));
+        }
+        if recent(g.last_unreconcilable_at) {
+            problems.push(problem(
+                "UNRECONCILABLE_WRITES",
+                format!(
+                    "gateway {} had writes with an unknown outcome that name no document ({} in all); run a comparison job",
+                    g.gateway_id, g.unreconcilable_writes
+                ),
+            ));
+        }
     }
     if view.dead_letters() > 0 {
         problems.push(problem(

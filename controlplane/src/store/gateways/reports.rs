@@ -253,6 +253,10 @@ struct QueueStatsJson {
     consumer_state: String,
     corruption: Option<CorruptionJson>,
     collected_at: Option<DateTime<Utc>>,
+    verifier_divergences: u64,
+    unreconcilable_writes: u64,
+    last_divergence_at: Option<DateTime<Utc>>,
+    last_unreconcilable_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -326,6 +330,10 @@ impl QueueStatsJson {
                 detected_at: time_from_proto(c.detected_at.as_ref()),
             }),
             collected_at: time_from_proto(s.collected_at.as_ref()),
+            verifier_divergences: s.verifier_divergences,
+            unreconcilable_writes: s.unreconcilable_writes,
+            last_divergence_at: time_from_proto(s.last_divergence_at.as_ref()),
+            last_unreconcilable_at: time_from_proto(s.last_unreconcilable_at.as_ref()),
         }
     }
 
@@ -358,6 +366,10 @@ impl QueueStatsJson {
                 detected_at: time_into_proto(c.detected_at),
             }),
             collected_at: time_into_proto(self.collected_at),
+            verifier_divergences: self.verifier_divergences,
+            unreconcilable_writes: self.unreconcilable_writes,
+            last_divergence_at: time_into_proto(self.last_divergence_at),
+            last_unreconcilable_at: time_into_proto(self.last_unreconcilable_at),
         }
     }
 }
@@ -478,6 +490,10 @@ mod tests {
                         detected_at: ts(1_700_000_001, 0),
                     }),
                     collected_at: ts(1_700_000_002, 5),
+                    verifier_divergences: 22,
+                    unreconcilable_writes: 23,
+                    last_divergence_at: ts(1_700_000_003, 0),
+                    last_unreconcilable_at: ts(1_700_000_004, 0),
                 }),
             }],
         };

@@ -475,6 +475,10 @@ class QueueStats(_message.Message):
     CONSUMER_STATE_FIELD_NUMBER: _builtins.int
     CORRUPTION_FIELD_NUMBER: _builtins.int
     COLLECTED_AT_FIELD_NUMBER: _builtins.int
+    VERIFIER_DIVERGENCES_FIELD_NUMBER: _builtins.int
+    UNRECONCILABLE_WRITES_FIELD_NUMBER: _builtins.int
+    LAST_DIVERGENCE_AT_FIELD_NUMBER: _builtins.int
+    LAST_UNRECONCILABLE_AT_FIELD_NUMBER: _builtins.int
     depth_records: _builtins.int
     """Records retained on disk (unconsumed records, plus consumed ones whose
     segment is not yet deleted). Counted against the queue's size limit.
@@ -515,6 +519,16 @@ class QueueStats(_message.Message):
     """Number of segment files."""
     consumer_state: Global___ConsumerState.ValueType
     """State of the consumer."""
+    verifier_divergences: _builtins.int
+    """Documents the gateway's sampling verifier found different on the backup
+    after every record was replayed (each was repaired from the primary),
+    since the queue was created: kept across gateway restarts.
+    """
+    unreconcilable_writes: _builtins.int
+    """Writes whose outcome on the primary is unknown and that name no document
+    (index metadata, by-query writes), so they could not be reconciled:
+    run a comparison job. Kept across gateway restarts.
+    """
     @_builtins.property
     def oldest_record_age(self) -> _duration_pb2.Duration:
         """Age of the oldest retained record. Zero when the queue is empty."""
@@ -534,6 +548,14 @@ class QueueStats(_message.Message):
         """When the gateway collected these figures (for aggregates, the oldest
         report included).
         """
+
+    @_builtins.property
+    def last_divergence_at(self) -> _timestamp_pb2.Timestamp:
+        """When the verifier last confirmed a divergence."""
+
+    @_builtins.property
+    def last_unreconcilable_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last unreconcilable write happened."""
 
     def __init__(
         self,
@@ -558,10 +580,14 @@ class QueueStats(_message.Message):
         consumer_state: Global___ConsumerState.ValueType = ...,
         corruption: Global___QueueCorruption | None = ...,
         collected_at: _timestamp_pb2.Timestamp | None = ...,
+        verifier_divergences: _builtins.int = ...,
+        unreconcilable_writes: _builtins.int = ...,
+        last_divergence_at: _timestamp_pb2.Timestamp | None = ...,
+        last_unreconcilable_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["collected_at", b"collected_at", "corruption", b"corruption", "lag", b"lag", "oldest_record_age", b"oldest_record_age"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["collected_at", b"collected_at", "corruption", b"corruption", "lag", b"lag", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "oldest_record_age", b"oldest_record_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_records_per_second", b"append_records_per_second", "collected_at", b"collected_at", "committed_offset", b"committed_offset", "consumer_state", b"consumer_state", "corruption", b"corruption", "dead_letters", b"dead_letters", "dead_letters_total", b"dead_letters_total", "depth_bytes", b"depth_bytes", "depth_records", b"depth_records", "first_offset", b"first_offset", "head_offset", b"head_offset", "lag", b"lag", "lag_bytes", b"lag_bytes", "lag_records", b"lag_records", "oldest_record_age", b"oldest_record_age", "replay_bytes_per_second", b"replay_bytes_per_second", "replay_records_per_second", b"replay_records_per_second", "replay_retries_total", b"replay_retries_total", "segments", b"segments", "writes_refused_total", b"writes_refused_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_records_per_second", b"append_records_per_second", "collected_at", b"collected_at", "committed_offset", b"committed_offset", "consumer_state", b"consumer_state", "corruption", b"corruption", "dead_letters", b"dead_letters", "dead_letters_total", b"dead_letters_total", "depth_bytes", b"depth_bytes", "depth_records", b"depth_records", "first_offset", b"first_offset", "head_offset", b"head_offset", "lag", b"lag", "lag_bytes", b"lag_bytes", "lag_records", b"lag_records", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "oldest_record_age", b"oldest_record_age", "replay_bytes_per_second", b"replay_bytes_per_second", "replay_records_per_second", b"replay_records_per_second", "replay_retries_total", b"replay_retries_total", "segments", b"segments", "unreconcilable_writes", b"unreconcilable_writes", "verifier_divergences", b"verifier_divergences", "writes_refused_total", b"writes_refused_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -196,7 +196,8 @@ class _TaskHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskHealth
     TASK_HEALTH_DEGRADED: _TaskHealth.ValueType  # 2
     """Work continues but needs attention (lag above a warning threshold, a
     gateway disconnected or out of sync, unresolved dead letters, consumer
-    backing off, shadow-read mismatches). See `problems`.
+    backing off, shadow-read mismatches, a divergence the verifier found or
+    an unreconcilable write in the last 15 minutes). See `problems`.
     """
     TASK_HEALTH_BLOCKED: _TaskHealth.ValueType  # 3
     """Replay is blocked somewhere (corrupt queue, backup refusing every
@@ -215,7 +216,8 @@ thresholds, no unresolved dead letters.
 TASK_HEALTH_DEGRADED: TaskHealth.ValueType  # 2
 """Work continues but needs attention (lag above a warning threshold, a
 gateway disconnected or out of sync, unresolved dead letters, consumer
-backing off, shadow-read mismatches). See `problems`.
+backing off, shadow-read mismatches, a divergence the verifier found or
+an unreconcilable write in the last 15 minutes). See `problems`.
 """
 TASK_HEALTH_BLOCKED: TaskHealth.ValueType  # 3
 """Replay is blocked somewhere (corrupt queue, backup refusing every
@@ -584,6 +586,10 @@ class TaskGatewayStatus(_message.Message):
     LAG_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     REPORTED_AT_FIELD_NUMBER: _builtins.int
+    VERIFIER_DIVERGENCES_FIELD_NUMBER: _builtins.int
+    UNRECONCILABLE_WRITES_FIELD_NUMBER: _builtins.int
+    LAST_DIVERGENCE_AT_FIELD_NUMBER: _builtins.int
+    LAST_UNRECONCILABLE_AT_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     """Gateway."""
     connected: _builtins.bool
@@ -600,6 +606,10 @@ class TaskGatewayStatus(_message.Message):
     """Unreplayed records on this gateway."""
     dead_letters: _builtins.int
     """Unresolved dead letters on this gateway."""
+    verifier_divergences: _builtins.int
+    """Divergences this gateway's sampling verifier confirmed (and repaired)."""
+    unreconcilable_writes: _builtins.int
+    """Writes with an unknown outcome this gateway could not reconcile."""
     @_builtins.property
     def lag(self) -> _duration_pb2.Duration:
         """Age of the oldest unreplayed record on this gateway."""
@@ -607,6 +617,14 @@ class TaskGatewayStatus(_message.Message):
     @_builtins.property
     def reported_at(self) -> _timestamp_pb2.Timestamp:
         """When this gateway last reported."""
+
+    @_builtins.property
+    def last_divergence_at(self) -> _timestamp_pb2.Timestamp:
+        """When the verifier last confirmed a divergence."""
+
+    @_builtins.property
+    def last_unreconcilable_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last unreconcilable write happened."""
 
     def __init__(
         self,
@@ -621,10 +639,14 @@ class TaskGatewayStatus(_message.Message):
         lag: _duration_pb2.Duration | None = ...,
         dead_letters: _builtins.int = ...,
         reported_at: _timestamp_pb2.Timestamp | None = ...,
+        verifier_divergences: _builtins.int = ...,
+        unreconcilable_writes: _builtins.int = ...,
+        last_divergence_at: _timestamp_pb2.Timestamp | None = ...,
+        last_unreconcilable_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "reported_at", b"reported_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "reported_at", b"reported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "consumer_state", b"consumer_state", "dead_letters", b"dead_letters", "direction", b"direction", "gateway_id", b"gateway_id", "in_sync", b"in_sync", "lag", b"lag", "lag_records", b"lag_records", "mode", b"mode", "reported_at", b"reported_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "consumer_state", b"consumer_state", "dead_letters", b"dead_letters", "direction", b"direction", "gateway_id", b"gateway_id", "in_sync", b"in_sync", "lag", b"lag", "lag_records", b"lag_records", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "mode", b"mode", "reported_at", b"reported_at", "unreconcilable_writes", b"unreconcilable_writes", "verifier_divergences", b"verifier_divergences"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -511,7 +511,27 @@ export interface QueueStats {
    * When the gateway collected these figures (for aggregates, the oldest
    * report included).
    */
-  collectedAt: Date | undefined;
+  collectedAt:
+    | Date
+    | undefined;
+  /**
+   * Documents the gateway's sampling verifier found different on the backup
+   * after every record was replayed (each was repaired from the primary),
+   * since the queue was created: kept across gateway restarts.
+   */
+  verifierDivergences: number;
+  /**
+   * Writes whose outcome on the primary is unknown and that name no document
+   * (index metadata, by-query writes), so they could not be reconciled:
+   * run a comparison job. Kept across gateway restarts.
+   */
+  unreconcilableWrites: number;
+  /** When the verifier last confirmed a divergence. */
+  lastDivergenceAt:
+    | Date
+    | undefined;
+  /** When the last unreconcilable write happened. */
+  lastUnreconcilableAt: Date | undefined;
 }
 
 /** Statistics of one task's queue on one gateway. */
@@ -1598,6 +1618,10 @@ function createBaseQueueStats(): QueueStats {
     consumerState: 0,
     corruption: undefined,
     collectedAt: undefined,
+    verifierDivergences: 0,
+    unreconcilableWrites: 0,
+    lastDivergenceAt: undefined,
+    lastUnreconcilableAt: undefined,
   };
 }
 
@@ -1662,6 +1686,18 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.collectedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.collectedAt), writer.uint32(162).fork()).join();
+    }
+    if (message.verifierDivergences !== 0) {
+      writer.uint32(168).uint64(message.verifierDivergences);
+    }
+    if (message.unreconcilableWrites !== 0) {
+      writer.uint32(176).uint64(message.unreconcilableWrites);
+    }
+    if (message.lastDivergenceAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastDivergenceAt), writer.uint32(186).fork()).join();
+    }
+    if (message.lastUnreconcilableAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastUnreconcilableAt), writer.uint32(194).fork()).join();
     }
     return writer;
   },
@@ -1839,6 +1875,38 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.collectedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.verifierDivergences = longToNumber(reader.uint64());
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.unreconcilableWrites = longToNumber(reader.uint64());
+            continue;
+          }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.lastDivergenceAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.lastUnreconcilableAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1941,6 +2009,26 @@ export const QueueStats: MessageFns<QueueStats> = {
         : isSet(object.collected_at)
         ? fromJsonTimestamp(object.collected_at)
         : undefined,
+      verifierDivergences: isSet(object.verifierDivergences)
+        ? globalThis.Number(object.verifierDivergences)
+        : isSet(object.verifier_divergences)
+        ? globalThis.Number(object.verifier_divergences)
+        : 0,
+      unreconcilableWrites: isSet(object.unreconcilableWrites)
+        ? globalThis.Number(object.unreconcilableWrites)
+        : isSet(object.unreconcilable_writes)
+        ? globalThis.Number(object.unreconcilable_writes)
+        : 0,
+      lastDivergenceAt: isSet(object.lastDivergenceAt)
+        ? fromJsonTimestamp(object.lastDivergenceAt)
+        : isSet(object.last_divergence_at)
+        ? fromJsonTimestamp(object.last_divergence_at)
+        : undefined,
+      lastUnreconcilableAt: isSet(object.lastUnreconcilableAt)
+        ? fromJsonTimestamp(object.lastUnreconcilableAt)
+        : isSet(object.last_unreconcilable_at)
+        ? fromJsonTimestamp(object.last_unreconcilable_at)
+        : undefined,
     };
   },
 
@@ -2006,6 +2094,18 @@ export const QueueStats: MessageFns<QueueStats> = {
     if (message.collectedAt !== undefined) {
       obj.collectedAt = message.collectedAt.toISOString();
     }
+    if (message.verifierDivergences !== 0) {
+      obj.verifierDivergences = Math.round(message.verifierDivergences);
+    }
+    if (message.unreconcilableWrites !== 0) {
+      obj.unreconcilableWrites = Math.round(message.unreconcilableWrites);
+    }
+    if (message.lastDivergenceAt !== undefined) {
+      obj.lastDivergenceAt = message.lastDivergenceAt.toISOString();
+    }
+    if (message.lastUnreconcilableAt !== undefined) {
+      obj.lastUnreconcilableAt = message.lastUnreconcilableAt.toISOString();
+    }
     return obj;
   },
 
@@ -2038,6 +2138,10 @@ export const QueueStats: MessageFns<QueueStats> = {
       ? QueueCorruption.fromPartial(object.corruption)
       : undefined;
     message.collectedAt = object.collectedAt ?? undefined;
+    message.verifierDivergences = object.verifierDivergences ?? 0;
+    message.unreconcilableWrites = object.unreconcilableWrites ?? 0;
+    message.lastDivergenceAt = object.lastDivergenceAt ?? undefined;
+    message.lastUnreconcilableAt = object.lastUnreconcilableAt ?? undefined;
     return message;
   },
 };

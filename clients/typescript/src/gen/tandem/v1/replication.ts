@@ -277,7 +277,8 @@ export enum TaskHealth {
   /**
    * TASK_HEALTH_DEGRADED - Work continues but needs attention (lag above a warning threshold, a
    * gateway disconnected or out of sync, unresolved dead letters, consumer
-   * backing off, shadow-read mismatches). See `problems`.
+   * backing off, shadow-read mismatches, a divergence the verifier found or
+   * an unreconcilable write in the last 15 minutes). See `problems`.
    */
   TASK_HEALTH_DEGRADED = 2,
   /**
@@ -612,7 +613,19 @@ export interface TaskGatewayStatus {
   /** Unresolved dead letters on this gateway. */
   deadLetters: number;
   /** When this gateway last reported. */
-  reportedAt: Date | undefined;
+  reportedAt:
+    | Date
+    | undefined;
+  /** Divergences this gateway's sampling verifier confirmed (and repaired). */
+  verifierDivergences: number;
+  /** Writes with an unknown outcome this gateway could not reconcile. */
+  unreconcilableWrites: number;
+  /** When the verifier last confirmed a divergence. */
+  lastDivergenceAt:
+    | Date
+    | undefined;
+  /** When the last unreconcilable write happened. */
+  lastUnreconcilableAt: Date | undefined;
 }
 
 /** A replication task. */
@@ -2079,6 +2092,10 @@ function createBaseTaskGatewayStatus(): TaskGatewayStatus {
     lag: undefined,
     deadLetters: 0,
     reportedAt: undefined,
+    verifierDivergences: 0,
+    unreconcilableWrites: 0,
+    lastDivergenceAt: undefined,
+    lastUnreconcilableAt: undefined,
   };
 }
 
@@ -2113,6 +2130,18 @@ export const TaskGatewayStatus: MessageFns<TaskGatewayStatus> = {
     }
     if (message.reportedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.reportedAt), writer.uint32(82).fork()).join();
+    }
+    if (message.verifierDivergences !== 0) {
+      writer.uint32(88).uint64(message.verifierDivergences);
+    }
+    if (message.unreconcilableWrites !== 0) {
+      writer.uint32(96).uint64(message.unreconcilableWrites);
+    }
+    if (message.lastDivergenceAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastDivergenceAt), writer.uint32(106).fork()).join();
+    }
+    if (message.lastUnreconcilableAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastUnreconcilableAt), writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -2210,6 +2239,38 @@ export const TaskGatewayStatus: MessageFns<TaskGatewayStatus> = {
             message.reportedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.verifierDivergences = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.unreconcilableWrites = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.lastDivergenceAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.lastUnreconcilableAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2258,6 +2319,26 @@ export const TaskGatewayStatus: MessageFns<TaskGatewayStatus> = {
         : isSet(object.reported_at)
         ? fromJsonTimestamp(object.reported_at)
         : undefined,
+      verifierDivergences: isSet(object.verifierDivergences)
+        ? globalThis.Number(object.verifierDivergences)
+        : isSet(object.verifier_divergences)
+        ? globalThis.Number(object.verifier_divergences)
+        : 0,
+      unreconcilableWrites: isSet(object.unreconcilableWrites)
+        ? globalThis.Number(object.unreconcilableWrites)
+        : isSet(object.unreconcilable_writes)
+        ? globalThis.Number(object.unreconcilable_writes)
+        : 0,
+      lastDivergenceAt: isSet(object.lastDivergenceAt)
+        ? fromJsonTimestamp(object.lastDivergenceAt)
+        : isSet(object.last_divergence_at)
+        ? fromJsonTimestamp(object.last_divergence_at)
+        : undefined,
+      lastUnreconcilableAt: isSet(object.lastUnreconcilableAt)
+        ? fromJsonTimestamp(object.lastUnreconcilableAt)
+        : isSet(object.last_unreconcilable_at)
+        ? fromJsonTimestamp(object.last_unreconcilable_at)
+        : undefined,
     };
   },
 
@@ -2293,6 +2374,18 @@ export const TaskGatewayStatus: MessageFns<TaskGatewayStatus> = {
     if (message.reportedAt !== undefined) {
       obj.reportedAt = message.reportedAt.toISOString();
     }
+    if (message.verifierDivergences !== 0) {
+      obj.verifierDivergences = Math.round(message.verifierDivergences);
+    }
+    if (message.unreconcilableWrites !== 0) {
+      obj.unreconcilableWrites = Math.round(message.unreconcilableWrites);
+    }
+    if (message.lastDivergenceAt !== undefined) {
+      obj.lastDivergenceAt = message.lastDivergenceAt.toISOString();
+    }
+    if (message.lastUnreconcilableAt !== undefined) {
+      obj.lastUnreconcilableAt = message.lastUnreconcilableAt.toISOString();
+    }
     return obj;
   },
 
@@ -2311,6 +2404,10 @@ export const TaskGatewayStatus: MessageFns<TaskGatewayStatus> = {
     message.lag = (object.lag !== undefined && object.lag !== null) ? Duration.fromPartial(object.lag) : undefined;
     message.deadLetters = object.deadLetters ?? 0;
     message.reportedAt = object.reportedAt ?? undefined;
+    message.verifierDivergences = object.verifierDivergences ?? 0;
+    message.unreconcilableWrites = object.unreconcilableWrites ?? 0;
+    message.lastDivergenceAt = object.lastDivergenceAt ?? undefined;
+    message.lastUnreconcilableAt = object.lastUnreconcilableAt ?? undefined;
     return message;
   },
 };
