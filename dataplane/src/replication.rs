@@ -1427,6 +1427,13 @@ impl Replication {
                     let mut applied = OpKindCounts::default();
                     applied.add(op.kind_name());
                     self.note_applied(&applied);
+                    // A replayed settings change, or an index deleted and
+                    // created again under the same name, may have lowered
+                    // the backup's `index.gc_deletes`: raise it again
+                    // before the next document batch.
+                    if matches!(op, ReplicationOp::IndexMeta { .. }) {
+                        self.gc_done.lock().clear();
+                    }
                     return Ok(());
                 }
                 ItemOutcome::Failed { status, reason } => {

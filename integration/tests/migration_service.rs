@@ -28,7 +28,12 @@ fn url(flavor: &str) -> String {
 /// A control plane on a fresh database with es7, os2 and es6 registered
 /// under their flavor names.
 async fn control_plane(prefix: &str) -> ControlPlaneProcess {
-    let database = fresh_database(prefix).await;
+    control_plane_on(&fresh_database(prefix).await).await
+}
+
+/// [`control_plane`] on `database`.
+async fn control_plane_on(database: &str) -> ControlPlaneProcess {
+    let database = database.to_string();
     let process = ControlPlaneProcess::start(ControlPlaneOptions::new(&database)).await;
     let mut clusters = process.clusters().await;
     for flavor in ["es7", "os2", "es6"] {
@@ -590,7 +595,7 @@ async fn copy_survives_kill_9_of_the_control_plane() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn newer_target_documents_are_not_overwritten() {
+async fn an_existing_target_index_is_refused_unless_reused_and_stays_version_fenced() {
     let (es7, os2) = (url("es7"), url("os2"));
     let index = unique_index("mig-fence");
     create_index(&es7, &index, json!({})).await;
@@ -643,14 +648,17 @@ async fn newer_target_documents_are_not_overwritten() {
     })
     .await;
     assert_eq!(state(&job), pb::JobState::Succeeded, "{:?}", job.error);
-    assert_eq!(job.docs_skipped_newer, 1);
-    assert_eq!(job.index_progress[0].docs_skipped_newer, 1);
     assert_eq!(progress(&job).docs_done, 10);
     let target = documents(&os2, &index).await;
     let source = documents(&es7, &index).await;
     assert_eq!(target.len(), 10);
-    assert_eq!(target["3"].0, 7);
-    assert_eq!(target["3"].1["body"], json!("newer from the replay"));
+    // The source still holds document 3 at the version the copy read (1),
+    // below the target's 7: only a re-creation after a pruned tombstone
+    // leads there, and the source is the truth (ADR 006). It is written
+    // above the target's version, not skipped.
+    assert_eq!(job.docs_skipped_newer, 0);
+    assert_eq!(target["3"].0, 8);
+    assert_eq!(target["3"].1, source["3"].1);
     for (id, doc) in &source {
         if id != "3" {
             assert_eq!(&target[id], doc, "document {id}");
@@ -1129,6 +1137,86 @@ async fn copied_documents_keep_their_source_bytes() {
         pretty.contains(r#""_source":{"b":2,"a":"x  y"}"#),
         "{pretty}"
     );
+    delete_index(&es7, &index).await;
+    delete_index(&os2, &index).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_document_recreated_below_the_targets_version_is_copied_above_it() {
+    let (es7, os2) = (url("es7"), url("os2"));
+    let index = unique_index("mig-recreated");
+    create_index(&es7, &index, json!({})).await;
+    load(&es7, &index, None, 0..5).await;
+    // The target holds an older life of document 3 at version 9 (the
+    // source deleted it, pruned the tombstone and created it again at 1),
+    // and a genuinely newer document 4 the replay wrote.
+    create_index(&os2, &index, json!({})).await;
+    for (id, version, body) in [(3, 9, "an older life"), (4, 7, "newer from the replay")] {
+        let (status, answer) = call(
+            Method::PUT,
+            format!("{os2}/{index}/_doc/{id}?version={version}&version_type=external&refresh=true"),
+            Some(json!({ "n": id, "body": body })),
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    // Document 4 moved on the source too (version 8, above the target's 7).
+    let (status, answer) = call(
+        Method::PUT,
+        format!("{es7}/{index}/_doc/4?version=8&version_type=external&refresh=true"),
+        Some(json!({ "n": 4, "body": "newest, on the source" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let database = fresh_database("migration_recreated").await;
+    let cp = control_plane_on(&database).await;
+    let mut client = cp.migrations().await;
+    let job = create(
+        &mut client,
+        request(
+            "es7",
+            "os2",
+            &index,
+            pb::MigrationOptions {
+                metadata: Some(pb::MetadataCopyOptions {
+                    if_exists: pb::ExistingIndexPolicy::Reuse as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let job = wait_for(&mut client, &job.id, "copy", |j| {
+        !matches!(state(j), pb::JobState::Pending | pb::JobState::Running)
+    })
+    .await;
+    assert_eq!(state(&job), pb::JobState::Succeeded, "{:?}", job.error);
+    let source = documents(&es7, &index).await;
+    let target = documents(&os2, &index).await;
+    assert_eq!(
+        target["3"].1, source["3"].1,
+        "the re-created document is copied"
+    );
+    assert!(
+        target["3"].0 > 9,
+        "above the target's old version: {:?}",
+        target["3"]
+    );
+    assert_eq!(
+        target["4"], source["4"],
+        "document 4 is copied at the source's version"
+    );
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let (events,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM job_events WHERE job_id = $1::uuid AND reason = 'DOCUMENTS_REWRITTEN_ABOVE_TARGET'",
+    )
+    .bind(&job.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 1, "the rewrite is reported as a job event");
     delete_index(&es7, &index).await;
     delete_index(&os2, &index).await;
 }

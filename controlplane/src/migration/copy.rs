@@ -6,7 +6,12 @@
 //! Writing: `_bulk` index actions with `version_type=external` and the
 //! source `_version`, so that a document already written by the gateway's
 //! replay (same or newer version) is kept: the target answers 409, counted
-//! as `docs_skipped_newer`. Any other refused item counts as `docs_failed`
+//! as `docs_skipped_newer` — once the source's current version (one
+//! `_mget`) shows it moved past the target's. A source still at the version
+//! just read, below the target's, was re-created after its delete
+//! tombstone was pruned (ADR 006): that document is written again above
+//! the target's version (`docs_rewritten_above_target`), as the replayer
+//! does. Any other refused item counts as `docs_failed`
 //! and is reported as a DOCUMENT_REJECTED event with a sample reason.
 //!
 //! Checkpoints, after every batch:
@@ -38,6 +43,10 @@ use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRe
 /// Counter of documents the target already held in the same or a newer
 /// version.
 pub const SKIPPED_NEWER: &str = "docs_skipped_newer";
+/// Partition counter: documents the target held at a higher version than
+/// the source although the source had not moved (re-created after the
+/// source pruned its tombstone), written above the target's version.
+pub const REGRESSIONS: &str = "docs_rewritten_above_target";
 /// Counter of documents the target refused.
 pub const FAILED: &str = "docs_failed";
 
@@ -66,6 +75,7 @@ enum Checkpoint {
 }
 
 /// One document read from the source.
+#[derive(Debug, Clone)]
 struct Hit {
     id: String,
     doc_type: Option<String>,
@@ -135,19 +145,42 @@ pub async fn run(
         // moves forward on the server, so reading ahead would pass the
         // checkpoint a pause resumes from: scroll reads stay sequential.
         let (written, read_ahead) = if use_pit {
-            let (written, next) =
-                tokio::join!(write(spec, target, &partition.unit, &hits), reader.next());
+            let (written, next) = tokio::join!(
+                write(spec, source, target, &partition.unit, &hits),
+                reader.next()
+            );
             (written, Some(next))
         } else {
-            (write(spec, target, &partition.unit, &hits).await, None)
+            (
+                write(spec, source, target, &partition.unit, &hits).await,
+                None,
+            )
         };
         let written = written?;
         if let Some(event) = written.rejection_event(&partition.unit) {
             lease.event(event).await;
         }
+        if written.regressions > 0 {
+            lease
+                .event(
+                    NewJobEvent::new(
+                        tandem_proto::v1::EventSeverity::Info,
+                        "DOCUMENTS_REWRITTEN_ABOVE_TARGET",
+                        format!(
+                            "{} document(s) of {} were below the target's version although the source had not moved (re-created after a delete); written above the target's version",
+                            written.regressions, partition.unit
+                        ),
+                    )
+                    .unit(&partition.unit),
+                )
+                .await;
+        }
         progress.docs_done += count;
         progress.bytes_done += bytes;
         *progress.counters.entry(SKIPPED_NEWER.into()).or_default() += written.skipped_newer;
+        if written.regressions > 0 {
+            *progress.counters.entry(REGRESSIONS.into()).or_default() += written.regressions;
+        }
         *progress.counters.entry(FAILED.into()).or_default() += written.failed;
         let limits = Limits {
             docs_per_second: spec.max_docs_per_second,
@@ -482,6 +515,7 @@ fn hits(page: SearchPage) -> Vec<Hit> {
 #[derive(Debug, Default)]
 struct Written {
     skipped_newer: u64,
+    regressions: u64,
     failed: u64,
     /// A few refused ids with their reasons.
     samples: Vec<(String, String)>,
@@ -510,10 +544,94 @@ impl Written {
 /// Writes `hits` to `index` on the target with external versions.
 async fn write(
     spec: &MigrationSpec,
+    source: &SearchClient,
     target: &SearchClient,
     index: &str,
     hits: &[Hit],
 ) -> Result<Written, JobFailure> {
+    let (mut written, conflicts) = write_once(spec, target, index, hits).await?;
+    if conflicts.is_empty() {
+        return Ok(written);
+    }
+    // A conflict is "the target is newer" only if the source moved past
+    // the target's version too (the replay wrote it); a source that still
+    // holds the version just read, below the target's, was re-created
+    // after its tombstone was pruned: write it above the target's version.
+    let current = source_versions(source, index, &conflicts).await?;
+    let mut above = Vec::new();
+    for ((hit, target_version), now) in conflicts.into_iter().zip(current) {
+        match (target_version, now) {
+            (Some(t), Some(v)) if v == hit.version && t > v => above.push(Hit {
+                version: t + 1,
+                ..hit.clone()
+            }),
+            _ => written.skipped_newer += 1,
+        }
+    }
+    if !above.is_empty() {
+        let (again, still) = write_once(spec, target, index, &above).await?;
+        written.regressions += (above.len() - still.len()) as u64;
+        written.skipped_newer += still.len() as u64;
+        written.failed += again.failed;
+        written.samples.extend(again.samples);
+    }
+    Ok(written)
+}
+
+/// The source's current `_version` of each conflicting hit (`None` when
+/// gone or unreadable), from one `_mget`.
+async fn source_versions(
+    source: &SearchClient,
+    index: &str,
+    conflicts: &[(&Hit, Option<i64>)],
+) -> Result<Vec<Option<i64>>, JobFailure> {
+    let docs: Vec<Value> = conflicts
+        .iter()
+        .map(|(hit, _)| {
+            let mut doc = json!({ "_index": index, "_id": hit.id, "_source": false });
+            if source.typed()
+                && let Some(t) = &hit.doc_type
+            {
+                doc["_type"] = json!(t);
+            }
+            if let Some(r) = &hit.routing {
+                doc["routing"] = json!(r);
+            }
+            doc
+        })
+        .collect();
+    let body = source
+        .expect(Method::POST, "/_mget", Some(&json!({ "docs": docs })))
+        .await?;
+    let found = body["docs"].as_array().cloned().unwrap_or_default();
+    Ok((0..conflicts.len())
+        .map(|i| {
+            found
+                .get(i)
+                .filter(|d| d["found"] == json!(true))
+                .and_then(|d| d["_version"].as_i64())
+        })
+        .collect())
+}
+
+/// The target's current version from a version conflict's reason
+/// (`... current version [9] is higher than the one provided [3]`); the
+/// replayer reads it the same way (`dataplane/src/es/docstate.rs`).
+fn conflict_current_version(reason: &str) -> Option<i64> {
+    let start = reason.find("current version [")? + "current version [".len();
+    let end = reason[start..].find(']')? + start;
+    reason[start..end].parse().ok()
+}
+
+/// One `_bulk` of `hits` (retrying 429s); returns what it wrote and the
+/// hits refused as version conflicts, with the target's current version.
+async fn write_once<'h>(
+    spec: &MigrationSpec,
+    target: &SearchClient,
+    index: &str,
+    hits: &'h [Hit],
+) -> Result<(Written, Vec<(&'h Hit, Option<i64>)>), JobFailure> {
+    let mut conflicts = Vec::new();
     let old_syntax = target.version.distribution == crate::probe::Distribution::Elasticsearch
         && target.version.major <= 5;
     let mut written = Written::default();
@@ -578,7 +696,13 @@ async fn write(
                 .unwrap_or_default();
             match result["status"].as_u64().unwrap_or(0) {
                 200..=299 => {}
-                409 => written.skipped_newer += 1,
+                409 => conflicts.push((
+                    *hit,
+                    result
+                        .pointer("/error/reason")
+                        .and_then(Value::as_str)
+                        .and_then(conflict_current_version),
+                )),
                 429 if attempt < BULK_ATTEMPTS => retry.push(*hit),
                 _ => {
                     written.failed += 1;
@@ -594,12 +718,12 @@ async fn write(
             }
         }
         if retry.is_empty() {
-            return Ok(written);
+            return Ok((written, conflicts));
         }
         pending = retry;
         tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
     }
-    Ok(written)
+    Ok((written, conflicts))
 }
 
 /// The counters of a partition, summed into `into`.
