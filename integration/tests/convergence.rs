@@ -855,6 +855,25 @@ async fn write_shapes_converge_os2_to_es6() {
     write_shapes_converge(env().cluster("os2"), env().cluster("es6"), true).await;
 }
 
+/// Overwrites documents `0..count` of `index` on `cluster` directly (not
+/// through the gateway): no record will ever fix them.
+async fn change_behind_the_gateway(cluster: &str, index: &str, count: u32) {
+    let lines: Vec<serde_json::Value> = (0..count)
+        .flat_map(|n| {
+            [
+                json!({ "index": { "_index": index, "_id": n.to_string() } }),
+                json!({ "n": n, "tampered": true }),
+            ]
+        })
+        .collect();
+    let (code, answer) = bulk(format!("{cluster}/_bulk?refresh=true"), &lines).await;
+    assert_eq!(
+        (code, answer["errors"].clone()),
+        (200, json!(false)),
+        "{answer}"
+    );
+}
+
 /// The gateway's `/replication` status.
 async fn status(admin_url: &str) -> serde_json::Value {
     tandem_integration::gateway::replication_status(admin_url).await
@@ -886,20 +905,7 @@ async fn the_verifier_finds_and_repairs_documents_changed_behind_the_gateway() {
     drain(&gw.admin_url, DRAIN_TIMEOUT).await;
 
     // Every document changed on the backup directly.
-    let lines: Vec<serde_json::Value> = (0..64)
-        .flat_map(|n| {
-            [
-                json!({ "index": { "_index": index, "_id": n.to_string() } }),
-                json!({ "n": n, "tampered": true }),
-            ]
-        })
-        .collect();
-    let (code, answer) = bulk(format!("{}/_bulk?refresh=true", backup.url), &lines).await;
-    assert_eq!(
-        (code, answer["errors"].clone()),
-        (200, json!(false)),
-        "{answer}"
-    );
+    change_behind_the_gateway(&backup.url, &index, 64).await;
 
     // One replayed document in 8 is sampled: all 8 samples are found.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -1006,20 +1012,7 @@ async fn a_divergence_the_verifier_finds_degrades_the_task() {
         );
     }
     drain(&gw.admin_url, DRAIN_TIMEOUT).await;
-    let lines: Vec<serde_json::Value> = (0..16)
-        .flat_map(|n| {
-            [
-                json!({ "index": { "_index": index, "_id": n.to_string() } }),
-                json!({ "n": n, "tampered": true }),
-            ]
-        })
-        .collect();
-    let (code, answer) = bulk(format!("{}/_bulk?refresh=true", backup.url), &lines).await;
-    assert_eq!(
-        (code, answer["errors"].clone()),
-        (200, json!(false)),
-        "{answer}"
-    );
+    change_behind_the_gateway(&backup.url, &index, 16).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
