@@ -225,7 +225,12 @@ impl WritePath {
             }
             _ => Vec::new(),
         };
-        let what = format!("{} {}", header.method, header.uri);
+        // The request line only matters when the write names no document.
+        let what = if keys.is_empty() {
+            format!("{} {}", header.method, header.uri)
+        } else {
+            String::new()
+        };
         let note = match self.replication.inflight.note(&keys, &what) {
             Ok(note) => note,
             Err(err) => {

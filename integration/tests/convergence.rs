@@ -1030,7 +1030,18 @@ async fn a_divergence_the_verifier_finds_degrades_the_task() {
             && let Some(problem) = diverged
         {
             assert!(problem.message.contains(&gateway_id), "{}", problem.message);
-            break;
+            let events = tasks
+                .list_task_events(pb::ListTaskEventsRequest {
+                    task_id: task.id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            if events.iter().any(|e| e.reason == "BACKUP_DIVERGED") {
+                break;
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -408,6 +408,95 @@ pub async fn record_reports(
     connection_id: Uuid,
     reports: &Reports,
 ) -> Result<Option<GatewayRecord>, StoreError> {
+    // Divergence evidence is rare: only then is the previous report read,
+    // to turn what grew into task events.
+    let diverging = reports.queue_stats.as_ref().is_some_and(|q| {
+        q.tasks.iter().any(|t| {
+            t.stats
+                .as_ref()
+                .is_some_and(|s| s.verifier_divergences > 0 || s.unreconcilable_writes > 0)
+        })
+    });
+    let previous = if diverging {
+        get(pool, id).await?.and_then(|g| g.last_queue_stats)
+    } else {
+        None
+    };
+    let record = record_reports_only(pool, id, connection_id, reports).await?;
+    if let (true, Some(record), Some(stats)) = (diverging, &record, &reports.queue_stats) {
+        for (task_id, event) in divergence_events(&record.id, previous.as_ref(), stats) {
+            sqlx::query(
+                "INSERT INTO task_events (task_id, severity, reason, message) \
+                 SELECT id, $2, $3, $4 FROM replication_tasks WHERE id = $1",
+            )
+            .bind(task_id)
+            .bind(event.severity.as_str_name())
+            .bind(&event.reason)
+            .bind(&event.message)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(record)
+}
+
+/// Task events for the divergence counters that grew between two queue
+/// statistics reports of gateway `gateway_id`.
+pub fn divergence_events(
+    gateway_id: &str,
+    previous: Option<&pb::QueueStatsReport>,
+    current: &pb::QueueStatsReport,
+) -> Vec<(Uuid, super::tasks::NewEvent)> {
+    let before = |task_id: &str| {
+        previous
+            .and_then(|p| p.tasks.iter().find(|t| t.task_id == task_id))
+            .and_then(|t| t.stats.clone())
+            .unwrap_or_default()
+    };
+    let mut events = Vec::new();
+    for task in &current.tasks {
+        let (Ok(task_id), Some(now)) = (Uuid::parse_str(&task.task_id), task.stats.as_ref()) else {
+            continue;
+        };
+        let was = before(&task.task_id);
+        if now.verifier_divergences > was.verifier_divergences {
+            events.push((
+                task_id,
+                super::tasks::NewEvent {
+                    severity: pb::EventSeverity::Error,
+                    reason: "BACKUP_DIVERGED".into(),
+                    message: format!(
+                        "the verifier of gateway {gateway_id} found {} more document(s) different on the backup after every record was replayed ({} in all); each was repaired from the primary",
+                        now.verifier_divergences - was.verifier_divergences,
+                        now.verifier_divergences
+                    ),
+                },
+            ));
+        }
+        if now.unreconcilable_writes > was.unreconcilable_writes {
+            events.push((
+                task_id,
+                super::tasks::NewEvent {
+                    severity: pb::EventSeverity::Error,
+                    reason: "UNRECONCILABLE_WRITES".into(),
+                    message: format!(
+                        "gateway {gateway_id} had {} more write(s) with an unknown outcome that name no document ({} in all); run a comparison job",
+                        now.unreconcilable_writes - was.unreconcilable_writes,
+                        now.unreconcilable_writes
+                    ),
+                },
+            ));
+        }
+    }
+    events
+}
+
+async fn record_reports_only(
+    pool: &PgPool,
+    id: &str,
+    connection_id: Uuid,
+    reports: &Reports,
+) -> Result<Option<GatewayRecord>, StoreError> {
     let heartbeat = reports.heartbeat.as_ref();
     let row = sqlx::query_as::<_, GatewayRow>(include_str!("queries/gateway_record_reports.sql"))
         .bind(id)
@@ -666,4 +755,42 @@ pub async fn last_event_no(pool: &PgPool) -> Result<i64, StoreError> {
             .await?
             .unwrap_or(0),
     )
+}
+
+#[cfg(test)]
+mod divergence_tests {
+    use super::*;
+
+    fn report(task_id: &str, divergences: u64, unreconcilable: u64) -> pb::QueueStatsReport {
+        pb::QueueStatsReport {
+            tasks: vec![pb::TaskQueueReport {
+                task_id: task_id.into(),
+                stats: Some(pb::QueueStats {
+                    verifier_divergences: divergences,
+                    unreconcilable_writes: unreconcilable,
+                    ..Default::default()
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn only_counters_that_grew_become_task_events() {
+        let task = Uuid::new_v4();
+        let id = task.to_string();
+        let events = divergence_events("gw-1", Some(&report(&id, 2, 1)), &report(&id, 5, 1));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0, task);
+        assert_eq!(events[0].1.reason, "BACKUP_DIVERGED");
+        assert!(
+            events[0].1.message.contains("3 more"),
+            "{}",
+            events[0].1.message
+        );
+        let first = divergence_events("gw-1", None, &report(&id, 0, 2));
+        assert_eq!(first[0].1.reason, "UNRECONCILABLE_WRITES");
+        assert!(divergence_events("gw-1", Some(&report(&id, 5, 1)), &report(&id, 5, 1)).is_empty());
+        // Reports of the gateway's local queue name no task.
+        assert!(divergence_events("gw-1", None, &report("local", 4, 4)).is_empty());
+    }
 }
