@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use tandem_integration::client::{bulk, call, create_index, put_doc};
+use tandem_integration::client::{bulk, call, create_index, index_numbered_docs, put_doc};
 use tandem_integration::compare::assert_converged;
 use tandem_integration::gateway::{GatewayOptions, GatewayProcess, TestGateway, drain};
 use tandem_integration::relay::TcpRelay;
@@ -901,12 +901,7 @@ async fn the_verifier_finds_and_repairs_documents_changed_behind_the_gateway() {
         json!({ "properties": { "n": { "type": "long" } } }),
     )
     .await;
-    for n in 0..64 {
-        assert_eq!(
-            put_doc(&gw.url, &index, &n.to_string(), json!({ "n": n })).await,
-            201
-        );
-    }
+    index_numbered_docs(&gw.url, &index, 0..64).await;
     drain(&gw.admin_url, DRAIN_TIMEOUT).await;
 
     // Every document changed on the backup directly.
@@ -1010,12 +1005,7 @@ async fn a_divergence_the_verifier_finds_degrades_the_task() {
         json!({ "properties": { "n": { "type": "long" } } }),
     )
     .await;
-    for n in 0..16 {
-        assert_eq!(
-            put_doc(&gw.url, &index, &n.to_string(), json!({ "n": n })).await,
-            201
-        );
-    }
+    index_numbered_docs(&gw.url, &index, 0..16).await;
     drain(&gw.admin_url, DRAIN_TIMEOUT).await;
     change_behind_the_gateway(&backup.url, &index, 16).await;
 
