@@ -22,6 +22,7 @@ final class EmbeddedNode extends Node {
         {"org.elasticsearch.index.reindex.ReindexPlugin"},
         {"org.elasticsearch.painless.PainlessPlugin"},
         {"org.elasticsearch.analysis.common.CommonAnalysisPlugin"},
+        {"org.elasticsearch.ingest.common.IngestCommonPlugin"},
         {"org.elasticsearch.script.mustache.MustachePlugin"},
         {"org.elasticsearch.join.ParentJoinPlugin"},
         {"org.elasticsearch.percolator.PercolatorPlugin"},

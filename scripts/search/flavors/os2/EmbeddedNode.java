@@ -23,6 +23,7 @@ final class EmbeddedNode extends Node {
         {"org.opensearch.reindex.ReindexPlugin", "org.opensearch.index.reindex.ReindexPlugin"},
         {"org.opensearch.painless.PainlessPlugin"},
         {"org.opensearch.analysis.common.CommonAnalysisPlugin"},
+        {"org.opensearch.ingest.common.IngestCommonPlugin"},
         {"org.opensearch.script.mustache.MustachePlugin"},
         {"org.opensearch.join.ParentJoinPlugin"},
         {"org.opensearch.percolator.PercolatorPlugin"},
