@@ -26,6 +26,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,9 +39,13 @@ use tokio::sync::{Notify, watch};
 
 use crate::counters::DurableCounters;
 use crate::dead_letters::DeadLetterStore;
+use crate::es::by_query::{
+    PAGE_SIZE as BY_QUERY_PAGE, SCROLL_PATH, clear_scroll_body, match_search, page_ops,
+    parse_match_page, refresh_path, scroll_body, scroll_id_of,
+};
 use crate::es::docstate::{
-    ConflictClass, CurrentVersion, DocKey, DocState, classify_conflict, parse_version_mget,
-    version_mget,
+    ConflictClass, CurrentVersion, DocKey, DocState, classify_conflict, parse_source_mget,
+    parse_version_mget, source_mget, version_mget,
 };
 use crate::es::ops::ReplicationOp;
 use crate::es::replay::{
@@ -274,6 +279,9 @@ pub struct Replication {
     pub inflight: InflightJournal,
     /// Documents waiting to be queued for reconciliation.
     pending: Mutex<Vec<PendingReconcile>>,
+    /// Documents taken from `pending` whose read-repair records are being
+    /// appended: still owed to the backup until the queue holds them.
+    queuing: AtomicUsize,
     /// Applied documents sampled for the verifier.
     samples: Samples,
     /// Documents the verifier saw different, waiting to be confirmed.
@@ -370,6 +378,7 @@ impl Replication {
         Ok(Arc::new(Replication {
             inflight,
             pending: Mutex::new(pending),
+            queuing: AtomicUsize::new(0),
             samples: Samples::default(),
             suspects: Mutex::new(Vec::new()),
             counters,
@@ -526,22 +535,37 @@ impl Replication {
         }
     }
 
-    /// Documents waiting to be queued for reconciliation.
+    /// Documents waiting to be queued for reconciliation, including those
+    /// whose records are being appended right now: until the queue holds
+    /// them they are in no lag figure, and the backup may differ on them.
     pub fn pending_reconciles(&self) -> usize {
-        self.pending.lock().iter().map(|p| p.keys.len()).sum()
+        // Read `queuing` first: a batch moves from it into the queue, never
+        // back into `pending` without passing through it again.
+        let queuing = self.queuing.load(Ordering::SeqCst);
+        self.pending
+            .lock()
+            .iter()
+            .map(|p| p.keys.len())
+            .sum::<usize>()
+            + queuing
     }
 
     /// Queues the pending reconciliations that are due (all of them with
     /// `all`) as read-repair ops; returns how many documents were queued.
     async fn queue_due_reconciles(&self, all: bool) -> usize {
         let now = tokio::time::Instant::now();
-        let due: Vec<PendingReconcile> = {
+        let (due, documents) = {
             let mut pending = self.pending.lock();
-            let (due, later) = std::mem::take(&mut *pending)
+            let (due, later): (Vec<PendingReconcile>, _) = std::mem::take(&mut *pending)
                 .into_iter()
                 .partition(|p| all || p.due <= now);
             *pending = later;
-            due
+            let documents: usize = due.iter().map(|p| p.keys.len()).sum();
+            // Counted while the records are appended (see
+            // `pending_reconciles`); taken under the lock so no reader sees
+            // the documents in neither place.
+            self.queuing.fetch_add(documents, Ordering::SeqCst);
+            (due, documents)
         };
         if due.is_empty() {
             return 0;
@@ -552,6 +576,8 @@ impl Replication {
             .collect();
         match self.record(&ops).await {
             Ok(()) => {
+                // The queue holds them now: they are in its lag.
+                self.queuing.fetch_sub(documents, Ordering::SeqCst);
                 for p in &due {
                     self.inflight.close(p.note);
                     self.metrics
@@ -566,6 +592,7 @@ impl Replication {
             Err(err) => {
                 tracing::error!(error = %err, documents = ops.len(), "cannot queue documents for reconciliation; will retry");
                 self.pending.lock().extend(due);
+                self.queuing.fetch_sub(documents, Ordering::SeqCst);
                 0
             }
         }
@@ -1453,6 +1480,202 @@ impl Replication {
     }
 
     /// One attempt at applying any op on its own.
+    /// One request to the backup: status and body, `Err` when no answer
+    /// came.
+    async fn backup_request(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), String> {
+        let header = build_header(method, path, !body.is_empty())?;
+        let response = self
+            .backup()
+            .exchange(header, Bytes::from(body), true)
+            .await
+            .map_err(|e| format!("{method} {path} on the backup: {e}"))?;
+        Ok((response.header.status.as_u16(), response.body))
+    }
+
+    /// Replays a by-query op as the reconciliation of the documents it
+    /// matches on the backup (see [`crate::es::by_query`]), in one
+    /// attempt: refresh, then page by page list the matches, read them
+    /// from the primary and write the primary's state, version-fenced.
+    /// Every step is idempotent, so a failed attempt is simply repeated.
+    async fn by_query_once(&self, op: &ReplicationOp, target: &ReplayTarget) -> ItemOutcome {
+        let retryable = |reason: String| ItemOutcome::Retryable { status: 0, reason };
+        let search = match match_search(op, target) {
+            Ok(search) => search,
+            Err(err) => {
+                return ItemOutcome::Failed {
+                    status: 0,
+                    reason: err.to_string(),
+                };
+            }
+        };
+        let primary_version = match self.version_of(true).await {
+            Ok(version) => version,
+            Err(err) => return retryable(format!("{err:#}")),
+        };
+        if let Some(path) = refresh_path(op) {
+            match self.backup_request(&Method::POST, &path, Vec::new()).await {
+                Ok((status, _)) if (200..300).contains(&status) => {}
+                Ok((status, body)) => {
+                    return ItemOutcome::Retryable {
+                        status,
+                        reason: format!("refresh before a by-query write: {}", excerpt(&body)),
+                    };
+                }
+                Err(reason) => return retryable(reason),
+            }
+        }
+        let mut response = self
+            .backup_request(&Method::POST, &search.path, search.body)
+            .await;
+        let mut scroll_id = None;
+        let mut reconciled = 0u64;
+        let outcome = loop {
+            let (status, body) = match response {
+                Ok(answer) => answer,
+                Err(reason) => break retryable(reason),
+            };
+            if let Some(id) = scroll_id_of(&body) {
+                scroll_id = Some(id);
+            }
+            if !(200..300).contains(&status) {
+                let reason = format!(
+                    "listing what the by-query write matches on the backup: {}",
+                    excerpt(&body)
+                );
+                break if status == 429 || status >= 500 {
+                    ItemOutcome::Retryable { status, reason }
+                } else {
+                    ItemOutcome::Failed { status, reason }
+                };
+            }
+            let page = match parse_match_page(&body) {
+                Ok(page) => page,
+                Err(reason) => break retryable(format!("by-query matches: {reason}")),
+            };
+            if page.hits.is_empty() {
+                break ItemOutcome::Applied;
+            }
+            let keys: Vec<DocKey> = page.hits.iter().map(|(key, _)| key.clone()).collect();
+            let states = match self.primary_documents(&keys, &primary_version).await {
+                Ok(states) => states,
+                Err(reason) => break retryable(reason),
+            };
+            let ops = page_ops(&page.hits, &states);
+            reconciled += ops.len() as u64;
+            if let Err(outcome) = self.apply_ops_once(&ops, target).await {
+                break outcome;
+            }
+            match (&page.scroll_id, page.hits.len() < BY_QUERY_PAGE) {
+                (_, true) => break ItemOutcome::Applied,
+                (Some(id), false) => {
+                    response = self
+                        .backup_request(&Method::POST, SCROLL_PATH, scroll_body(id))
+                        .await;
+                }
+                (None, false) => break retryable("a full page came without a scroll id".into()),
+            }
+        };
+        if let Some(id) = scroll_id {
+            // Best effort: the backup frees it after the keep-alive anyway.
+            let _ = self
+                .backup_request(&Method::DELETE, SCROLL_PATH, clear_scroll_body(&id))
+                .await;
+        }
+        if outcome == ItemOutcome::Applied {
+            tracing::debug!(
+                path = ?op.index(),
+                documents = reconciled,
+                "by-query write replayed as the reconciliation of its matches"
+            );
+        }
+        outcome
+    }
+
+    /// The primary's current state of each of `keys` (one `_mget` per
+    /// page).
+    async fn primary_documents(
+        &self,
+        keys: &[DocKey],
+        version: &ClusterVersion,
+    ) -> Result<Vec<DocState>, String> {
+        let (path, body) = source_mget(keys, version);
+        let header = build_header(&Method::POST, path, true)?;
+        let response = self
+            .primary()
+            .exchange(header, Bytes::from(body), true)
+            .await
+            .map_err(|e| format!("primary _mget: {e}"))?;
+        let status = response.header.status.as_u16();
+        if status != 200 {
+            return Err(format!(
+                "primary _mget answered {status}: {}",
+                excerpt(&response.body)
+            ));
+        }
+        parse_source_mget(&response.body, keys).map_err(|e| format!("primary _mget: {e}"))
+    }
+
+    /// Applies index/delete ops to the backup in one `_bulk`, settling
+    /// version conflicts; the first other failure is returned.
+    async fn apply_ops_once(
+        &self,
+        ops: &[ReplicationOp],
+        target: &ReplayTarget,
+    ) -> Result<(), ItemOutcome> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let body = build_replay_bulk(ops.iter(), target).map_err(|e| ItemOutcome::Failed {
+            status: 0,
+            reason: e.to_string(),
+        })?;
+        let indices: Vec<String> = ops
+            .iter()
+            .filter_map(|op| op.index().map(|i| i.into_owned()))
+            .collect();
+        self.ensure_gc_deletes(&indices).await;
+        let outcomes = self
+            .send_bulk(body)
+            .await
+            .map_err(|reason| ItemOutcome::Retryable { status: 0, reason })?;
+        if outcomes.len() != ops.len() {
+            return Err(ItemOutcome::Retryable {
+                status: 0,
+                reason: format!(
+                    "backup answered {} bulk items for {} ops",
+                    outcomes.len(),
+                    ops.len()
+                ),
+            });
+        }
+        let mut applied = OpKindCounts::default();
+        let mut failure = None;
+        for (op, outcome) in ops.iter().zip(outcomes) {
+            let outcome = match outcome {
+                ItemOutcome::VersionConflict { current } => {
+                    self.settle_one_conflict(op, current, target).await
+                }
+                outcome => outcome,
+            };
+            match outcome {
+                ItemOutcome::Applied => {
+                    applied.add(op.kind_name());
+                    self.samples.offer(|| DocKey::of(op));
+                }
+                other => {
+                    failure.get_or_insert(other);
+                }
+            }
+        }
+        self.note_applied(&applied);
+        failure.map_or(Ok(()), Err)
+    }
+
     async fn apply_once(&self, op: &ReplicationOp, target: &ReplayTarget) -> ItemOutcome {
         match op {
             ReplicationOp::Index { .. } | ReplicationOp::Delete { .. } => {
@@ -1483,7 +1706,8 @@ impl Replication {
                 Ok(resolved) => Box::pin(self.apply_once(&resolved, target)).await,
                 Err(outcome) => outcome,
             },
-            ReplicationOp::IndexMeta { .. } | ReplicationOp::QueryScoped { .. } => {
+            ReplicationOp::QueryScoped { .. } => self.by_query_once(op, target).await,
+            ReplicationOp::IndexMeta { .. } => {
                 let request = match replay_request(op, target) {
                     Ok(request) => request,
                     Err(err) => {
@@ -1731,6 +1955,11 @@ impl DocIo for ClusterDocs<'_> {
             Err(reason) => ItemOutcome::Retryable { status: 0, reason },
         }
     }
+}
+
+/// The start of an answer body, for error messages.
+fn excerpt(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&body[..body.len().min(300)])
 }
 
 fn build_header(method: &Method, path: &str, json_body: bool) -> Result<RequestHeader, String> {

@@ -33,7 +33,7 @@ use serde_json::Value;
 use crate::es::bulk::{BulkItem, BulkResponse, accepted_ops, assign_missing_ids, parse_bulk_bytes};
 use crate::es::classify::RequestClass;
 use crate::es::docstate::DocKey;
-use crate::es::ops::{ReplicationOp, accepted_single};
+use crate::es::ops::{ReplicationOp, accepted_single, query_scoped_op};
 use crate::metrics::Metrics;
 use crate::proxy::{error_body, write_json};
 use crate::replication::{ReconcileCause, Replication};
@@ -283,11 +283,28 @@ impl WritePath {
             Err(err) => {
                 self.metrics.unknown_outcome_writes.inc();
                 let named = !keys.is_empty();
-                unsettled(keys);
+                // A by-query write is recorded all the same: its replay
+                // reconciles what it matches, whatever the primary did.
+                let by_query = query_scoped_op(class, &body);
+                let recorded = match &by_query {
+                    Some(op) => self
+                        .replication
+                        .record(std::slice::from_ref(op))
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                if recorded {
+                    self.replication.inflight.close(note);
+                } else {
+                    unsettled(keys);
+                }
                 let reason = format!(
                     "connection to the primary failed after the request was sent; the write may or may not have been applied ({}): {err}",
                     if named {
                         "the gateway reconciles the documents it names from the primary"
+                    } else if recorded {
+                        "the gateway reconciles the documents it matches from the primary"
                     } else {
                         "it names no document: run a comparison job"
                     }
@@ -297,7 +314,14 @@ impl WritePath {
         };
         let status = response.header.status.as_u16();
 
-        let ops = self.accepted(class, items.as_deref(), &body, status, &response.body);
+        let ops = match self.accepted(class, items.as_deref(), &body, status, &response.body) {
+            // A by-query run that may have stopped part way is recorded
+            // too (see `query_scoped_op`).
+            Ok(ops) if ops.is_empty() && (status == 409 || status >= 500) => {
+                Ok(query_scoped_op(class, &body).into_iter().collect())
+            }
+            other => other,
+        };
         let mut recorded = 0;
         let mut warning = None;
         match ops {

@@ -450,6 +450,75 @@ async fn kill_9_under_concurrent_writes_converges_os2_to_es6() {
     kill_9_under_concurrent_writes(env().cluster("os2"), env().cluster("es6")).await;
 }
 
+/// By-query writes race with eight writers on 16 ids, with no refresh in
+/// between: each run may select documents the other cluster's run would
+/// not (and, without `conflicts=proceed`, stop part way with a 409). The
+/// replay reconciles what each matches, so the backup ends equal.
+async fn by_query_writes_racing_with_writers(primary: &SearchCluster, backup: &SearchCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start_with(GatewayOptions::replicating(
+        &primary.url,
+        &backup.url,
+        dir.path(),
+    ))
+    .await;
+    let index = unique_index("byquery");
+    create_index(
+        &gw.url,
+        &index,
+        json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&gw.url, &index, 8, 16, &stop, &[200, 201, 404, 409]);
+    let (mut changed, mut conflicted) = (0, 0);
+    for round in 0..16u64 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (path, query) = match round % 4 {
+            0 => (
+                "_delete_by_query?conflicts=proceed",
+                json!({ "range": { "i": { "lte": 2 * round } } }),
+            ),
+            1 => ("_update_by_query", json!({ "term": { "w": round % 8 } })),
+            2 => ("_delete_by_query", json!({ "term": { "w": round % 8 } })),
+            _ => (
+                "_update_by_query?conflicts=proceed&routing=x&q=w:3",
+                json!({ "match_all": {} }),
+            ),
+        };
+        let (status, answer) = call(
+            Method::POST,
+            format!("{}/{index}/{path}", gw.url),
+            Some(json!({ "query": query })),
+        )
+        .await;
+        assert!(matches!(status, 200 | 409), "{path}: {status} {answer}");
+        conflicted += u64::from(status == 409);
+        changed +=
+            answer["deleted"].as_u64().unwrap_or(0) + answer["updated"].as_u64().unwrap_or(0);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let accepted = join_writers(writers).await;
+    assert!(accepted > 100, "only {accepted} writes accepted");
+    assert!(changed > 0, "the by-query writes changed nothing");
+    let status = drain(&gw.admin_url, DRAIN_TIMEOUT).await;
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    let count = assert_converged(&primary.url, &backup.url, &index).await;
+    eprintln!(
+        "{count} documents equal; by-query runs changed {changed}, {conflicted} stopped on a conflict"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_query_writes_racing_with_writers_converge_es7_to_os2() {
+    by_query_writes_racing_with_writers(env().cluster("es7"), env().cluster("os2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_query_writes_racing_with_writers_converge_os2_to_es6() {
+    by_query_writes_racing_with_writers(env().cluster("os2"), env().cluster("es6")).await;
+}
+
 /// The primary's answers are cut off (the writes reach it, the gateway
 /// never hears back) several times while four writers run: every such
 /// write is answered 502 and its documents are reconciled.
@@ -612,7 +681,9 @@ async fn expect_status(
 
 /// The write shapes applications use, each replayed to the backup: after
 /// the queue drains, an independent full scan finds both clusters equal.
-async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, scripts: bool) {
+/// `modules`: the primary has painless and the ingest processors (the
+/// `es7` flavor has neither).
+async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, modules: bool) {
     let dir = tempfile::tempdir().unwrap();
     let gw = TestGateway::start_with(GatewayOptions::replicating(
         &primary.url,
@@ -710,7 +781,7 @@ async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, 
         &[200],
     )
     .await;
-    if scripts {
+    if modules {
         expect_status(
             M::POST,
             doc("_update/scripted"),
@@ -746,6 +817,44 @@ async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, 
         &[201],
     )
     .await;
+    // Ingest pipelines: the backup gets the document the primary stored
+    // (read back from it), not the one the client sent.
+    if modules {
+        let pipeline = format!("{index}-normalise");
+        expect_status(
+            M::PUT,
+            format!("{url}/_ingest/pipeline/{pipeline}"),
+            Some(json!({ "processors": [
+                { "lowercase": { "field": "name" } },
+                { "rename": { "field": "raw", "target_field": "n" } }
+            ] })),
+            &[200],
+        )
+        .await;
+        for path in [
+            format!("_doc/piped?pipeline={pipeline}"),
+            format!("_create/piped-create?pipeline={pipeline}"),
+        ] {
+            expect_status(
+                M::PUT,
+                doc(&path),
+                Some(json!({ "name": "MiXeD", "raw": 3 })),
+                &[201],
+            )
+            .await;
+        }
+        let (status, answer) = bulk(
+            format!("{url}/_bulk?pipeline={pipeline}"),
+            &[
+                json!({ "index": { "_index": index, "_id": "piped-bulk" } }),
+                json!({ "name": "BuLk", "raw": 4 }),
+            ],
+        )
+        .await;
+        assert!(status == 200 && answer["errors"] == false, "{answer}");
+        let (_, stored) = call(M::GET, format!("{}/{index}/_doc/piped", primary.url), None).await;
+        assert_eq!(stored["_source"], json!({ "name": "mixed", "n": 3 }));
+    }
     // Writes through an alias with a write index land in the concrete index.
     let alias = format!("{index}-alias");
     expect_status(
@@ -795,8 +904,10 @@ async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, 
         )
         .await;
     }
-    // A by-query write after single-document writes (replayed as-is, in
-    // order, not version-fenced).
+    // A by-query write right after a single-document write: whether or not
+    // the primary's run saw the document (no refresh in between), the
+    // backup ends as the primary (the replay reconciles what the query
+    // matches on the backup).
     expect_status(M::PUT, doc("_doc/q1"), Some(json!({ "n": 100 })), &[201]).await;
     expect_status(
         M::POST,

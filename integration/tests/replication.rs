@@ -314,8 +314,8 @@ async fn queue_view_flags_query_scoped_writes_and_never_holds_client_credentials
     assert_eq!(kinds, vec!["index", "query_scoped"], "{view}");
     assert_eq!(records[0]["op"]["version_fenced"], true);
     assert_eq!(
-        records[1]["op"]["version_fenced"], false,
-        "by-query writes are not version-fenced"
+        records[1]["op"]["version_fenced"], true,
+        "by-query writes are replayed as version-fenced reconciliation"
     );
     assert!(
         records[0]["op"]["source"]["redacted_bytes"]

@@ -1669,7 +1669,8 @@ type TaskRuntimeStatus struct {
 	// Client writes forwarded to the primary and not yet recorded and
 	// answered. Zero with a hold in force means the hold is fully effective.
 	InFlightWrites uint32 `protobuf:"varint,6,opt,name=in_flight_writes,json=inFlightWrites,proto3" json:"in_flight_writes,omitempty"`
-	// Unreplayed records.
+	// Unreplayed records, plus documents waiting to be reconciled (see
+	// QueueStats.pending_reconciles).
 	LagRecords uint64 `protobuf:"varint,7,opt,name=lag_records,json=lagRecords,proto3" json:"lag_records,omitempty"`
 	// Consumer state.
 	ConsumerState ConsumerState `protobuf:"varint,8,opt,name=consumer_state,json=consumerState,proto3,enum=tandem.v1.ConsumerState" json:"consumer_state,omitempty"`

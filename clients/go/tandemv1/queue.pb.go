@@ -64,7 +64,9 @@ const (
 	// before the document operations that follow it.
 	OpKind_OP_KIND_INDEX_METADATA OpKind = 4
 	// Query-scoped write (`_update_by_query`, `_delete_by_query`). Replayed
-	// as-is after every record before it; not version-fenced.
+	// after every record before it as the reconciliation of the documents its
+	// query matches on the backup: each is read from the primary and written
+	// version-fenced (never re-run on the backup).
 	OpKind_OP_KIND_QUERY_SCOPED OpKind = 5
 )
 
@@ -406,8 +408,8 @@ type QueueRecord struct {
 	// `_primary_term` the primary assigned, when it reported one.
 	PrimaryTerm *int64 `protobuf:"varint,9,opt,name=primary_term,json=primaryTerm,proto3,oneof" json:"primary_term,omitempty"`
 	// True when the replay is fenced by external versioning (document index,
-	// delete and update records), so its order relative to other writers does
-	// not matter. False for index metadata and query-scoped records, which are
+	// delete, update and query-scoped records), so its order relative to other
+	// writers does not matter. False for index metadata records, which are
 	// replayed as-is and rely on queue order.
 	VersionFenced bool `protobuf:"varint,10,opt,name=version_fenced,json=versionFenced,proto3" json:"version_fenced,omitempty"`
 	// When the record was appended (and made durable).
@@ -711,7 +713,8 @@ type QueueStats struct {
 	DepthBytes uint64 `protobuf:"varint,2,opt,name=depth_bytes,json=depthBytes,proto3" json:"depth_bytes,omitempty"`
 	// Age of the oldest retained record. Zero when the queue is empty.
 	OldestRecordAge *durationpb.Duration `protobuf:"bytes,3,opt,name=oldest_record_age,json=oldestRecordAge,proto3" json:"oldest_record_age,omitempty"`
-	// Records appended but not yet consumed (applied or dead-lettered).
+	// Records appended but not yet consumed (applied or dead-lettered), plus
+	// `pending_reconciles`: a task is only in sync when this is zero.
 	LagRecords uint64 `protobuf:"varint,4,opt,name=lag_records,json=lagRecords,proto3" json:"lag_records,omitempty"`
 	// Bytes of the unconsumed records.
 	LagBytes uint64 `protobuf:"varint,5,opt,name=lag_bytes,json=lagBytes,proto3" json:"lag_bytes,omitempty"`
@@ -739,7 +742,8 @@ type QueueStats struct {
 	// Offset the next appended record will get.
 	HeadOffset uint64 `protobuf:"varint,15,opt,name=head_offset,json=headOffset,proto3" json:"head_offset,omitempty"`
 	// Durably committed consumer position: offset of the next record to
-	// replay. `head_offset - committed_offset == lag_records`.
+	// replay. `head_offset - committed_offset + pending_reconciles ==
+	// lag_records`.
 	CommittedOffset uint64 `protobuf:"varint,16,opt,name=committed_offset,json=committedOffset,proto3" json:"committed_offset,omitempty"`
 	// Number of segment files.
 	Segments uint32 `protobuf:"varint,17,opt,name=segments,proto3" json:"segments,omitempty"`
@@ -762,8 +766,13 @@ type QueueStats struct {
 	LastDivergenceAt *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=last_divergence_at,json=lastDivergenceAt,proto3" json:"last_divergence_at,omitempty"`
 	// When the last unreconcilable write happened.
 	LastUnreconcilableAt *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=last_unreconcilable_at,json=lastUnreconcilableAt,proto3" json:"last_unreconcilable_at,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Documents the backup may hold differently until they are reconciled
+	// from the primary (named by writes in flight at a gateway crash, or whose
+	// outcome on the primary is unknown), not yet queued: they wait for the
+	// gateway's reconcile delay. Counted in `lag_records`.
+	PendingReconciles uint64 `protobuf:"varint,25,opt,name=pending_reconciles,json=pendingReconciles,proto3" json:"pending_reconciles,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
@@ -962,6 +971,13 @@ func (x *QueueStats) GetLastUnreconcilableAt() *timestamppb.Timestamp {
 		return x.LastUnreconcilableAt
 	}
 	return nil
+}
+
+func (x *QueueStats) GetPendingReconciles() uint64 {
+	if x != nil {
+		return x.PendingReconciles
+	}
+	return 0
 }
 
 // Statistics of one task's queue on one gateway.
@@ -2474,7 +2490,7 @@ const file_tandem_v1_queue_proto_rawDesc = "" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\x12;\n" +
 	"\vdetected_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"detectedAtB\x14\n" +
-	"\x12_next_valid_offset\"\xb1\t\n" +
+	"\x12_next_valid_offset\"\xe0\t\n" +
 	"\n" +
 	"QueueStats\x12#\n" +
 	"\rdepth_records\x18\x01 \x01(\x04R\fdepthRecords\x12\x1f\n" +
@@ -2506,7 +2522,8 @@ const file_tandem_v1_queue_proto_rawDesc = "" +
 	"\x14verifier_divergences\x18\x15 \x01(\x04R\x13verifierDivergences\x123\n" +
 	"\x15unreconcilable_writes\x18\x16 \x01(\x04R\x14unreconcilableWrites\x12H\n" +
 	"\x12last_divergence_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastDivergenceAt\x12P\n" +
-	"\x16last_unreconcilable_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\x14lastUnreconcilableAt\"y\n" +
+	"\x16last_unreconcilable_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\x14lastUnreconcilableAt\x12-\n" +
+	"\x12pending_reconciles\x18\x19 \x01(\x04R\x11pendingReconciles\"y\n" +
 	"\x15GatewayTaskQueueStats\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12+\n" +

@@ -531,6 +531,7 @@ impl Agent {
             replay_retries_total: self.metrics.replay_retries.get(),
             corruption,
             divergence: replication.counters.current(&self.metrics),
+            pending_reconciles: replication.pending_reconciles() as u64,
         })
     }
 

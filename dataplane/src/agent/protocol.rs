@@ -176,6 +176,8 @@ pub struct TaskSnapshot {
     pub corruption: Option<RepairReport>,
     /// Divergence counters kept across restarts.
     pub divergence: crate::counters::Persisted,
+    /// Documents waiting to be queued for reconciliation.
+    pub pending_reconciles: u64,
 }
 
 impl TaskSnapshot {
@@ -183,9 +185,13 @@ impl TaskSnapshot {
         self.queue.consumers.iter().find(|c| c.name == REPLAYER)
     }
 
-    /// Records appended and not yet replayed (or dead-lettered).
+    /// Records appended and not yet replayed (or dead-lettered), plus the
+    /// documents waiting to be reconciled: the backup may differ on those
+    /// too, so the task is not in sync while there are any.
     pub fn lag_records(&self) -> u64 {
-        self.replayer().map_or(0, |c| c.lag_records)
+        self.replayer()
+            .map_or(0, |c| c.lag_records)
+            .saturating_add(self.pending_reconciles)
     }
 
     /// Offset of the next record to replay.
@@ -373,6 +379,7 @@ pub fn queue_stats(task: &TaskSnapshot, rates: Rates, now: SystemTime) -> pb::Qu
         unreconcilable_writes: task.divergence.unreconcilable_writes,
         last_divergence_at: task.divergence.last_divergence_at().map(timestamp),
         last_unreconcilable_at: task.divergence.last_unreconcilable_at().map(timestamp),
+        pending_reconciles: task.pending_reconciles,
     }
 }
 
@@ -1257,6 +1264,7 @@ mod tests {
             dead_letters: 2,
             replay_retries_total: 7,
             corruption: None,
+            pending_reconciles: 0,
         }
     }
 
@@ -1290,6 +1298,19 @@ mod tests {
         );
         assert_eq!(stats.oldest_record_age.unwrap().seconds, 3);
         assert_eq!(stats.append_records_per_second, 4.0);
+        // Documents waiting to be reconciled are lag too: the task is not
+        // in sync until they are replayed.
+        let waiting = TaskSnapshot {
+            pending_reconciles: 3,
+            ..snapshot()
+        };
+        let stats = queue_stats(&waiting, rates, now);
+        assert_eq!((stats.lag_records, stats.pending_reconciles), (33, 3));
+        assert_eq!(
+            stats.head_offset - stats.committed_offset + stats.pending_reconciles,
+            stats.lag_records
+        );
+        assert_eq!(task_status(&waiting).lag_records, 33);
         assert_eq!(stats.consumer_state, pb::ConsumerState::Running as i32);
         assert_eq!(stats.corruption, None);
         assert_eq!(stats.collected_at, Some(timestamp(now)));

@@ -27,6 +27,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::classify::normalize_type;
 use super::json::{ObjectOr, Scalar, compact, push_str};
 use super::ops::ReplicationOp;
 use super::version::ClusterVersion;
@@ -252,6 +253,20 @@ pub fn conflict_current_version(reason: &str) -> Option<i64> {
 /// each of `keys` (no `_source`), answered in order; see
 /// [`parse_version_mget`].
 pub fn version_mget(keys: &[DocKey], cluster: &ClusterVersion) -> (&'static str, Vec<u8>) {
+    (
+        "/_mget?realtime=true&filter_path=docs._version,docs.found,docs.error",
+        mget_body(keys, cluster, false),
+    )
+}
+
+/// Path and body of an `_mget` reading each of `keys` whole from `cluster`
+/// (version, `_source`, type, routing), answered in order; see
+/// [`parse_source_mget`].
+pub fn source_mget(keys: &[DocKey], cluster: &ClusterVersion) -> (&'static str, Vec<u8>) {
+    ("/_mget?realtime=true", mget_body(keys, cluster, true))
+}
+
+fn mget_body(keys: &[DocKey], cluster: &ClusterVersion, source: bool) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 * keys.len() + 16);
     body.extend_from_slice(b"{\"docs\":[");
     for (i, key) in keys.iter().enumerate() {
@@ -272,13 +287,91 @@ pub fn version_mget(keys: &[DocKey], cluster: &ClusterVersion) -> (&'static str,
             body.extend_from_slice(b",\"routing\":");
             push_str(&mut body, r);
         }
-        body.extend_from_slice(b",\"_source\":false}");
+        if !source {
+            body.extend_from_slice(b",\"_source\":false");
+        }
+        body.push(b'}');
     }
     body.extend_from_slice(b"]}");
-    (
-        "/_mget?realtime=true&filter_path=docs._version,docs.found,docs.error",
-        body,
-    )
+    body
+}
+
+#[derive(Deserialize)]
+struct SourceMgetAnswer<'a> {
+    #[serde(borrow)]
+    docs: Option<Vec<SourceMgetDoc<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct SourceMgetDoc<'a> {
+    #[serde(rename = "_id")]
+    id: Option<String>,
+    #[serde(rename = "_type")]
+    doc_type: Option<String>,
+    #[serde(rename = "_version")]
+    version: Option<i64>,
+    #[serde(rename = "_routing")]
+    routing: Option<String>,
+    found: Option<bool>,
+    #[serde(rename = "_source", borrow)]
+    source: Option<&'a serde_json::value::RawValue>,
+    error: Option<serde_json::Value>,
+}
+
+/// Reads the answer to [`source_mget`]: the state of each of `keys`, in
+/// order. `Err` when the answer does not pair with `keys` or when a
+/// document cannot be read (an error other than a missing index, a
+/// document without `_source`): the caller retries or gives up.
+pub fn parse_source_mget(body: &[u8], keys: &[DocKey]) -> Result<Vec<DocState>, String> {
+    let answer: SourceMgetAnswer<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("not an _mget answer: {e}"))?;
+    let docs = answer.docs.unwrap_or_default();
+    if docs.len() != keys.len() {
+        return Err(format!(
+            "_mget answered {} documents for {}",
+            docs.len(),
+            keys.len()
+        ));
+    }
+    docs.into_iter()
+        .zip(keys)
+        .map(|(doc, key)| {
+            if doc.id.as_deref().is_some_and(|id| id != key.id) {
+                return Err(format!("_mget answered [{:?}] for [{}]", doc.id, key.id));
+            }
+            if let Some(error) = doc.error {
+                let text = error.to_string();
+                if text.contains("index_not_found_exception") {
+                    return Ok(DocState::Absent);
+                }
+                return Err(format!(
+                    "[{}]: {}",
+                    key.id,
+                    text.chars().take(300).collect::<String>()
+                ));
+            }
+            match (doc.found, doc.version) {
+                (Some(false), _) => Ok(DocState::Absent),
+                (Some(true), Some(version)) if version >= 0 => {
+                    let source = doc
+                        .source
+                        .map(|s| s.get())
+                        .filter(|s| s.trim() != "null")
+                        .ok_or_else(|| {
+                            format!("[{}] has no _source (disabled in the mapping?)", key.id)
+                        })?;
+                    Ok(DocState::Present {
+                        version,
+                        source: Bytes::copy_from_slice(&compact(source.as_bytes())),
+                        doc_type: normalize_type(doc.doc_type.as_deref())
+                            .or_else(|| key.doc_type.clone()),
+                        routing: doc.routing.or_else(|| key.routing.clone()),
+                    })
+                }
+                _ => Err(format!("[{}]: no found/_version in the item", key.id)),
+            }
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -412,6 +505,43 @@ mod tests {
             serde_json::from_slice::<Value>(&body).unwrap(),
             serde_json::json!({"docs": [{"_index": "tweets", "_id": "1", "_source": false}]})
         );
+    }
+
+    #[test]
+    fn source_mget_reads_whole_documents_byte_for_byte() {
+        let keys = [key("1"), key("2"), key("3")];
+        let (path, body) = source_mget(&keys[..1], &ClusterVersion::opensearch(2, 19));
+        assert_eq!(path, "/_mget?realtime=true");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            serde_json::json!({"docs": [{"_index": "tweets", "_id": "1"}]})
+        );
+        let answer = br#"{"docs":[
+            {"_index":"tweets","_type":"_doc","_id":"1","_version":4,"found":true,"_source":{"z": 1.50, "a":1}},
+            {"_index":"tweets","_id":"2","found":false},
+            {"_index":"x","_id":"3","error":{"type":"index_not_found_exception","reason":"no such index [x]"}}]}"#;
+        let states = parse_source_mget(answer, &keys).unwrap();
+        assert_eq!(
+            states[0],
+            DocState::Present {
+                version: 4,
+                source: Bytes::from_static(br#"{"z":1.50,"a":1}"#),
+                doc_type: Some("tweet".into()),
+                routing: None,
+            }
+        );
+        assert_eq!(states[1..], [DocState::Absent, DocState::Absent]);
+        assert!(parse_source_mget(answer, &keys[..2]).is_err());
+        let no_source = br#"{"docs":[{"_id":"1","_version":4,"found":true}]}"#;
+        assert!(parse_source_mget(no_source, &keys[..1]).is_err());
+        let failed = br#"{"docs":[{"_id":"1","error":{"type":"shard_failure","reason":"boom"}}]}"#;
+        assert!(
+            parse_source_mget(failed, &keys[..1])
+                .unwrap_err()
+                .contains("boom")
+        );
+        let unpaired = br#"{"docs":[{"_id":"9","found":false}]}"#;
+        assert!(parse_source_mget(unpaired, &keys[..1]).is_err());
     }
 
     #[test]

@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod bulk;
+pub mod by_query;
 pub mod classify;
 pub mod docstate;
 pub mod json;

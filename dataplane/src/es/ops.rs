@@ -338,14 +338,13 @@ impl ReplicationOp {
         Ok(op)
     }
 
-    /// Whether replaying the op is guarded by external versioning (document
-    /// ops), so it converges whatever order it arrives in. Metadata and
-    /// query-scoped ops are not, and are shown as such in the queue view.
+    /// Whether replaying the op is guarded by external versioning, so it
+    /// converges whatever order it arrives in: document ops, and by-query
+    /// ops (replayed as the version-fenced reconciliation of what they
+    /// match, see `crate::es::by_query`). Metadata ops are not, and are
+    /// shown as such in the queue view.
     pub fn version_fenced(&self) -> bool {
-        matches!(
-            self,
-            Self::Index { .. } | Self::Delete { .. } | Self::ReadRepair { .. }
-        )
+        !matches!(self, Self::IndexMeta { .. })
     }
 
     /// A short stable name for logs, metrics and the queue view.
@@ -802,12 +801,26 @@ pub fn accepted_single(
         RequestClass::IndexMeta { kind, request, .. } => {
             accepted_meta(*kind, request, request_body, response)
         }
-        RequestClass::QueryScoped { request, .. } => Ok(Some(ReplicationOp::QueryScoped {
+        RequestClass::QueryScoped { .. } => Ok(query_scoped_op(class, request_body)),
+        _ => Ok(None),
+    }
+}
+
+/// The op that records a by-query write, `None` for other classes.
+///
+/// Its replay reconciles the documents the query matches (see
+/// `crate::es::by_query`), which is right whether the primary's run
+/// changed all, some or none of them. So a run that may have stopped part
+/// way (a 409 on a version conflict, a 5xx, a connection broken after
+/// sending) is recorded too, not only a 2xx.
+pub fn query_scoped_op(class: &RequestClass, request_body: &[u8]) -> Option<ReplicationOp> {
+    match class {
+        RequestClass::QueryScoped { request, .. } => Some(ReplicationOp::QueryScoped {
             method: request.method.clone(),
             path: request.path.clone(),
             body: Bytes::copy_from_slice(request_body),
-        })),
-        _ => Ok(None),
+        }),
+        _ => None,
     }
 }
 
@@ -1064,7 +1077,7 @@ mod tests {
             ]
         );
         let fenced: Vec<_> = ops.iter().map(ReplicationOp::version_fenced).collect();
-        assert_eq!(fenced, [true, true, true, true, false, false]);
+        assert_eq!(fenced, [true, true, true, true, false, true]);
         assert_eq!(ops[0].index().as_deref(), Some("logs-000001"));
         assert_eq!(ops[4].index().as_deref(), Some("idx"));
         assert_eq!(ops[5].index().as_deref(), Some("a,b"));

@@ -49,6 +49,10 @@ pub enum RewriteError {
     /// takes a single `template` pattern.
     #[error("template has {0} index patterns; Elasticsearch 5.x takes one")]
     MultipleIndexPatterns(usize),
+    /// A query-scoped op whose matches cannot be listed (not a by-query
+    /// path, a body that is not a JSON object).
+    #[error("cannot list what the by-query write matches: {0}")]
+    NotByQuery(String),
 }
 
 /// Root-level keys of a mapping (as opposed to type names).

@@ -48,6 +48,9 @@ pub(crate) fn aggregate<'a>(stats: impl IntoIterator<Item = &'a pb::QueueStats>)
         total.depth_bytes = total.depth_bytes.saturating_add(s.depth_bytes);
         total.oldest_record_age = longer(total.oldest_record_age, s.oldest_record_age);
         total.lag_records = total.lag_records.saturating_add(s.lag_records);
+        total.pending_reconciles = total
+            .pending_reconciles
+            .saturating_add(s.pending_reconciles);
         total.lag_bytes = total.lag_bytes.saturating_add(s.lag_bytes);
         total.lag = longer(total.lag, s.lag);
         total.append_records_per_second += s.append_records_per_second;

@@ -257,6 +257,7 @@ struct QueueStatsJson {
     unreconcilable_writes: u64,
     last_divergence_at: Option<DateTime<Utc>>,
     last_unreconcilable_at: Option<DateTime<Utc>>,
+    pending_reconciles: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -334,6 +335,7 @@ impl QueueStatsJson {
             unreconcilable_writes: s.unreconcilable_writes,
             last_divergence_at: time_from_proto(s.last_divergence_at.as_ref()),
             last_unreconcilable_at: time_from_proto(s.last_unreconcilable_at.as_ref()),
+            pending_reconciles: s.pending_reconciles,
         }
     }
 
@@ -370,6 +372,7 @@ impl QueueStatsJson {
             unreconcilable_writes: self.unreconcilable_writes,
             last_divergence_at: time_into_proto(self.last_divergence_at),
             last_unreconcilable_at: time_into_proto(self.last_unreconcilable_at),
+            pending_reconciles: self.pending_reconciles,
         }
     }
 }
@@ -494,6 +497,7 @@ mod tests {
                     unreconcilable_writes: 23,
                     last_divergence_at: ts(1_700_000_003, 0),
                     last_unreconcilable_at: ts(1_700_000_004, 0),
+                    pending_reconciles: 24,
                 }),
             }],
         };

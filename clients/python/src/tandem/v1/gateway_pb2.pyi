@@ -968,7 +968,9 @@ class TaskRuntimeStatus(_message.Message):
     answered. Zero with a hold in force means the hold is fully effective.
     """
     lag_records: _builtins.int
-    """Unreplayed records."""
+    """Unreplayed records, plus documents waiting to be reconciled (see
+    QueueStats.pending_reconciles).
+    """
     consumer_state: _queue_pb2.ConsumerState.ValueType
     """Consumer state."""
     primary_reachable: _builtins.bool

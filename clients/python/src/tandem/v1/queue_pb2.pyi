@@ -68,7 +68,9 @@ class _OpKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OpKind.ValueTy
     """
     OP_KIND_QUERY_SCOPED: _OpKind.ValueType  # 5
     """Query-scoped write (`_update_by_query`, `_delete_by_query`). Replayed
-    as-is after every record before it; not version-fenced.
+    after every record before it as the reconciliation of the documents its
+    query matches on the backup: each is read from the primary and written
+    version-fenced (never re-run on the backup).
     """
 
 class OpKind(_OpKind, metaclass=_OpKindEnumTypeWrapper):
@@ -98,7 +100,9 @@ before the document operations that follow it.
 """
 OP_KIND_QUERY_SCOPED: OpKind.ValueType  # 5
 """Query-scoped write (`_update_by_query`, `_delete_by_query`). Replayed
-as-is after every record before it; not version-fenced.
+after every record before it as the reconciliation of the documents its
+query matches on the backup: each is read from the primary and written
+version-fenced (never re-run on the backup).
 """
 Global___OpKind: _TypeAlias = OpKind  # noqa: Y015
 
@@ -315,8 +319,8 @@ class QueueRecord(_message.Message):
     """`_primary_term` the primary assigned, when it reported one."""
     version_fenced: _builtins.bool
     """True when the replay is fenced by external versioning (document index,
-    delete and update records), so its order relative to other writers does
-    not matter. False for index metadata and query-scoped records, which are
+    delete, update and query-scoped records), so its order relative to other
+    writers does not matter. False for index metadata records, which are
     replayed as-is and rely on queue order.
     """
     size_bytes: _builtins.int
@@ -479,6 +483,7 @@ class QueueStats(_message.Message):
     UNRECONCILABLE_WRITES_FIELD_NUMBER: _builtins.int
     LAST_DIVERGENCE_AT_FIELD_NUMBER: _builtins.int
     LAST_UNRECONCILABLE_AT_FIELD_NUMBER: _builtins.int
+    PENDING_RECONCILES_FIELD_NUMBER: _builtins.int
     depth_records: _builtins.int
     """Records retained on disk (unconsumed records, plus consumed ones whose
     segment is not yet deleted). Counted against the queue's size limit.
@@ -486,7 +491,9 @@ class QueueStats(_message.Message):
     depth_bytes: _builtins.int
     """Bytes retained on disk (segment files)."""
     lag_records: _builtins.int
-    """Records appended but not yet consumed (applied or dead-lettered)."""
+    """Records appended but not yet consumed (applied or dead-lettered), plus
+    `pending_reconciles`: a task is only in sync when this is zero.
+    """
     lag_bytes: _builtins.int
     """Bytes of the unconsumed records."""
     append_records_per_second: _builtins.float
@@ -513,7 +520,8 @@ class QueueStats(_message.Message):
     """Offset the next appended record will get."""
     committed_offset: _builtins.int
     """Durably committed consumer position: offset of the next record to
-    replay. `head_offset - committed_offset == lag_records`.
+    replay. `head_offset - committed_offset + pending_reconciles ==
+    lag_records`.
     """
     segments: _builtins.int
     """Number of segment files."""
@@ -528,6 +536,12 @@ class QueueStats(_message.Message):
     """Writes whose outcome on the primary is unknown and that name no document
     (index metadata, by-query writes), so they could not be reconciled:
     run a comparison job. Kept across gateway restarts.
+    """
+    pending_reconciles: _builtins.int
+    """Documents the backup may hold differently until they are reconciled
+    from the primary (named by writes in flight at a gateway crash, or whose
+    outcome on the primary is unknown), not yet queued: they wait for the
+    gateway's reconcile delay. Counted in `lag_records`.
     """
     @_builtins.property
     def oldest_record_age(self) -> _duration_pb2.Duration:
@@ -584,10 +598,11 @@ class QueueStats(_message.Message):
         unreconcilable_writes: _builtins.int = ...,
         last_divergence_at: _timestamp_pb2.Timestamp | None = ...,
         last_unreconcilable_at: _timestamp_pb2.Timestamp | None = ...,
+        pending_reconciles: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["collected_at", b"collected_at", "corruption", b"corruption", "lag", b"lag", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "oldest_record_age", b"oldest_record_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_records_per_second", b"append_records_per_second", "collected_at", b"collected_at", "committed_offset", b"committed_offset", "consumer_state", b"consumer_state", "corruption", b"corruption", "dead_letters", b"dead_letters", "dead_letters_total", b"dead_letters_total", "depth_bytes", b"depth_bytes", "depth_records", b"depth_records", "first_offset", b"first_offset", "head_offset", b"head_offset", "lag", b"lag", "lag_bytes", b"lag_bytes", "lag_records", b"lag_records", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "oldest_record_age", b"oldest_record_age", "replay_bytes_per_second", b"replay_bytes_per_second", "replay_records_per_second", b"replay_records_per_second", "replay_retries_total", b"replay_retries_total", "segments", b"segments", "unreconcilable_writes", b"unreconcilable_writes", "verifier_divergences", b"verifier_divergences", "writes_refused_total", b"writes_refused_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_records_per_second", b"append_records_per_second", "collected_at", b"collected_at", "committed_offset", b"committed_offset", "consumer_state", b"consumer_state", "corruption", b"corruption", "dead_letters", b"dead_letters", "dead_letters_total", b"dead_letters_total", "depth_bytes", b"depth_bytes", "depth_records", b"depth_records", "first_offset", b"first_offset", "head_offset", b"head_offset", "lag", b"lag", "lag_bytes", b"lag_bytes", "lag_records", b"lag_records", "last_divergence_at", b"last_divergence_at", "last_unreconcilable_at", b"last_unreconcilable_at", "oldest_record_age", b"oldest_record_age", "pending_reconciles", b"pending_reconciles", "replay_bytes_per_second", b"replay_bytes_per_second", "replay_records_per_second", b"replay_records_per_second", "replay_retries_total", b"replay_retries_total", "segments", b"segments", "unreconcilable_writes", b"unreconcilable_writes", "verifier_divergences", b"verifier_divergences", "writes_refused_total", b"writes_refused_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

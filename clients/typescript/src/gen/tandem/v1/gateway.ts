@@ -587,7 +587,10 @@ export interface TaskRuntimeStatus {
    * answered. Zero with a hold in force means the hold is fully effective.
    */
   inFlightWrites: number;
-  /** Unreplayed records. */
+  /**
+   * Unreplayed records, plus documents waiting to be reconciled (see
+   * QueueStats.pending_reconciles).
+   */
   lagRecords: number;
   /** Consumer state. */
   consumerState: ConsumerState;

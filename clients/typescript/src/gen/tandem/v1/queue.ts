@@ -71,7 +71,9 @@ export enum OpKind {
   OP_KIND_INDEX_METADATA = 4,
   /**
    * OP_KIND_QUERY_SCOPED - Query-scoped write (`_update_by_query`, `_delete_by_query`). Replayed
-   * as-is after every record before it; not version-fenced.
+   * after every record before it as the reconciliation of the documents its
+   * query matches on the backup: each is read from the primary and written
+   * version-fenced (never re-run on the backup).
    */
   OP_KIND_QUERY_SCOPED = 5,
   UNRECOGNIZED = -1,
@@ -372,8 +374,8 @@ export interface QueueRecord {
     | undefined;
   /**
    * True when the replay is fenced by external versioning (document index,
-   * delete and update records), so its order relative to other writers does
-   * not matter. False for index metadata and query-scoped records, which are
+   * delete, update and query-scoped records), so its order relative to other
+   * writers does not matter. False for index metadata records, which are
    * replayed as-is and rely on queue order.
    */
   versionFenced: boolean;
@@ -459,7 +461,10 @@ export interface QueueStats {
   oldestRecordAge:
     | Duration
     | undefined;
-  /** Records appended but not yet consumed (applied or dead-lettered). */
+  /**
+   * Records appended but not yet consumed (applied or dead-lettered), plus
+   * `pending_reconciles`: a task is only in sync when this is zero.
+   */
   lagRecords: number;
   /** Bytes of the unconsumed records. */
   lagBytes: number;
@@ -496,7 +501,8 @@ export interface QueueStats {
   headOffset: number;
   /**
    * Durably committed consumer position: offset of the next record to
-   * replay. `head_offset - committed_offset == lag_records`.
+   * replay. `head_offset - committed_offset + pending_reconciles ==
+   * lag_records`.
    */
   committedOffset: number;
   /** Number of segment files. */
@@ -531,7 +537,16 @@ export interface QueueStats {
     | Date
     | undefined;
   /** When the last unreconcilable write happened. */
-  lastUnreconcilableAt: Date | undefined;
+  lastUnreconcilableAt:
+    | Date
+    | undefined;
+  /**
+   * Documents the backup may hold differently until they are reconciled
+   * from the primary (named by writes in flight at a gateway crash, or whose
+   * outcome on the primary is unknown), not yet queued: they wait for the
+   * gateway's reconcile delay. Counted in `lag_records`.
+   */
+  pendingReconciles: number;
 }
 
 /** Statistics of one task's queue on one gateway. */
@@ -1622,6 +1637,7 @@ function createBaseQueueStats(): QueueStats {
     unreconcilableWrites: 0,
     lastDivergenceAt: undefined,
     lastUnreconcilableAt: undefined,
+    pendingReconciles: 0,
   };
 }
 
@@ -1698,6 +1714,9 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.lastUnreconcilableAt !== undefined) {
       Timestamp.encode(toTimestamp(message.lastUnreconcilableAt), writer.uint32(194).fork()).join();
+    }
+    if (message.pendingReconciles !== 0) {
+      writer.uint32(200).uint64(message.pendingReconciles);
     }
     return writer;
   },
@@ -1907,6 +1926,14 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.lastUnreconcilableAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 25: {
+            if (tag !== 200) {
+              break;
+            }
+
+            message.pendingReconciles = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2029,6 +2056,11 @@ export const QueueStats: MessageFns<QueueStats> = {
         : isSet(object.last_unreconcilable_at)
         ? fromJsonTimestamp(object.last_unreconcilable_at)
         : undefined,
+      pendingReconciles: isSet(object.pendingReconciles)
+        ? globalThis.Number(object.pendingReconciles)
+        : isSet(object.pending_reconciles)
+        ? globalThis.Number(object.pending_reconciles)
+        : 0,
     };
   },
 
@@ -2106,6 +2138,9 @@ export const QueueStats: MessageFns<QueueStats> = {
     if (message.lastUnreconcilableAt !== undefined) {
       obj.lastUnreconcilableAt = message.lastUnreconcilableAt.toISOString();
     }
+    if (message.pendingReconciles !== 0) {
+      obj.pendingReconciles = Math.round(message.pendingReconciles);
+    }
     return obj;
   },
 
@@ -2142,6 +2177,7 @@ export const QueueStats: MessageFns<QueueStats> = {
     message.unreconcilableWrites = object.unreconcilableWrites ?? 0;
     message.lastDivergenceAt = object.lastDivergenceAt ?? undefined;
     message.lastUnreconcilableAt = object.lastUnreconcilableAt ?? undefined;
+    message.pendingReconciles = object.pendingReconciles ?? 0;
     return message;
   },
 };
