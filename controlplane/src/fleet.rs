@@ -68,9 +68,9 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
-use crate::services::{duration, timestamp};
 use crate::store::gateways::GatewayRecord;
 use crate::store::tasks::TaskRecord;
+use tandem_proto::time::{duration, timestamp};
 
 /// Default quiet period of a drain (DrainGatewayRequest: "Zero means 30 s").
 pub const DEFAULT_DRAIN_QUIET_PERIOD: Duration = Duration::from_secs(30);

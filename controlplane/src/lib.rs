@@ -31,6 +31,7 @@
 //! (or `--insecure-no-auth --secret-key-file .tandem/secret.key --create-secret-key-file`
 //! on a development machine); see [`serve`] to embed it (tests do).
 
+pub mod api;
 pub mod auth;
 pub mod compare;
 pub mod config;

@@ -34,6 +34,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
+use crate::api::Api;
 use crate::compare::{self, CompareHandler};
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{self, Fleet};
@@ -43,7 +44,6 @@ use crate::metrics::endpoint::{self, MetricsSource};
 use crate::metrics::grpc::GrpcMetricsLayer;
 use crate::migration::{self, MigrationHandler};
 use crate::probe::Prober;
-use crate::secrets::SecretBox;
 use crate::store;
 
 /// Fully-qualified names of every `tandem.v1` service this server exposes.
@@ -56,20 +56,6 @@ pub const SERVICE_NAMES: &[&str] = &[
     <CompareServiceServer<Api> as NamedService>::NAME,
 ];
 
-/// Shared state behind every service implementation.
-#[derive(Debug, Clone)]
-pub struct Api {
-    /// Postgres connection pool.
-    pub pool: sqlx::PgPool,
-    /// Seals and opens stored secrets.
-    pub secrets: SecretBox,
-    /// Probes clusters over HTTP.
-    pub prober: Prober,
-    /// The gateways whose agent stream this process holds.
-    pub fleet: Fleet,
-    /// Prometheus metrics of this process.
-    pub metrics: Metrics,
-}
 /// Connects to Postgres, applies migrations, and serves the gRPC API on
 /// `listener` until `shutdown` resolves.
 pub async fn serve(

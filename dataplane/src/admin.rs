@@ -27,13 +27,9 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
-use crate::replication::{CutoverError, Replication, repair_json};
+use crate::replication::{CutoverError, DEFAULT_CUTOVER_MAX_LAG, Replication, repair_json};
 use crate::traffic::Traffic;
 use crate::upstream::Upstream;
-
-/// Replay lag (records) above which a cutover is refused when the request
-/// does not say; below it, the cutover's write hold drains the rest.
-pub const DEFAULT_CUTOVER_MAX_LAG: u64 = 1000;
 
 /// The admin application.
 #[derive(Debug)]

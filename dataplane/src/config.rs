@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::agent::config::ControlPlaneConfig;
 use crate::limits::LimitsConfig;
 use crate::queue::{OverflowPolicy, QueueConfig};
-use crate::replication::ReplayConfig;
 
 /// Prefix of environment variables that override configuration values.
 pub const ENV_PREFIX: &str = "TANDEM_GATEWAY__";
@@ -89,7 +89,7 @@ pub struct GatewayConfig {
     /// Connection to the control plane (the agent); unset = the gateway
     /// runs stand-alone, driven by its admin API only.
     #[serde(default)]
-    pub control_plane: Option<crate::agent::ControlPlaneConfig>,
+    pub control_plane: Option<ControlPlaneConfig>,
 }
 
 /// `[queue]`: limits of the durable queue and what happens when they are
@@ -429,6 +429,110 @@ fn apply_override(doc: &mut toml::Table, segments: &[String], raw: &str) -> Resu
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     table.insert(last.clone(), value);
     Ok(())
+}
+
+/// Replayer settings (`[replay]` in the gateway config).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Start with the consumer paused: writes are recorded but not replayed
+    /// until resumed (the full-migration workflow).
+    #[serde(default)]
+    pub start_paused: bool,
+    /// Most ops sent in one `_bulk` to the backup.
+    #[serde(default = "default_max_batch_ops")]
+    pub max_batch_ops: usize,
+    /// Most payload bytes read from the queue per batch.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// First retry delay after a failure, in milliseconds.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// `index.gc_deletes` set on every backup index the replayer writes to,
+    /// so delete tombstones outlive the replay window (e.g. `"1h"`); empty
+    /// to leave the setting alone.
+    #[serde(default = "default_gc_deletes")]
+    pub gc_deletes: String,
+    /// Longest a cutover may hold new writes while the queue drains, in
+    /// milliseconds; writes waiting behind it longer get 503.
+    #[serde(default = "default_max_hold_ms")]
+    pub max_hold_ms: u64,
+    /// How long after a write ended with an unknown outcome (or after a
+    /// start-up that found writes in flight) its documents are read from
+    /// the primary for reconciliation, in milliseconds: long enough for
+    /// the primary to finish a request whose connection broke.
+    #[serde(default = "default_reconcile_delay_ms")]
+    pub reconcile_delay_ms: u64,
+    /// Sampled replayed documents the verifier reads from both clusters
+    /// per second (see `crate::verifier`); 0 turns the verifier off.
+    #[serde(default = "default_verify_docs_per_second")]
+    pub verify_docs_per_second: u32,
+}
+
+fn default_verify_docs_per_second() -> u32 {
+    2
+}
+
+fn default_reconcile_delay_ms() -> u64 {
+    5_000
+}
+
+fn default_max_hold_ms() -> u64 {
+    5_000
+}
+
+fn default_max_batch_ops() -> usize {
+    1000
+}
+fn default_max_batch_bytes() -> usize {
+    8 << 20
+}
+fn default_retry_initial_ms() -> u64 {
+    100
+}
+fn default_retry_max_ms() -> u64 {
+    5_000
+}
+fn default_gc_deletes() -> String {
+    "1h".to_string()
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            start_paused: false,
+            max_batch_ops: default_max_batch_ops(),
+            max_batch_bytes: default_max_batch_bytes(),
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            gc_deletes: default_gc_deletes(),
+            max_hold_ms: default_max_hold_ms(),
+            reconcile_delay_ms: default_reconcile_delay_ms(),
+            verify_docs_per_second: default_verify_docs_per_second(),
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Checks values; errors name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_batch_ops == 0 {
+            return Err("replay.max_batch_ops: must be at least 1".into());
+        }
+        if self.max_batch_bytes == 0 {
+            return Err("replay.max_batch_bytes: must be at least 1".into());
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            return Err(
+                "replay.retry_max_ms: must be at least retry_initial_ms, which must be positive"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod queue;
 pub mod reconcile;
 pub mod replication;
+pub mod respond;
 pub mod roles;
 pub mod server;
 pub mod traffic;

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
 use crate::es::classify::{RequestClass, classify};
-use crate::limits::{LimitExceeded, NodePermit};
+use crate::limits::NodePermit;
 use crate::metrics::Metrics;
+use crate::respond::{error_body, write_json, write_limited};
 use crate::roles::Roles;
 use crate::traffic::{InFlight, Traffic};
 use crate::upstream::{ExchangeError, Selected};
@@ -63,19 +62,6 @@ impl GatewayProxy {
             writes,
         }
     }
-}
-
-/// JSON error body in the shape Elasticsearch and OpenSearch use.
-pub fn error_body(status: u16, kind: &str, reason: &str) -> Bytes {
-    let body = serde_json::json!({
-        "error": {
-            "root_cause": [{ "type": kind, "reason": reason }],
-            "type": kind,
-            "reason": reason,
-        },
-        "status": status,
-    });
-    Bytes::from(body.to_string())
 }
 
 #[async_trait]
@@ -144,8 +130,7 @@ impl ProxyHttp for GatewayProxy {
             Err(ExchangeError::Limited(limited)) => {
                 self.metrics
                     .observe_limiter_rejection("primary", limited.kind.as_str());
-                let body = error_body(429, "tandem_rate_limited", &limited.to_string());
-                write_limited(session, &limited, body).await?;
+                write_limited(session, &limited).await?;
                 ctx.handled = true;
                 self.metrics.observe_request(
                     "read",
@@ -264,35 +249,4 @@ impl ProxyHttp for GatewayProxy {
             ),
         }
     }
-}
-
-/// Writes a complete JSON response to the client.
-pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header("content-type", "application/json; charset=UTF-8")?;
-    header.insert_header("content-length", body.len().to_string())?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
-}
-
-/// Writes a 429 with `Retry-After` for a request refused by a limit.
-async fn write_limited(session: &mut Session, limited: &LimitExceeded, body: Bytes) -> Result<()> {
-    let mut header = ResponseHeader::build(429, Some(4))?;
-    header.insert_header("content-type", "application/json; charset=UTF-8")?;
-    header.insert_header("content-length", body.len().to_string())?;
-    header.insert_header(
-        "retry-after",
-        limited
-            .retry_after
-            .as_secs_f64()
-            .ceil()
-            .max(1.0)
-            .to_string(),
-    )?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
 }

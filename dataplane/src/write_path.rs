@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use serde_json::Value;
 
@@ -35,23 +35,10 @@ use crate::es::classify::RequestClass;
 use crate::es::docstate::DocKey;
 use crate::es::ops::{ReplicationOp, accepted_single, query_scoped_op};
 use crate::metrics::Metrics;
-use crate::proxy::{error_body, write_json};
 use crate::replication::{ReconcileCause, Replication};
+use crate::respond::{HOP_BY_HOP, client_header, error_body, send, write_json, write_limited};
 use crate::roles::Roles;
 use crate::upstream::{ExchangeError, Upstream};
-
-/// Headers that describe one hop and are not forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "content-length",
-];
 
 /// Everything the write path needs.
 #[derive(Debug)]
@@ -258,18 +245,7 @@ impl WritePath {
                     .observe_limiter_rejection("primary", limited.kind.as_str());
                 let reason = limited.to_string();
                 log_refusal(session.req_header(), 429, "tandem_rate_limited", &reason);
-                let body = error_body(429, "tandem_rate_limited", &reason);
-                let mut header = json_header(429, body.len())?;
-                header.insert_header(
-                    "retry-after",
-                    limited
-                        .retry_after
-                        .as_secs_f64()
-                        .ceil()
-                        .max(1.0)
-                        .to_string(),
-                )?;
-                send(session, header, body).await?;
+                write_limited(session, &limited).await?;
                 return Ok(WriteOutcome {
                     status: 429,
                     recorded: 0,
@@ -283,28 +259,25 @@ impl WritePath {
             Err(err) => {
                 self.metrics.unknown_outcome_writes.inc();
                 let named = !keys.is_empty();
-                // A by-query write is recorded all the same: its replay
-                // reconciles what it matches, whatever the primary did.
-                let by_query = query_scoped_op(class, &body);
-                let recorded = match &by_query {
+                // A by-query write is recorded all the same (its replay
+                // reconciles what it matches, whatever the primary did so
+                // far) and still counted as unreconcilable: the run may go
+                // on on the primary after the connection broke.
+                let recorded = match query_scoped_op(class, &body) {
                     Some(op) => self
                         .replication
-                        .record(std::slice::from_ref(op))
+                        .record(std::slice::from_ref(&op))
                         .await
                         .is_ok(),
                     None => false,
                 };
-                if recorded {
-                    self.replication.inflight.close(note);
-                } else {
-                    unsettled(keys);
-                }
+                unsettled(keys);
                 let reason = format!(
                     "connection to the primary failed after the request was sent; the write may or may not have been applied ({}): {err}",
                     if named {
                         "the gateway reconciles the documents it names from the primary"
                     } else if recorded {
-                        "the gateway reconciles the documents it matches from the primary"
+                        "the gateway reconciles what it matches from the primary now, but the run may go on there: run a comparison job"
                     } else {
                         "it names no document: run a comparison job"
                     }
@@ -318,7 +291,13 @@ impl WritePath {
             // A by-query run that may have stopped part way is recorded
             // too (see `query_scoped_op`).
             Ok(ops) if ops.is_empty() && (status == 409 || status >= 500) => {
-                Ok(query_scoped_op(class, &body).into_iter().collect())
+                let op = query_scoped_op(class, &body);
+                if op.is_some() && status >= 500 {
+                    // A 5xx (a proxy's timeout, say) may leave the run
+                    // going on on the primary after the reconciliation.
+                    self.replication.note_unreconcilable();
+                }
+                Ok(op.into_iter().collect())
             }
             other => other,
         };
@@ -546,36 +525,6 @@ impl BodyEncoding {
         }
         Ok(Bytes::from(out))
     }
-}
-
-fn client_header(upstream: &ResponseHeader, body_len: usize) -> Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(upstream.status, Some(upstream.headers.len()))?;
-    for (name, value) in upstream.headers.iter() {
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        header.append_header(name.clone(), value.clone())?;
-    }
-    header.insert_header("content-length", body_len.to_string())?;
-    Ok(header)
-}
-
-fn json_header(status: u16, body_len: usize) -> Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header("content-type", "application/json; charset=UTF-8")?;
-    header.insert_header("content-length", body_len.to_string())?;
-    Ok(header)
-}
-
-async fn send(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
-    let empty = body.is_empty();
-    session
-        .write_response_header(Box::new(header), empty)
-        .await?;
-    if !empty {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
 }
 
 /// Answers a write the gateway refuses or cannot complete itself, and

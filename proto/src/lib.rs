@@ -5,6 +5,8 @@
 //! Both the control plane (servers) and the clients (SDK, `tandemctl`) depend
 //! on it; the gateway uses it for its agent stream.
 
+pub mod time;
+
 /// `tandem.v1`: clusters, gateways, replication tasks, queues, migration and
 /// comparison jobs.
 #[allow(clippy::all, missing_docs)]

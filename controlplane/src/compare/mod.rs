@@ -62,13 +62,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::jobs::{
     JobFailure, JobHandler, JobRecord, Lease, NewPartition, PartitionRecord, Plan, RunOutcome,
 };
 use crate::migration::IndexSelection;
 use crate::migration::metadata;
 use crate::migration::search::SearchClient;
-use crate::server::Api;
 
 /// The `kind` of comparison jobs.
 pub const KIND: &str = "compare";

@@ -27,9 +27,9 @@ use tandem_proto::v1::gateway_command::Command;
 use uuid::Uuid;
 
 use super::{Fleet, FleetError};
-use crate::services::timestamp;
 use crate::store::commands::{self as store, NewCommand, Outcome};
 use crate::store::dead_letters::{self, Action};
+use tandem_proto::time::timestamp;
 
 /// How often a waiting caller checks the outbox itself.
 const RESULT_POLL: Duration = Duration::from_secs(1);

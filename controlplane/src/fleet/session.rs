@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use super::{AgentLink, Fleet, HELLO_TIMEOUT, OUTBOUND_CAPACITY, commands, load_desired_state};
 use crate::secrets::SecretBox;
-use crate::services::{duration, store_status, timestamp};
+use tandem_proto::time::{duration, timestamp};
+
+use crate::services::store_status;
 use crate::store::dead_letters;
 use crate::store::gateways::{self as store, Registration, Reports};
 use crate::validate::{self, invalid};

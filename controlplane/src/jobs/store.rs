@@ -14,8 +14,8 @@ use super::{
     JobFailure, JobRecord, LeaseStatus, NewJob, NewPartition, PartitionError, PartitionProgress,
     PartitionRecord, Plan, state_name,
 };
-use crate::services::timestamp;
 use crate::store::{StoreError, finish};
+use tandem_proto::time::timestamp;
 
 const JOB_COLUMNS: &str = "id, kind, name, labels, state, spec, plan, cluster_ids, task_id, \
      max_attempts, lease_ms, error_reason, error_message, error_metadata, request_id, \

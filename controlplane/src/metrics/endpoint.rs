@@ -91,7 +91,10 @@ async fn answer(source: &MetricsSource, request: &Request<Incoming>) -> Response
     if path == "/health" {
         return plain(StatusCode::OK, "ok\n");
     }
-    let body = source.metrics.scrape(&source.pool, &source.fleet).await;
+    let body = source
+        .metrics
+        .scrape(&source.pool, source.fleet.connected().len())
+        .await;
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -34,10 +34,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::jobs::{
     JobFailure, JobHandler, JobRecord, Lease, NewPartition, PartitionRecord, Plan, RunOutcome,
 };
-use crate::server::Api;
 use search::SearchClient;
 
 /// The `kind` of migration jobs.

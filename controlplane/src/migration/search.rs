@@ -8,9 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::jobs::JobFailure;
 use crate::probe::{Distribution, ProbeAuth, VersionInfo, parse_version_info};
-use crate::server::Api;
 use crate::store::clusters as cluster_store;
 
 /// Timeout of one request to a cluster (bulk requests included).

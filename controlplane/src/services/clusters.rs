@@ -38,10 +38,10 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::store_status;
+use crate::api::Api;
 use crate::pagination::PageRequest;
 use crate::probe::{Distribution, ProbeAuth, ProbeFailure, ProbeReport, ProbeTarget, TlsOptions};
 use crate::secrets::SecretString;
-use crate::server::Api;
 use crate::store::clusters::{self as store, AuthKind, ClusterFilter, ClusterRecord};
 use crate::validate;
 

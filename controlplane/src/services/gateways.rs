@@ -28,9 +28,9 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::store_status;
+use crate::api::Api;
 use crate::fleet::{self, DEFAULT_DRAIN_QUIET_PERIOD};
 use crate::pagination::PageRequest;
-use crate::server::Api;
 use crate::store::gateways::{
     self as store, Connection, DeleteOutcome, DrainOutcome, DrainPhase, GatewayFilter,
     GatewayRecord,

@@ -12,7 +12,7 @@ pub mod migration;
 pub mod queues;
 pub mod replication;
 
-use chrono::{DateTime, Utc};
+pub(crate) use tandem_proto::time::{duration, timestamp};
 use tonic::Status;
 
 use crate::store::StoreError;
@@ -38,21 +38,5 @@ pub(crate) fn store_status(err: StoreError, context: &str) -> Status {
                 "{context}: internal store error (see the control-plane log)"
             ))
         }
-    }
-}
-
-/// A `google.protobuf.Timestamp` for `at`.
-pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos().min(999_999_999) as i32,
-    }
-}
-
-/// A `google.protobuf.Duration` for `span`.
-pub(crate) fn duration(span: std::time::Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: span.as_secs().try_into().unwrap_or(i64::MAX),
-        nanos: span.subsec_nanos() as i32,
     }
 }

@@ -28,8 +28,8 @@ use tonic::{Request, Response, Status};
 
 use super::gateways::MAX_TASK_ID_CHARS;
 use super::{store_status, timestamp};
+use crate::api::Api;
 use crate::fleet::{DEFAULT_COMMAND_TIMEOUT, commands};
-use crate::server::Api;
 use crate::store::dead_letters::Action;
 use crate::store::gateways::{self as store, Connection, GatewayRecord};
 use crate::validate::{self, invalid};

@@ -46,9 +46,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::store_status;
+use crate::api::Api;
 use crate::fleet;
 use crate::pagination::PageRequest;
-use crate::server::Api;
 use crate::store::gateways as gateway_store;
 use crate::store::tasks::{self as store, Bumped, InsertOutcome, NewEvent, TaskFilter, TaskRecord};
 use crate::validate::{self, invalid};

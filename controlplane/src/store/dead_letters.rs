@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::commands::{self, NewCommand};
-use crate::services::timestamp;
+use tandem_proto::time::timestamp;
 
 /// The API id of the dead letter `local_id` held by `gateway_id`.
 pub fn public_id(gateway_id: &str, local_id: i64) -> String {

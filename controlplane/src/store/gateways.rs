@@ -730,7 +730,7 @@ pub async fn events_after(
             event: pb::Event {
                 id: row.id.to_string(),
                 sequence: u64::try_from(row.sequence).unwrap_or(0),
-                occurred_at: row.occurred_at.map(crate::services::timestamp),
+                occurred_at: row.occurred_at.map(tandem_proto::time::timestamp),
                 severity: pb::EventSeverity::from_str_name(&row.severity)
                     .map(|s| s as i32)
                     .unwrap_or_default(),

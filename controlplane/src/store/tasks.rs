@@ -85,7 +85,7 @@ fn parse_on_full(text: &str) -> Result<pb::QueueFullPolicy, StoreError> {
 
 /// A stored millisecond count as a protobuf duration.
 fn millis(ms: i64) -> prost_types::Duration {
-    crate::services::duration(std::time::Duration::from_millis(
+    tandem_proto::time::duration(std::time::Duration::from_millis(
         u64::try_from(ms).unwrap_or(0),
     ))
 }
@@ -992,7 +992,7 @@ pub async fn events(
             event: pb::Event {
                 id: row.id.to_string(),
                 sequence: u64::try_from(row.event_no).unwrap_or(0),
-                occurred_at: Some(crate::services::timestamp(row.occurred_at)),
+                occurred_at: Some(tandem_proto::time::timestamp(row.occurred_at)),
                 severity: pb::EventSeverity::from_str_name(&row.severity)
                     .map(|s| s as i32)
                     .unwrap_or_default(),

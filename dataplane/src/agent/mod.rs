@@ -49,7 +49,7 @@
 //! pure functions; this module is the thin I/O around them.
 
 mod commands;
-mod config;
+pub mod config;
 pub mod protocol;
 pub mod state;
 
@@ -68,10 +68,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use config::{ControlPlaneConfig, validate_gateway_id};
 
-use crate::admin::DEFAULT_CUTOVER_MAX_LAG;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
-use crate::replication::Replication;
+use crate::replication::{DEFAULT_CUTOVER_MAX_LAG, Replication};
 use crate::roles::Roles;
 use crate::traffic::Traffic;
 use protocol::{

@@ -15,23 +15,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use super::classify::BulkDefaults;
 use super::classify::{DocOp, pipeline_param};
 use super::json::{ObjectOr, Scalar, SingleKey, is_single_json_value, scalar_i64, scalar_text};
 use super::ops::{AcceptError, DocResult, DocWriteRequest, ReplicationOp, doc_op_from_result};
-
-/// URL-level defaults of a bulk request (`/{index}/{type}/_bulk?routing=..
-/// &pipeline=..`); item metadata overrides them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BulkDefaults {
-    /// Default `_index`.
-    pub index: Option<String>,
-    /// Default `_type` (5.x/6.x typed bulk). `_doc` is reported as `None`.
-    pub doc_type: Option<String>,
-    /// Default routing.
-    pub routing: Option<String>,
-    /// Default ingest pipeline (`_none` is reported as `None`).
-    pub pipeline: Option<String>,
-}
 
 /// One action of a bulk request, with its metadata and body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,21 @@
 
 use http::Method;
 
-use super::bulk::BulkDefaults;
 use super::uri::{self, query_pairs, query_param};
+
+/// URL-level defaults of a bulk request (`/{index}/{type}/_bulk?routing=..
+/// &pipeline=..`); item metadata overrides them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkDefaults {
+    /// Default `_index`.
+    pub index: Option<String>,
+    /// Default `_type` (5.x/6.x typed bulk). `_doc` is reported as `None`.
+    pub doc_type: Option<String>,
+    /// Default routing.
+    pub routing: Option<String>,
+    /// Default ingest pipeline (`_none` is reported as `None`).
+    pub pipeline: Option<String>,
+}
 
 /// What a client request is, for replication purposes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use tonic::codegen::BoxStream;
 use uuid::Uuid;
 
 use super::convert;
+use crate::api::Api;
 use crate::compare::{KIND, diffs};
 use crate::jobs::{is_terminal, store};
-use crate::server::Api;
 
 /// How often events, differences and the state are looked at.
 const POLL: Duration = Duration::from_millis(500);

@@ -12,10 +12,10 @@ use tonic::Status;
 use tonic::codegen::BoxStream;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::jobs::is_terminal;
 use crate::jobs::store;
 use crate::migration::KIND;
-use crate::server::Api;
 
 /// How often events and the state are looked at.
 const POLL: Duration = Duration::from_millis(500);

@@ -22,9 +22,9 @@ use tandem_proto::v1::gateway_command::Command;
 use tonic::Status;
 
 use super::unexpected_answer;
+use crate::api::Api;
 use crate::fleet::commands;
 use crate::pagination::PageRequest;
-use crate::server::Api;
 use crate::services::store_status;
 use crate::store::dead_letters::{self as store, Action, Filter, Selection};
 use crate::store::gateways::{self as gateway_store, Connection};

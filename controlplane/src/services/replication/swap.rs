@@ -22,7 +22,7 @@ use tonic::Status;
 use uuid::Uuid;
 
 use super::status::{self, TaskView};
-use crate::server::Api;
+use crate::api::Api;
 use crate::services::store_status;
 use crate::store::gateways as gateway_store;
 use crate::store::tasks::{self as store, Hold, NewEvent, OperationRecord, TaskRecord};

@@ -35,7 +35,7 @@ use tandem_proto::v1 as pb;
 use tonic::Status;
 
 use super::{concurrent, settings, status};
-use crate::server::Api;
+use crate::api::Api;
 use crate::services::store_status;
 use crate::store::gateways::{self as gateway_store, DrainPhase};
 use crate::store::tasks::{self as store, NewEvent, TaskRecord, UpdateOutcome};

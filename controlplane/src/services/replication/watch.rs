@@ -12,7 +12,7 @@ use tonic::Status;
 use tonic::codegen::BoxStream;
 use uuid::Uuid;
 
-use crate::server::Api;
+use crate::api::Api;
 use crate::services::{duration, timestamp};
 use crate::store::tasks as store;
 
