@@ -6,7 +6,7 @@
 //! scan of both clusters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -185,13 +185,14 @@ async fn churn_with_tombstone_pruning(primary: &SearchCluster, backup: &SearchCl
             }
         })
     };
+    let accepted = Arc::new(AtomicU32::new(0));
     let mut writers = Vec::new();
     for w in 0..8u64 {
         let (stop, url, index) = (stop.clone(), gw.url.clone(), index.clone());
+        let accepted = accepted.clone();
         writers.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w + 1));
             let mut i = 0u64;
-            let mut accepted = 0u32;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 let id = rng.below(12).to_string();
@@ -231,18 +232,18 @@ async fn churn_with_tombstone_pruning(primary: &SearchCluster, backup: &SearchCl
                     "writer {w}: status {status}"
                 );
                 if status < 300 {
-                    accepted += 1;
+                    accepted.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            accepted
         }));
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for_count(&accepted, 150, Duration::from_secs(30)).await;
     stop.store(true, Ordering::SeqCst);
-    let mut accepted = 0;
     for writer in writers {
-        accepted += writer.await.unwrap();
+        writer.await.unwrap();
     }
+    let accepted = accepted.load(Ordering::SeqCst);
     pruner.await.unwrap();
     assert!(accepted > 100, "only {accepted} writes accepted");
 
@@ -353,43 +354,66 @@ async fn random_write(url: &str, index: &str, rng: &mut Rng, w: u64, i: u64, ids
     }
 }
 
-/// Runs `writers` clients of [`random_write`] until `stop`; returns how
-/// many writes were accepted. Statuses in `allowed` are ordinary answers;
-/// anything else fails the test.
-fn spawn_writers(
-    url: &str,
-    index: &str,
-    writers: u64,
-    ids: u64,
-    stop: &Arc<AtomicBool>,
-    allowed: &'static [u16],
-) -> Vec<tokio::task::JoinHandle<u32>> {
-    (0..writers)
-        .map(|w| {
-            let (stop, url, index) = (stop.clone(), url.to_string(), index.to_string());
-            tokio::spawn(async move {
-                let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (w + 1));
-                let (mut i, mut accepted) = (0, 0);
-                while !stop.load(Ordering::SeqCst) {
-                    i += 1;
-                    let status = random_write(&url, &index, &mut rng, w, i, ids).await;
-                    assert!(allowed.contains(&status), "writer {w}: status {status}");
-                    if (200..300).contains(&status) {
-                        accepted += 1;
-                    }
-                }
-                accepted
-            })
-        })
-        .collect()
+/// Clients of [`random_write`] running until stopped, counting the
+/// writes the gateway accepted. Statuses in `allowed` are ordinary
+/// answers; anything else fails the test.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU32>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn join_writers(writers: Vec<tokio::task::JoinHandle<u32>>) -> u32 {
-    let mut accepted = 0;
-    for writer in writers {
-        accepted += writer.await.unwrap();
+impl Writers {
+    fn spawn(url: &str, index: &str, writers: u64, ids: u64, allowed: &'static [u16]) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU32::new(0));
+        let handles = (0..writers)
+            .map(|w| {
+                let (stop, accepted) = (stop.clone(), accepted.clone());
+                let (url, index) = (url.to_string(), index.to_string());
+                tokio::spawn(async move {
+                    let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (w + 1));
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        i += 1;
+                        let status = random_write(&url, &index, &mut rng, w, i, ids).await;
+                        assert!(allowed.contains(&status), "writer {w}: status {status}");
+                        if (200..300).contains(&status) {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            accepted,
+            handles,
+        }
     }
-    accepted
+
+    /// Waits until at least `count` writes were accepted, or `within`
+    /// passed: a loaded machine gets more time instead of a thinner test.
+    async fn until_accepted(&self, count: u32, within: Duration) {
+        wait_for_count(&self.accepted, count, within).await;
+    }
+
+    /// Stops the writers; returns how many writes were accepted.
+    async fn stop(self) -> u32 {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in self.handles {
+            handle.await.unwrap();
+        }
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits until `counter` reaches `count`, at most `within`.
+async fn wait_for_count(counter: &AtomicU32, count: u32, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while counter.load(Ordering::SeqCst) < count && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Kills the gateway with SIGKILL while eight writers hammer 16 ids; writes
@@ -417,13 +441,12 @@ async fn kill_9_under_concurrent_writes(primary: &SearchCluster, backup: &Search
         if round >= 3 && found_in_flight > 0.0 {
             break;
         }
-        let stop = Arc::new(AtomicBool::new(false));
         // 0: the connection died with the gateway.
-        let writers = spawn_writers(&gateway.url, &index, 8, 16, &stop, &[0, 200, 201, 404, 409]);
+        let writers = Writers::spawn(&gateway.url, &index, 8, 16, &[0, 200, 201, 404, 409]);
         tokio::time::sleep(Duration::from_millis(1500 + 500 * (round % 3))).await;
+        writers.until_accepted(40, Duration::from_secs(20)).await;
         gateway.kill_9();
-        stop.store(true, Ordering::SeqCst);
-        accepted += join_writers(writers).await;
+        accepted += writers.stop().await;
         gateway = GatewayProcess::start(&options, &config_path).await;
         found_in_flight += metric(
             &gateway.admin_url,
@@ -469,8 +492,7 @@ async fn by_query_writes_racing_with_writers(primary: &SearchCluster, backup: &S
         json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
     )
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(&gw.url, &index, 8, 16, &stop, &[200, 201, 404, 409]);
+    let writers = Writers::spawn(&gw.url, &index, 8, 16, &[200, 201, 404, 409]);
     let (mut changed, mut conflicted) = (0, 0);
     for round in 0..16u64 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -497,8 +519,8 @@ async fn by_query_writes_racing_with_writers(primary: &SearchCluster, backup: &S
         changed +=
             answer["deleted"].as_u64().unwrap_or(0) + answer["updated"].as_u64().unwrap_or(0);
     }
-    stop.store(true, Ordering::SeqCst);
-    let accepted = join_writers(writers).await;
+    writers.until_accepted(150, Duration::from_secs(30)).await;
+    let accepted = writers.stop().await;
     assert!(accepted > 100, "only {accepted} writes accepted");
     assert!(changed > 0, "the by-query writes changed nothing");
     let status = drain(&gw.admin_url, DRAIN_TIMEOUT).await;
@@ -536,8 +558,7 @@ async fn unknown_outcomes_under_concurrent_writes(primary: &SearchCluster, backu
         json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
     )
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(&gw.url, &index, 4, 12, &stop, &[200, 201, 404, 409, 502]);
+    let writers = Writers::spawn(&gw.url, &index, 4, 12, &[200, 201, 404, 409, 502]);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         relay.swallow_answers(true);
@@ -545,8 +566,8 @@ async fn unknown_outcomes_under_concurrent_writes(primary: &SearchCluster, backu
         relay.swallow_answers(false);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    let accepted = join_writers(writers).await;
+    writers.until_accepted(80, Duration::from_secs(30)).await;
+    let accepted = writers.stop().await;
     assert!(accepted > 50, "only {accepted} writes accepted");
     let unknown = metric(&gw.admin_url, "tandem_unknown_outcome_writes_total").await;
     assert!(unknown > 0.0, "no write ended with an unknown outcome");
@@ -621,22 +642,13 @@ async fn soak_with_kills_backup_outages_and_lost_answers() {
     let mut round = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
         round += 1;
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers = spawn_writers(
-            &gateway.url,
-            &index,
-            8,
-            16,
-            &stop,
-            &[0, 200, 201, 404, 409, 502],
-        );
+        let writers = Writers::spawn(&gateway.url, &index, 8, 16, &[0, 200, 201, 404, 409, 502]);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         match round % 3 {
             0 => {
                 gateway.kill_9();
                 kills += 1;
-                stop.store(true, Ordering::SeqCst);
-                accepted += join_writers(writers).await;
+                accepted += writers.stop().await;
                 gateway = GatewayProcess::start(&options, &config_path).await;
                 continue;
             }
@@ -654,8 +666,7 @@ async fn soak_with_kills_backup_outages_and_lost_answers() {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, Ordering::SeqCst);
-        accepted += join_writers(writers).await;
+        accepted += writers.stop().await;
     }
     drain(&gateway.admin_url, DRAIN_TIMEOUT).await;
     let docs = assert_converged(&primary.url, &backup.url, &index).await;
