@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CRATES = ["dataplane/src", "controlplane/src", "clients/rust/src", "proto/src", "integration/src"]
+DEFAULT_CRATES = ["es/src", "dataplane/src", "controlplane/src", "clients/rust/src", "proto/src", "integration/src"]
 
 PATH_RE = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
 USE_GROUP_RE = re.compile(r"\buse\s+(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^;]*)\};", re.S)

@@ -138,6 +138,22 @@ pub struct VersionInfo {
     pub lucene_version: String,
 }
 
+impl VersionInfo {
+    /// The shared protocol view of this version (`tandem-es`), which holds
+    /// every rule that depends on it (mapping types, bulk spelling, the
+    /// default type, point in time).
+    pub fn es(&self) -> tandem_es::ClusterVersion {
+        match self.distribution {
+            Distribution::Elasticsearch => {
+                tandem_es::ClusterVersion::elasticsearch(self.major, self.minor)
+            }
+            Distribution::Opensearch => {
+                tandem_es::ClusterVersion::opensearch(self.major, self.minor)
+            }
+        }
+    }
+}
+
 /// A node from `GET /_nodes/http`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeReport {

@@ -19,7 +19,7 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::es::ops::ReplicationOp;
+use tandem_es::ops::ReplicationOp;
 
 /// One op the backup refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,9 +50,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::es::docstate::DocKey;
-use crate::es::ops::ReplicationOp;
 use crate::queue::record::{self, Decoded};
+use tandem_es::docstate::DocKey;
+use tandem_es::ops::ReplicationOp;
 
 /// The journal's file name inside the task's data directory.
 pub const FILE_NAME: &str = "inflight.journal";

@@ -23,7 +23,6 @@ pub mod agent;
 pub mod config;
 pub mod counters;
 pub mod dead_letters;
-pub mod es;
 pub mod inflight;
 pub mod limits;
 pub mod metrics;

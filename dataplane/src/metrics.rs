@@ -409,7 +409,7 @@ impl Metrics {
     /// Counts classified version conflicts: `older` skipped, `reconcile`
     /// checked against the primary (zero counts are not touched).
     pub fn observe_conflicts(&self, older: u64, reconcile: u64) {
-        use crate::es::docstate::ConflictClass;
+        use tandem_es::docstate::ConflictClass;
         for (class, n) in [
             (ConflictClass::Older, older),
             (ConflictClass::Reconcile, reconcile),

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
-use crate::es::classify::{RequestClass, classify};
 use crate::limits::NodePermit;
 use crate::metrics::Metrics;
 use crate::respond::{error_body, write_json, write_limited};
@@ -19,6 +18,7 @@ use crate::roles::Roles;
 use crate::traffic::{InFlight, Traffic};
 use crate::upstream::{ExchangeError, Selected};
 use crate::write_path::WritePath;
+use tandem_es::classify::{RequestClass, classify};
 
 /// Per-request state shared between proxy phases.
 #[derive(Debug, Default)]

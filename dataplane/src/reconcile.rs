@@ -3,7 +3,7 @@
 //!
 //! Every path that finds (or suspects) a document differing between the
 //! clusters ends here: a replay version conflict that is not provably
-//! older (`crate::es::docstate`), and the documents named by a write whose
+//! older (`tandem_es::docstate`), and the documents named by a write whose
 //! outcome on the primary is unknown. One mechanism, so one set of
 //! guarantees:
 //!
@@ -29,9 +29,9 @@
 
 use std::future::Future;
 
-use crate::es::ItemOutcome;
-use crate::es::docstate::{DocKey, DocState};
-use crate::es::ops::ReplicationOp;
+use tandem_es::ItemOutcome;
+use tandem_es::docstate::{DocKey, DocState};
+use tandem_es::ops::ReplicationOp;
 
 /// Most read/compare/write rounds for one document per attempt.
 pub const MAX_ROUNDS: usize = 6;

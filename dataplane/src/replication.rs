@@ -39,21 +39,6 @@ use tokio::sync::{Notify, watch};
 use crate::config::ReplayConfig;
 use crate::counters::DurableCounters;
 use crate::dead_letters::DeadLetterStore;
-use crate::es::by_query::{
-    PAGE_SIZE as BY_QUERY_PAGE, SCROLL_PATH, clear_scroll_body, match_search, page_ops,
-    parse_match_page, refresh_path, scroll_body, scroll_id_of,
-};
-use crate::es::docstate::{
-    ConflictClass, CurrentVersion, DocKey, DocState, classify_conflict, parse_source_mget,
-    parse_version_mget, source_mget, version_mget,
-};
-use crate::es::ops::ReplicationOp;
-use crate::es::replay::{
-    ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayTarget, build_replay_bulk,
-    parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
-};
-use crate::es::rewrite::replay_request;
-use crate::es::version::ClusterVersion;
 use crate::inflight::{InflightJournal, NoteId};
 use crate::metrics::{Metrics, OpKindCounts};
 use crate::queue::{Queue, QueueConfig, QueueError, Reader, RepairReport};
@@ -61,6 +46,21 @@ use crate::reconcile::{DocIo, ReconcileError, Reconciled, Side, reconcile};
 use crate::roles::Roles;
 use crate::upstream::Upstream;
 use crate::verifier::{self, Samples, Suspect, Verdict};
+use tandem_es::by_query::{
+    PAGE_SIZE as BY_QUERY_PAGE, SCROLL_PATH, clear_scroll_body, match_search, page_ops,
+    parse_match_page, refresh_path, scroll_body, scroll_id_of,
+};
+use tandem_es::docstate::{
+    ConflictClass, CurrentVersion, DocKey, DocState, classify_conflict, parse_source_mget,
+    parse_version_mget, source_mget, version_mget,
+};
+use tandem_es::ops::ReplicationOp;
+use tandem_es::replay::{
+    ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayTarget, build_replay_bulk,
+    parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
+};
+use tandem_es::rewrite::replay_request;
+use tandem_es::version::ClusterVersion;
 
 /// Name of the replayer's consumer in the queue.
 pub const REPLAYER: &str = "replayer";
@@ -1183,7 +1183,7 @@ impl Replication {
     }
 
     /// Decides what each replay version conflict means (see
-    /// [`crate::es::docstate`]): an op the primary has moved past is
+    /// [`tandem_es::docstate`]): an op the primary has moved past is
     /// skipped; any other document is reconciled from the primary. Waits
     /// out an unavailable primary; a document the backup refuses is
     /// dead-lettered.
@@ -1398,7 +1398,7 @@ impl Replication {
     }
 
     /// Replays a by-query op as the reconciliation of the documents it
-    /// matches on the backup (see [`crate::es::by_query`]), in one
+    /// matches on the backup (see [`tandem_es::by_query`]), in one
     /// attempt: refresh, then page by page list the matches, read them
     /// from the primary and write the primary's state, version-fenced.
     /// Every step is idempotent, so a failed attempt is simply repeated.
@@ -1726,7 +1726,7 @@ impl Replication {
             todo
         };
         for index in todo {
-            let path = format!("/{}/_settings", crate::es::uri::encode_path_segment(&index));
+            let path = format!("/{}/_settings", tandem_es::uri::encode_path_segment(&index));
             let body = json!({ "index": { "gc_deletes": self.config.gc_deletes } }).to_string();
             let Ok(header) = build_header(&Method::PUT, &path, true) else {
                 continue;

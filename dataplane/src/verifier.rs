@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::es::docstate::{DocKey, DocState};
+use tandem_es::docstate::{DocKey, DocState};
 
 /// One applied document in this many is sampled.
 pub const SAMPLE_EVERY: u64 = 8;

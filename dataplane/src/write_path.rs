@@ -30,15 +30,15 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use serde_json::Value;
 
-use crate::es::bulk::{BulkItem, BulkResponse, accepted_ops, assign_missing_ids, parse_bulk_bytes};
-use crate::es::classify::RequestClass;
-use crate::es::docstate::DocKey;
-use crate::es::ops::{ReplicationOp, accepted_single, query_scoped_op};
 use crate::metrics::Metrics;
 use crate::replication::{ReconcileCause, Replication};
 use crate::respond::{HOP_BY_HOP, client_header, error_body, send, write_json, write_limited};
 use crate::roles::Roles;
 use crate::upstream::{ExchangeError, Upstream};
+use tandem_es::bulk::{BulkItem, BulkResponse, accepted_ops, assign_missing_ids, parse_bulk_bytes};
+use tandem_es::classify::RequestClass;
+use tandem_es::docstate::DocKey;
+use tandem_es::ops::{ReplicationOp, accepted_single, query_scoped_op};
 
 /// Everything the write path needs.
 #[derive(Debug)]
@@ -434,7 +434,7 @@ pub fn new_doc_id() -> String {
 /// document, refused if the id exists), with the id known in advance.
 fn assign_doc_id(header: &mut RequestHeader, id: &str) -> Result<()> {
     let path = header.uri.path().trim_end_matches('/');
-    let mut uri = format!("{path}/{}", crate::es::uri::encode_path_segment(id));
+    let mut uri = format!("{path}/{}", tandem_es::uri::encode_path_segment(id));
     match header.uri.query() {
         Some(query) if !query.is_empty() => {
             uri.push('?');

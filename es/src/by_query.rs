@@ -16,7 +16,7 @@
 //!    there ([`match_search`], [`parse_match_page`]): the documents the op
 //!    may have changed, in the state the primary had them before it;
 //! 3. reads each page's documents from the primary in one `_mget`
-//!    ([`crate::es::docstate::source_mget`]), and writes what the primary
+//!    ([`crate::docstate::source_mget`]), and writes what the primary
 //!    holds now, version-fenced ([`page_ops`]): a document gone from the
 //!    primary is deleted above the backup's version; one whose primary
 //!    version equals the backup's was not changed and is skipped.
@@ -282,7 +282,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::es::version::ClusterVersion;
+    use crate::version::ClusterVersion;
 
     fn by_query(path: &str, body: &str) -> ReplicationOp {
         ReplicationOp::QueryScoped {

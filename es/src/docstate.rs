@@ -22,7 +22,7 @@
 //! [`classify_conflict`] tells them apart from the primary's current
 //! version (one `_mget`, [`version_mget`]); anything it cannot prove older
 //! is *reconciled*: the document's state is read from both clusters and
-//! the primary's made true on the backup (see `crate::reconcile`).
+//! the primary's made true on the backup (see the gateway's `reconcile` module).
 
 use bytes::Bytes;
 use serde::Deserialize;

@@ -1,6 +1,7 @@
-//! # Search-API knowledge of the gateway
+//! # `tandem-es`: Elasticsearch / OpenSearch protocol knowledge
 //!
-//! Pure functions, no I/O: what an Elasticsearch/OpenSearch request is,
+//! Pure functions, no I/O, shared by the gateway (and, as its rules are
+//! folded in, by the control plane): what an Elasticsearch/OpenSearch request is,
 //! what the primary accepted, how it is stored in the queue, and how it is
 //! replayed to a backup that may run another major version.
 //!

@@ -341,7 +341,7 @@ impl ReplicationOp {
     /// Whether replaying the op is guarded by external versioning, so it
     /// converges whatever order it arrives in: document ops, and by-query
     /// ops (replayed as the version-fenced reconciliation of what they
-    /// match, see `crate::es::by_query`). Metadata ops are not, and are
+    /// match, see `crate::by_query`). Metadata ops are not, and are
     /// shown as such in the queue view.
     pub fn version_fenced(&self) -> bool {
         !matches!(self, Self::IndexMeta { .. })
@@ -809,7 +809,7 @@ pub fn accepted_single(
 /// The op that records a by-query write, `None` for other classes.
 ///
 /// Its replay reconciles the documents the query matches (see
-/// `crate::es::by_query`), which is right whether the primary's run
+/// `crate::by_query`), which is right whether the primary's run
 /// changed all, some or none of them. So a run that may have stopped part
 /// way (a 409 on a version conflict, a 5xx, a connection broken after
 /// sending) is recorded too, not only a 2xx.
@@ -901,8 +901,8 @@ fn with_query(path: String, query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::es::classify::DocWrite;
-    use crate::es::classify::classify;
+    use crate::classify::DocWrite;
+    use crate::classify::classify;
 
     fn samples() -> Vec<ReplicationOp> {
         vec![

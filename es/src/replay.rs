@@ -771,7 +771,7 @@ mod tests {
             "{\"index\":{\"_index\":\"i\",\"_id\":\"a\\\"b\\\\c\\n✓\",\"version\":1,\"version_type\":\"external_gte\"}}\n{\"a\":\"x y\"}\n"
         );
         // The body is a valid bulk body for our own parser.
-        let items = crate::es::bulk::parse_bulk(out.as_bytes(), None, None).unwrap();
+        let items = crate::bulk::parse_bulk(out.as_bytes(), None, None).unwrap();
         assert_eq!(items[0].id.as_deref(), Some("a\"b\\c\n✓"));
         assert_eq!(items[0].version, Some(1));
         assert_eq!(items[0].version_type.as_deref(), Some("external_gte"));

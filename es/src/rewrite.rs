@@ -355,7 +355,7 @@ fn normalize_template_patterns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::es::version::ClusterVersion;
+    use crate::version::ClusterVersion;
     use serde_json::json;
 
     fn es(major: u32) -> ReplayTarget {

@@ -122,6 +122,15 @@ impl ClusterVersion {
             Some("_doc")
         }
     }
+
+    /// Whether point in time plus `search_after` is available for reading
+    /// a whole index: Elasticsearch 7.10+, OpenSearch 2.4+.
+    pub fn supports_pit(&self) -> bool {
+        match self.distribution {
+            Distribution::Elasticsearch => (self.major, self.minor) >= (7, 10),
+            Distribution::OpenSearch => (self.major, self.minor) >= (2, 4),
+        }
+    }
 }
 
 impl fmt::Display for ClusterVersion {
@@ -206,5 +215,17 @@ mod tests {
         assert_eq!(es6.default_doc_type(), Some("_doc"));
         assert_eq!(es7.default_doc_type(), None);
         assert_eq!(os1.default_doc_type(), None);
+    }
+
+    #[test]
+    fn point_in_time_starts_at_7_10_and_opensearch_2_4() {
+        assert!(!ClusterVersion::elasticsearch(7, 9).supports_pit());
+        assert!(ClusterVersion::elasticsearch(7, 10).supports_pit());
+        assert!(ClusterVersion::elasticsearch(8, 0).supports_pit());
+        assert!(!ClusterVersion::elasticsearch(6, 8).supports_pit());
+        assert!(!ClusterVersion::opensearch(2, 3).supports_pit());
+        assert!(ClusterVersion::opensearch(2, 4).supports_pit());
+        assert!(ClusterVersion::opensearch(3, 0).supports_pit());
+        assert!(!ClusterVersion::opensearch(1, 3).supports_pit());
     }
 }

@@ -1128,7 +1128,9 @@ type MappingTypeRewrite struct {
 	// Rewrite mode.
 	Mode TypeRewriteMode `protobuf:"varint,1,opt,name=mode,proto3,enum=tandem.v1.TypeRewriteMode" json:"mode,omitempty"`
 	// Type used when a typeless source must be written to a 6.x or older
-	// destination. Empty means "_doc".
+	// destination. Empty means the destination's default: "_doc" on 6.x,
+	// "doc" on 5.x (where names starting with "_" are reserved), the same
+	// rule the gateway's replay uses.
 	TargetType    string `protobuf:"bytes,2,opt,name=target_type,json=targetType,proto3" json:"target_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tandem_es::{ItemOutcome, parse_bulk_response_for_replay};
 
 use super::hits::{SearchPage, parse_search_page};
 use super::search::{Answer, SearchClient, segment};
@@ -614,17 +615,9 @@ async fn source_versions(
         .collect())
 }
 
-/// The target's current version from a version conflict's reason
-/// (`... current version [9] is higher than the one provided [3]`); the
-/// replayer reads it the same way (`dataplane/src/es/docstate.rs`).
-fn conflict_current_version(reason: &str) -> Option<i64> {
-    let start = reason.find("current version [")? + "current version [".len();
-    let end = reason[start..].find(']')? + start;
-    reason[start..end].parse().ok()
-}
-
-/// One `_bulk` of `hits` (retrying 429s); returns what it wrote and the
-/// hits refused as version conflicts, with the target's current version.
+/// One `_bulk` of `hits` (retrying the items the target may accept later);
+/// returns what it wrote and the hits refused as version conflicts, with
+/// the target's current version.
 async fn write_once<'h>(
     spec: &MigrationSpec,
     target: &SearchClient,
@@ -632,8 +625,7 @@ async fn write_once<'h>(
     hits: &'h [Hit],
 ) -> Result<(Written, Vec<(&'h Hit, Option<i64>)>), JobFailure> {
     let mut conflicts = Vec::new();
-    let old_syntax = target.version.distribution == crate::probe::Distribution::Elasticsearch
-        && target.version.major <= 5;
+    let old_syntax = target.version.es().uses_underscored_bulk_params();
     let mut written = Written::default();
     let mut pending: Vec<&Hit> = hits.iter().collect();
     for attempt in 1..=BULK_ATTEMPTS {
@@ -647,7 +639,10 @@ async fn write_once<'h>(
                     (Some(ty), TypeRewriteMode::Auto | TypeRewriteMode::None) if ty != "_doc" => {
                         ty.clone()
                     }
-                    _ => spec.type_rewrite.target_type().to_string(),
+                    _ => spec
+                        .type_rewrite
+                        .target_type(&target.version.es())
+                        .to_string(),
                 };
                 action.insert("_type".into(), json!(ty));
             }
@@ -675,43 +670,39 @@ async fn write_once<'h>(
             }
             return Err(failure);
         }
-        let items = answer.body["items"].as_array().cloned().unwrap_or_default();
-        if items.len() != pending.len() {
+        // One reading of bulk answers for the copy and the gateway's
+        // replay: the same transient cluster states are retried (429,
+        // unavailable shards, cluster blocks, ...), conflicts carry the
+        // target's version.
+        let outcomes = serde_json::to_vec(&answer.body)
+            .map_err(|e| e.to_string())
+            .and_then(|body| parse_bulk_response_for_replay(&body).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                JobFailure::transient(
+                    "UPSTREAM_PROTOCOL_ERROR",
+                    format!("cluster {}: unreadable _bulk answer: {e}", target.name),
+                )
+            })?;
+        if outcomes.len() != pending.len() {
             return Err(JobFailure::transient(
                 "UPSTREAM_PROTOCOL_ERROR",
                 format!(
                     "cluster {}: _bulk answered {} items for {} actions",
                     target.name,
-                    items.len(),
+                    outcomes.len(),
                     pending.len()
                 ),
             ));
         }
         let mut retry = Vec::new();
-        for (hit, item) in pending.iter().zip(items) {
-            let result = item
-                .as_object()
-                .and_then(|o| o.values().next())
-                .cloned()
-                .unwrap_or_default();
-            match result["status"].as_u64().unwrap_or(0) {
-                200..=299 => {}
-                409 => conflicts.push((
-                    *hit,
-                    result
-                        .pointer("/error/reason")
-                        .and_then(Value::as_str)
-                        .and_then(conflict_current_version),
-                )),
-                429 if attempt < BULK_ATTEMPTS => retry.push(*hit),
-                _ => {
+        for (hit, outcome) in pending.iter().zip(outcomes) {
+            match outcome {
+                ItemOutcome::Applied => {}
+                ItemOutcome::VersionConflict { current } => conflicts.push((*hit, current)),
+                ItemOutcome::Retryable { .. } if attempt < BULK_ATTEMPTS => retry.push(*hit),
+                ItemOutcome::Retryable { reason, .. } | ItemOutcome::Failed { reason, .. } => {
                     written.failed += 1;
                     if written.samples.len() < 5 {
-                        let reason = result
-                            .pointer("/error/reason")
-                            .and_then(Value::as_str)
-                            .unwrap_or("refused")
-                            .to_string();
                         written.samples.push((hit.id.clone(), reason));
                     }
                 }

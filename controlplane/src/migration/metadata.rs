@@ -364,7 +364,7 @@ fn rewrite_mappings(
         && !mappings.is_empty()
         && rewrite.mode == super::TypeRewriteMode::Auto
     {
-        let ty = rewrite.target_type();
+        let ty = rewrite.target_type(&target.version.es());
         let inner = std::mem::take(mappings);
         mappings.insert(ty.to_string(), Value::Object(inner));
         warnings.push(format!("mapping wrapped in type {ty:?}"));

@@ -86,15 +86,17 @@ pub enum TypeRewriteMode {
 pub struct TypeRewrite {
     /// Mode.
     pub mode: TypeRewriteMode,
-    /// Type for typed targets; empty means `_doc`.
+    /// Type for typed targets; empty means the target's default (`_doc`
+    /// on 6.x, `doc` on 5.x, where names starting with `_` are reserved).
     pub target_type: String,
 }
 
 impl TypeRewrite {
-    /// The type written to typed targets.
-    pub fn target_type(&self) -> &str {
+    /// The type written to typed targets: the one asked for, else the
+    /// target's default type (the gateway's replay uses the same rule).
+    pub fn target_type<'a>(&'a self, target: &tandem_es::ClusterVersion) -> &'a str {
         if self.target_type.is_empty() {
-            "_doc"
+            target.default_doc_type().unwrap_or("_doc")
         } else {
             &self.target_type
         }
@@ -329,5 +331,37 @@ impl JobHandler for MigrationHandler {
         copy::run(&spec, &source, &target, point_in_time, partition, lease)
             .await
             .map_err(|f| f.with("index", partition.unit.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tandem_es::ClusterVersion;
+
+    use super::*;
+
+    #[test]
+    fn typeless_documents_get_the_targets_default_type_like_the_replay() {
+        let auto = TypeRewrite {
+            mode: TypeRewriteMode::Auto,
+            target_type: String::new(),
+        };
+        // 5.x reserves names starting with `_`: the gateway writes `doc`.
+        assert_eq!(
+            auto.target_type(&ClusterVersion::elasticsearch(5, 6)),
+            "doc"
+        );
+        assert_eq!(
+            auto.target_type(&ClusterVersion::elasticsearch(6, 8)),
+            "_doc"
+        );
+        let named = TypeRewrite {
+            target_type: "tweet".into(),
+            ..auto
+        };
+        assert_eq!(
+            named.target_type(&ClusterVersion::elasticsearch(5, 6)),
+            "tweet"
+        );
     }
 }

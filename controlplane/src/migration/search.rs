@@ -130,17 +130,13 @@ impl SearchClient {
     /// Whether mapping types exist on this cluster (Elasticsearch 6 and
     /// older).
     pub fn typed(&self) -> bool {
-        self.version.distribution == Distribution::Elasticsearch && self.version.major <= 6
+        self.version.es().has_mapping_types()
     }
 
     /// Whether point in time plus `search_after` is available
     /// (Elasticsearch 7.10+, OpenSearch 2.4+).
     pub fn supports_pit(&self) -> bool {
-        let v = &self.version;
-        match v.distribution {
-            Distribution::Elasticsearch => v.major > 7 || (v.major == 7 && v.minor >= 10),
-            Distribution::Opensearch => v.major > 2 || (v.major == 2 && v.minor >= 4),
-        }
+        self.version.es().supports_pit()
     }
 
     async fn raw(

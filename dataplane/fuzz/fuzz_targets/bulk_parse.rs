@@ -8,9 +8,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem_gateway::es::bulk::parse_bulk;
-use tandem_gateway::es::json::{compact, is_single_json_value};
-use tandem_gateway::es::{ClusterVersion, DocOp, ReplayTarget, ReplicationOp, build_replay_bulk};
+use tandem_es::bulk::parse_bulk;
+use tandem_es::json::{compact, is_single_json_value};
+use tandem_es::{ClusterVersion, DocOp, ReplayTarget, ReplicationOp, build_replay_bulk};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(items) = parse_bulk(data, Some("default"), None) else {

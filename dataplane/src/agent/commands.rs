@@ -209,7 +209,7 @@ async fn reconcile(
             );
         }
         let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        keys.push(crate::es::docstate::DocKey {
+        keys.push(tandem_es::docstate::DocKey {
             index: doc.index.clone(),
             doc_type: optional(&doc.doc_type),
             id: doc.id.clone(),

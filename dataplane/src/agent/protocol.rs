@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use tandem_proto::v1 as pb;
 
 use crate::dead_letters::DeadLetter;
-use crate::es::ops::ReplicationOp;
-use crate::es::uri::encode_path_segment;
 use crate::queue::{ConsumerStats, QueueStats, RepairReport};
 use crate::replication::{Peeked, REPLAYER};
+use tandem_es::ops::ReplicationOp;
+use tandem_es::uri::encode_path_segment;
 
 /// Task id reported for the gateway's replication before the control plane
 /// assigned one (no desired state received yet, or one without tasks). The

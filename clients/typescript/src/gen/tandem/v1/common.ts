@@ -676,7 +676,9 @@ export interface MappingTypeRewrite {
   mode: TypeRewriteMode;
   /**
    * Type used when a typeless source must be written to a 6.x or older
-   * destination. Empty means "_doc".
+   * destination. Empty means the destination's default: "_doc" on 6.x,
+   * "doc" on 5.x (where names starting with "_" are reserved), the same
+   * rule the gateway's replay uses.
    */
   targetType: string;
 }
