@@ -95,6 +95,12 @@ impl TestGateway {
         Self::start_with(GatewayOptions::proxy(primary_url)).await
     }
 
+    /// Starts a gateway dual-writing from `primary` to `backup` (queue in
+    /// `data_dir`) and waits until it is ready.
+    pub async fn replicating(primary: &str, backup: &str, data_dir: &Path) -> TestGateway {
+        TestGateway::start_with(GatewayOptions::replicating(primary, backup, data_dir)).await
+    }
+
     /// Starts a gateway with `options` and waits until it is ready.
     pub async fn start_with(options: GatewayOptions) -> TestGateway {
         let port = free_port();

@@ -66,12 +66,7 @@ async fn version_on(cluster: &str, index: &str, id: &str) -> i64 {
 /// version (1) is below the backup's tombstone.
 async fn recreated_after_tombstone_pruning(primary: &SearchCluster, backup: &SearchCluster) {
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &backup.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &backup.url, dir.path()).await;
     let index = unique_index("recreate");
     create_index(
         &gw.url,
@@ -160,12 +155,7 @@ impl Rng {
 /// the same ids and sources.
 async fn churn_with_tombstone_pruning(primary: &SearchCluster, backup: &SearchCluster) {
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &backup.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &backup.url, dir.path()).await;
     let index = unique_index("churn");
     create_index(
         &gw.url,
@@ -479,12 +469,7 @@ async fn kill_9_under_concurrent_writes_converges_os2_to_es6() {
 /// replay reconciles what each matches, so the backup ends equal.
 async fn by_query_writes_racing_with_writers(primary: &SearchCluster, backup: &SearchCluster) {
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &backup.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &backup.url, dir.path()).await;
     let index = unique_index("byquery");
     create_index(
         &gw.url,
@@ -696,12 +681,7 @@ async fn expect_status(
 /// `es7` flavor has neither).
 async fn write_shapes_converge(primary: &SearchCluster, backup: &SearchCluster, modules: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &backup.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &backup.url, dir.path()).await;
     let url = gw.url.clone();
     let index = unique_index("shapes");
     create_index(

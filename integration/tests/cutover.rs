@@ -92,12 +92,7 @@ async fn cutover_is_refused_while_the_backup_lags_and_roles_stay() {
     let (old, new) = primary_and_backup();
     let relay = TcpRelay::start(&new.url).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &old.url,
-        &relay.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&old.url, &relay.url, dir.path()).await;
     let index = unique_index("cutover-refused");
     create_index(
         &gw.url,

@@ -196,12 +196,7 @@ async fn mixed_workload_converges_on_the_backup_in_both_directions() {
 async fn bulk_items_rejected_by_the_primary_are_not_replayed() {
     let (primary, backup) = pairs()[0];
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &backup.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &backup.url, dir.path()).await;
     let index = unique_index("partial");
     let (status, _) = call(
         reqwest::Method::PUT,

@@ -95,12 +95,7 @@ async fn queue_grows_while_the_backup_is_down_and_drains_when_it_returns() {
     let (primary, backup) = primary_and_backup();
     let relay = TcpRelay::start(&backup.url).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &relay.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &relay.url, dir.path()).await;
     let index = unique_index("backup-down");
     create_index(
         &gw.url,
@@ -296,12 +291,7 @@ async fn ops_the_backup_refuses_are_dead_lettered_then_retried_or_skipped() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(GatewayOptions::replicating(
-        &primary.url,
-        &backup.url,
-        dir.path(),
-    ))
-    .await;
+    let gw = TestGateway::replicating(&primary.url, &backup.url, dir.path()).await;
     for (id, code) in [("ok", "42"), ("bad-1", "x-1"), ("bad-2", "x-2")] {
         assert_eq!(
             put_doc(&gw.url, &index, id, json!({ "code": code })).await,
