@@ -35,7 +35,8 @@
 //! ```text
 //! 1 | count u32 LE | count × (len u32 LE | op)   open: read-repair ops naming the documents
 //! 2                                               close
-//! 3 | utf-8 text                                  open, nothing nameable (metadata, by-query)
+//! 3 | utf-8 text                                  open, nothing nameable (metadata)
+//! 4 | op                                          open: a by-query write, recorded as is at start-up
 //! ```
 //!
 //! Reading stops at the first frame that does not verify (a torn tail);
@@ -62,6 +63,7 @@ pub const ROTATE_BYTES: u64 = 4 << 20;
 const OPEN: u8 = 1;
 const CLOSE: u8 = 2;
 const OPAQUE: u8 = 3;
+const BY_QUERY: u8 = 4;
 
 /// Identifies one open note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,9 +75,12 @@ pub struct Recovered {
     /// Notes re-opened in the new journal, with the documents each names;
     /// close each once its documents are queued for reconciliation.
     pub notes: Vec<(NoteId, Vec<DocKey>)>,
-    /// Writes in flight that named no document (index metadata, by-query
-    /// writes): they cannot be reconciled by id.
+    /// Writes in flight that named no document (index metadata): they
+    /// cannot be reconciled.
     pub opaque: Vec<String>,
+    /// By-query writes in flight, re-opened in the new journal: record
+    /// each (its replay reconciles what it matches), then close it.
+    pub by_query: Vec<(NoteId, ReplicationOp)>,
     /// Bytes at the end of the old journal that did not verify.
     pub unreadable_bytes: u64,
 }
@@ -123,7 +128,7 @@ impl InflightJournal {
                 Some(&CLOSE) => {
                     open.remove(&frame.offset);
                 }
-                Some(&OPEN | &OPAQUE) => {
+                Some(&OPEN | &OPAQUE | &BY_QUERY) => {
                     open.insert(frame.offset, old[pos..pos + len].to_vec());
                     order.push(frame.offset);
                 }
@@ -141,12 +146,18 @@ impl InflightJournal {
             match decode_payload(frame.payload) {
                 Some(Payload::Keys(keys)) => recovered.notes.push((NoteId(id), keys)),
                 Some(Payload::Opaque(what)) => recovered.opaque.push(what),
+                Some(Payload::ByQuery(op)) => recovered.by_query.push((NoteId(id), op)),
                 None => {}
             }
         }
-        // Only named notes stay open: opaque ones are reported once.
-        let named: std::collections::HashSet<u64> =
-            recovered.notes.iter().map(|(id, _)| id.0).collect();
+        // Only notes that can be acted on stay open: opaque ones are
+        // reported once.
+        let named: std::collections::HashSet<u64> = recovered
+            .notes
+            .iter()
+            .map(|(id, _)| id.0)
+            .chain(recovered.by_query.iter().map(|(id, _)| id.0))
+            .collect();
         open.retain(|id, _| named.contains(id));
         let (file, len) = rewrite(&path, &open)?;
         Ok((
@@ -173,6 +184,19 @@ impl InflightJournal {
         } else {
             encode_keys(keys)
         };
+        self.append(payload)
+    }
+
+    /// Notes that a by-query write (`op`) is about to be forwarded: if the
+    /// gateway dies before its outcome is recorded, start-up records the
+    /// op itself, whose replay reconciles what it matches.
+    pub fn note_by_query(&self, op: &ReplicationOp) -> io::Result<NoteId> {
+        let mut payload = vec![BY_QUERY];
+        payload.extend_from_slice(&op.encode());
+        self.append(payload)
+    }
+
+    fn append(&self, payload: Vec<u8>) -> io::Result<NoteId> {
         let mut state = self.state.lock();
         let id = state.next_id;
         state.next_id += 1;
@@ -235,6 +259,7 @@ fn rewrite(path: &Path, open: &HashMap<u64, Vec<u8>>) -> io::Result<(File, u64)>
 enum Payload {
     Keys(Vec<DocKey>),
     Opaque(String),
+    ByQuery(ReplicationOp),
 }
 
 fn encode_keys(keys: &[DocKey]) -> Vec<u8> {
@@ -252,6 +277,7 @@ fn decode_payload(payload: &[u8]) -> Option<Payload> {
     let (&kind, rest) = payload.split_first()?;
     match kind {
         OPAQUE => Some(Payload::Opaque(String::from_utf8_lossy(rest).into_owned())),
+        BY_QUERY => ReplicationOp::decode(rest).ok().map(Payload::ByQuery),
         OPEN => {
             let count = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
             let mut rest = &rest[4..];
@@ -313,6 +339,30 @@ mod tests {
         drop(journal);
         let (_, recovered) = InflightJournal::open(dir.path()).unwrap();
         assert!(recovered.notes.is_empty() && recovered.opaque.is_empty());
+    }
+
+    #[test]
+    fn by_query_notes_come_back_as_ops_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = InflightJournal::open(dir.path()).unwrap();
+        let op = ReplicationOp::QueryScoped {
+            method: http::Method::POST,
+            path: "/i/_delete_by_query?conflicts=proceed".into(),
+            body: bytes::Bytes::from_static(br#"{"query":{"match_all":{}}}"#),
+        };
+        let done = journal.note_by_query(&op).unwrap();
+        let open = journal.note_by_query(&op).unwrap();
+        journal.close(done);
+        drop(journal);
+        let (journal, recovered) = InflightJournal::open(dir.path()).unwrap();
+        assert_eq!(recovered.by_query, vec![(open, op)]);
+        assert!(recovered.opaque.is_empty() && recovered.notes.is_empty());
+        // Stays open (and comes back again) until recorded and closed.
+        assert_eq!(journal.open_notes(), 1);
+        journal.close(open);
+        drop(journal);
+        let (_, recovered) = InflightJournal::open(dir.path()).unwrap();
+        assert!(recovered.by_query.is_empty());
     }
 
     #[test]

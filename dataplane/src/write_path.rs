@@ -218,7 +218,14 @@ impl WritePath {
         } else {
             String::new()
         };
-        let note = match self.replication.inflight.note(&keys, &what) {
+        // A by-query write is noted as the op itself: after a crash it is
+        // recorded as is (its replay reconciles what it matches).
+        let by_query = query_scoped_op(class, &body);
+        let noted = match &by_query {
+            Some(op) => self.replication.inflight.note_by_query(op),
+            None => self.replication.inflight.note(&keys, &what),
+        };
+        let note = match noted {
             Ok(note) => note,
             Err(err) => {
                 let reason = format!(
@@ -263,10 +270,10 @@ impl WritePath {
                 // reconciles what it matches, whatever the primary did so
                 // far) and still counted as unreconcilable: the run may go
                 // on on the primary after the connection broke.
-                let recorded = match query_scoped_op(class, &body) {
+                let recorded = match &by_query {
                     Some(op) => self
                         .replication
-                        .record(std::slice::from_ref(&op))
+                        .record(std::slice::from_ref(op))
                         .await
                         .is_ok(),
                     None => false,
@@ -291,7 +298,7 @@ impl WritePath {
             // A by-query run that may have stopped part way is recorded
             // too (see `query_scoped_op`).
             Ok(ops) if ops.is_empty() && (status == 409 || status >= 500) => {
-                let op = query_scoped_op(class, &body);
+                let op = by_query.clone();
                 if op.is_some() && status >= 500 {
                     // A 5xx (a proxy's timeout, say) may leave the run
                     // going on on the primary after the reconciliation.

@@ -526,6 +526,80 @@ async fn by_query_writes_racing_with_writers_converge_os2_to_es6() {
     by_query_writes_racing_with_writers(env().cluster("os2"), env().cluster("es6")).await;
 }
 
+/// A by-query write the primary ran is in flight (its answer never reached
+/// the gateway) when the gateway is killed with SIGKILL: start-up finds it
+/// in the in-flight journal and records it, its replay reconciles what the
+/// query matches, and it is still counted as unreconcilable (a run may go
+/// on on the primary after the gateway lost it).
+async fn by_query_in_flight_at_a_crash(primary: &SearchCluster, backup: &SearchCluster) {
+    let relay = TcpRelay::start(&primary.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        GatewayOptions::replicating(&relay.url, &backup.url, &dir.path().join("data"));
+    options.replay_toml = "reconcile_delay_ms = 300".into();
+    let config_path = dir.path().join("gateway.toml");
+    let gateway = GatewayProcess::start(&options, &config_path).await;
+    let index = unique_index("bqcrash");
+    create_index(
+        &gateway.url,
+        &index,
+        json!({ "properties": { "i": { "type": "long" } } }),
+    )
+    .await;
+    index_numbered_docs(&gateway.url, &index, 0..20).await;
+    drain(&gateway.admin_url, DRAIN_TIMEOUT).await;
+
+    relay.swallow_answers(true);
+    let by_query = {
+        let url = format!("{}/{index}/_delete_by_query?refresh=true", gateway.url);
+        tokio::spawn(async move {
+            // The connection dies with the gateway: no answer.
+            let _ = http()
+                .post(url)
+                .json(&json!({ "query": { "range": { "i": { "lt": 10 } } } }))
+                .send()
+                .await;
+        })
+    };
+    // The primary ran it; the gateway is still waiting for the answer.
+    let count_url = format!("{}/{index}/_count", primary.url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = http()
+            .post(format!("{}/{index}/_refresh", primary.url))
+            .send()
+            .await;
+        let (_, answer) = call(Method::GET, count_url.clone(), None).await;
+        if answer["count"] == 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the primary did not run it: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.kill_9();
+    by_query.await.unwrap();
+    relay.swallow_answers(false);
+
+    let gateway = GatewayProcess::start(&options, &config_path).await;
+    assert!(
+        metric(&gateway.admin_url, "tandem_unreconcilable_writes_total").await >= 1.0,
+        "a by-query write lost by the gateway is reported"
+    );
+    drain(&gateway.admin_url, DRAIN_TIMEOUT).await;
+    assert_eq!(
+        assert_converged(&primary.url, &backup.url, &index).await,
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_query_in_flight_at_a_crash_converges_es7_to_os2() {
+    by_query_in_flight_at_a_crash(env().cluster("es7"), env().cluster("os2")).await;
+}
+
 /// The primary's answers are cut off (the writes reach it, the gateway
 /// never hears back) several times while four writers run: every such
 /// write is answered 502 and its documents are reconciled.

@@ -172,8 +172,26 @@ pub struct Replication {
 struct PendingReconcile {
     due: tokio::time::Instant,
     keys: Vec<DocKey>,
+    /// By-query writes recorded as they are (their replay reconciles what
+    /// they match).
+    ops: Vec<ReplicationOp>,
     note: NoteId,
     cause: ReconcileCause,
+}
+
+impl PendingReconcile {
+    /// Documents and ops it stands for.
+    fn len(&self) -> usize {
+        self.keys.len() + self.ops.len()
+    }
+
+    /// The records it becomes.
+    fn records(&self) -> impl Iterator<Item = ReplicationOp> + '_ {
+        self.keys
+            .iter()
+            .map(|key| key.read_repair(1))
+            .chain(self.ops.iter().cloned())
+    }
 }
 
 /// Cluster versions, re-read at most once a minute.
@@ -228,6 +246,33 @@ impl Replication {
             pending.push(PendingReconcile {
                 due,
                 keys,
+                ops: Vec::new(),
+                note,
+                cause: ReconcileCause::Restart,
+            });
+        }
+        if !recovered.by_query.is_empty() {
+            let paths: Vec<String> = recovered
+                .by_query
+                .iter()
+                .map(|(_, op)| op.index().map(|i| i.into_owned()).unwrap_or_default())
+                .collect();
+            tracing::error!(
+                writes = recovered.by_query.len(),
+                indices = ?paths,
+                "by-query writes were in flight when the gateway stopped; they are recorded again so their replay reconciles what they match, but a run may go on on the primary: run a comparison job for their indices"
+            );
+            // Still counted: the primary may keep running them.
+            metrics
+                .unreconcilable_writes
+                .inc_by(recovered.by_query.len() as u64);
+            counters.mark_unreconcilable();
+        }
+        for (note, op) in recovered.by_query {
+            pending.push(PendingReconcile {
+                due,
+                keys: Vec::new(),
+                ops: vec![op],
                 note,
                 cause: ReconcileCause::Restart,
             });
@@ -236,7 +281,7 @@ impl Replication {
         if !recovered.opaque.is_empty() {
             tracing::error!(
                 writes = ?recovered.opaque,
-                "metadata or by-query writes were in flight when the gateway stopped and cannot be reconciled by id; run a comparison job for their indices"
+                "metadata writes were in flight when the gateway stopped and cannot be reconciled; run a comparison job for their indices"
             );
             metrics
                 .unreconcilable_writes

@@ -118,6 +118,7 @@ impl Replication {
         self.pending.lock().push(PendingReconcile {
             due,
             keys,
+            ops: Vec::new(),
             note,
             cause,
         });
@@ -244,7 +245,7 @@ impl Replication {
         self.pending
             .lock()
             .iter()
-            .map(|p| p.keys.len())
+            .map(PendingReconcile::len)
             .sum::<usize>()
             + queuing
     }
@@ -259,7 +260,7 @@ impl Replication {
                 .into_iter()
                 .partition(|p| all || p.due <= now);
             *pending = later;
-            let documents: usize = due.iter().map(|p| p.keys.len()).sum();
+            let documents: usize = due.iter().map(PendingReconcile::len).sum();
             // Counted while the records are appended (see
             // `pending_reconciles`); taken under the lock so no reader sees
             // the documents in neither place.
@@ -269,10 +270,7 @@ impl Replication {
         if due.is_empty() {
             return 0;
         }
-        let ops: Vec<ReplicationOp> = due
-            .iter()
-            .flat_map(|p| p.keys.iter().map(|key| key.read_repair(1)))
-            .collect();
+        let ops: Vec<ReplicationOp> = due.iter().flat_map(PendingReconcile::records).collect();
         match self.record(&ops).await {
             Ok(()) => {
                 // The queue holds them now: they are in its lag.
@@ -284,7 +282,7 @@ impl Replication {
                         .get_or_create(&crate::metrics::CauseLabels {
                             cause: p.cause.label().to_owned(),
                         })
-                        .inc_by(p.keys.len() as u64);
+                        .inc_by(p.len() as u64);
                 }
                 ops.len()
             }
