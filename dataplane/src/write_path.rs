@@ -212,18 +212,17 @@ impl WritePath {
             }
             _ => Vec::new(),
         };
-        // The request line only matters when the write names no document.
-        let what = if keys.is_empty() {
-            format!("{} {}", header.method, header.uri)
-        } else {
-            String::new()
-        };
         // A by-query write is noted as the op itself: after a crash it is
-        // recorded as is (its replay reconciles what it matches).
+        // recorded as is (its replay reconciles what it matches). Otherwise
+        // the request line only matters when the write names no document.
         let by_query = query_scoped_op(class, &body);
         let noted = match &by_query {
             Some(op) => self.replication.inflight.note_by_query(op),
-            None => self.replication.inflight.note(&keys, &what),
+            None if keys.is_empty() => self
+                .replication
+                .inflight
+                .note(&[], &format!("{} {}", header.method, header.uri)),
+            None => self.replication.inflight.note(&keys, ""),
         };
         let note = match noted {
             Ok(note) => note,
