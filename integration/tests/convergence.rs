@@ -527,7 +527,8 @@ async fn by_query_writes_racing_with_writers_converge_os2_to_es6() {
 }
 
 /// A by-query write the primary ran is in flight (its answer never reached
-/// the gateway) when the gateway is killed with SIGKILL: start-up finds it
+/// the gateway) when the gateway is killed with SIGKILL, while eight writers
+/// hammer another index through the same gateway: start-up finds it
 /// in the in-flight journal and records it, its replay reconciles what the
 /// query matches, and it is still counted as unreconcilable (a run may go
 /// on on the primary after the gateway lost it).
@@ -548,6 +549,16 @@ async fn by_query_in_flight_at_a_crash(primary: &SearchCluster, backup: &SearchC
     .await;
     index_numbered_docs(&gateway.url, &index, 0..20).await;
     drain(&gateway.admin_url, DRAIN_TIMEOUT).await;
+    let busy = unique_index("bqcrash-busy");
+    create_index(
+        &gateway.url,
+        &busy,
+        json!({ "properties": { "w": { "type": "long" }, "i": { "type": "long" } } }),
+    )
+    .await;
+    // 0: the connection died with the gateway; 502: an answer cut off.
+    let writers = Writers::spawn(&gateway.url, &busy, 8, 16, &[0, 200, 201, 404, 409, 502]);
+    writers.until_accepted(50, Duration::from_secs(20)).await;
 
     relay.swallow_answers(true);
     let by_query = {
@@ -581,6 +592,8 @@ async fn by_query_in_flight_at_a_crash(primary: &SearchCluster, backup: &SearchC
     }
     gateway.kill_9();
     by_query.await.unwrap();
+    let accepted = writers.stop().await;
+    assert!(accepted >= 50, "only {accepted} writes accepted");
     relay.swallow_answers(false);
 
     let gateway = GatewayProcess::start(&options, &config_path).await;
@@ -593,6 +606,7 @@ async fn by_query_in_flight_at_a_crash(primary: &SearchCluster, backup: &SearchC
         assert_converged(&primary.url, &backup.url, &index).await,
         10
     );
+    assert_converged(&primary.url, &backup.url, &busy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
