@@ -309,6 +309,9 @@ impl Replication {
     pub fn note_unreconcilable(&self) {
         self.metrics.unreconcilable_writes.inc();
         self.counters.mark_unreconcilable();
+        // At once, not at the scheduler's next tick: a crash right after
+        // must not forget it (rare, so the small write is affordable).
+        self.counters.save_if_changed(&self.metrics);
     }
 
     /// Decides what each replay version conflict means (see
