@@ -16,6 +16,7 @@ pub struct TcpRelay {
     pub url: String,
     down: Arc<AtomicBool>,
     swallow: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -31,10 +32,12 @@ impl TcpRelay {
         let url = format!("http://{}", listener.local_addr().expect("relay addr"));
         let down = Arc::new(AtomicBool::new(false));
         let swallow = Arc::new(AtomicBool::new(false));
+        let hold = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
         let task = {
             let down = down.clone();
             let swallow = swallow.clone();
+            let hold = hold.clone();
             let cut = cut.clone();
             tokio::spawn(async move {
                 loop {
@@ -48,10 +51,22 @@ impl TcpRelay {
                     let target = target.clone();
                     let mut cut_rx = cut.subscribe();
                     let swallow = swallow.load(Ordering::SeqCst);
+                    let hold = hold.load(Ordering::SeqCst);
                     tokio::spawn(async move {
                         let Ok(mut outbound) = TcpStream::connect(&target).await else {
                             return;
                         };
+                        if hold {
+                            // Requests reach the cluster; answers never
+                            // come back and the connection stays open.
+                            let (mut from_client, _to_client) = inbound.split();
+                            let (_from_cluster, mut to_cluster) = outbound.split();
+                            tokio::select! {
+                                _ = tokio::io::copy(&mut from_client, &mut to_cluster) => {}
+                                _ = cut_rx.changed() => {}
+                            }
+                            return;
+                        }
                         if swallow {
                             // Requests reach the cluster; the connection is
                             // closed as soon as its answer starts.
@@ -77,6 +92,7 @@ impl TcpRelay {
             url,
             down,
             swallow,
+            hold,
             cut,
             task,
         }
@@ -87,6 +103,14 @@ impl TcpRelay {
     /// cannot know whether its request was applied.
     pub fn swallow_answers(&self, on: bool) {
         self.swallow.store(on, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// From now on (open connections are cut), requests reach the cluster
+    /// but no answer ever comes back: the sender waits, its request in
+    /// flight.
+    pub fn hold_answers(&self, on: bool) {
+        self.hold.store(on, Ordering::SeqCst);
         self.cut.send_modify(|n| *n += 1);
     }
 

@@ -560,7 +560,7 @@ async fn by_query_in_flight_at_a_crash(primary: &SearchCluster, backup: &SearchC
     let writers = Writers::spawn(&gateway.url, &busy, 8, 16, &[0, 200, 201, 404, 409, 502]);
     writers.until_accepted(50, Duration::from_secs(20)).await;
 
-    relay.swallow_answers(true);
+    relay.hold_answers(true);
     let by_query = {
         let url = format!("{}/{index}/_delete_by_query?refresh=true", gateway.url);
         tokio::spawn(async move {
@@ -594,7 +594,7 @@ async fn by_query_in_flight_at_a_crash(primary: &SearchCluster, backup: &SearchC
     by_query.await.unwrap();
     let accepted = writers.stop().await;
     assert!(accepted >= 50, "only {accepted} writes accepted");
-    relay.swallow_answers(false);
+    relay.hold_answers(false);
 
     let gateway = GatewayProcess::start(&options, &config_path).await;
     assert!(
