@@ -24,22 +24,33 @@ use tokio::sync::{RwLock as AsyncRwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::upstream::Upstream;
 
-/// The clusters in their current roles.
-#[derive(Debug, Clone)]
-pub struct RolePair {
+/// The clusters in their current roles. `C` is how a cluster is reached:
+/// [`Upstream`] in the gateway, an in-memory cluster in replay unit tests.
+#[derive(Debug)]
+pub struct RolePair<C = Upstream> {
     /// Receives every request synchronously.
-    pub primary: Arc<Upstream>,
+    pub primary: Arc<C>,
     /// Receives replayed writes; `None` for a plain proxy.
-    pub backup: Option<Arc<Upstream>>,
+    pub backup: Option<Arc<C>>,
     /// True once primary and backup were swapped relative to the
     /// configuration (after a cutover).
     pub reversed: bool,
 }
 
+impl<C> Clone for RolePair<C> {
+    fn clone(&self) -> Self {
+        RolePair {
+            primary: self.primary.clone(),
+            backup: self.backup.clone(),
+            reversed: self.reversed,
+        }
+    }
+}
+
 /// Current roles plus the write gate.
 #[derive(Debug)]
-pub struct Roles {
-    current: RwLock<Arc<RolePair>>,
+pub struct Roles<C = Upstream> {
+    current: RwLock<Arc<RolePair<C>>>,
     gate: AsyncRwLock<()>,
     /// Where the direction is persisted, so a restart after a cutover keeps
     /// writing to the new primary (and replays the queue to the right
@@ -58,9 +69,9 @@ pub type WritePermit<'a> = RwLockReadGuard<'a, ()>;
 /// The exclusive side of the gate: while held, no write runs.
 pub type WriteHold<'a> = RwLockWriteGuard<'a, ()>;
 
-impl Roles {
+impl<C> Roles<C> {
     /// Roles as configured.
-    pub fn new(primary: Arc<Upstream>, backup: Option<Arc<Upstream>>) -> Roles {
+    pub fn new(primary: Arc<C>, backup: Option<Arc<C>>) -> Roles<C> {
         Roles {
             current: RwLock::new(Arc::new(RolePair {
                 primary,
@@ -72,6 +83,46 @@ impl Roles {
         }
     }
 
+    /// The roles now.
+    pub fn current(&self) -> Arc<RolePair<C>> {
+        self.current.read().clone()
+    }
+
+    /// Waits (at most `max_wait`) for permission to run a write.
+    pub async fn write_permit(&self, max_wait: Duration) -> Option<WritePermit<'_>> {
+        tokio::time::timeout(max_wait, self.gate.read()).await.ok()
+    }
+
+    /// Holds new writes and waits (at most `max_wait`) for in-flight ones
+    /// to finish.
+    pub async fn hold_writes(&self, max_wait: Duration) -> Option<WriteHold<'_>> {
+        tokio::time::timeout(max_wait, self.gate.write()).await.ok()
+    }
+
+    /// Swaps primary and backup; requires the write hold so no write sees
+    /// half a swap. The new direction is durable before it takes effect.
+    /// Returns the new roles.
+    pub fn swap(&self, _hold: &WriteHold<'_>) -> Result<Arc<RolePair<C>>, String> {
+        let mut current = self.current.write();
+        let backup = current
+            .backup
+            .clone()
+            .ok_or_else(|| "no backup cluster is configured".to_string())?;
+        let swapped = Arc::new(RolePair {
+            primary: backup,
+            backup: Some(current.primary.clone()),
+            reversed: !current.reversed,
+        });
+        if let Some(path) = &self.state_file {
+            persist(path, swapped.reversed)
+                .map_err(|e| format!("cannot persist the new roles in {}: {e}", path.display()))?;
+        }
+        *current = swapped.clone();
+        Ok(swapped)
+    }
+}
+
+impl Roles<Upstream> {
     /// Roles as configured, then swapped if `state_file` says a cutover
     /// happened before a restart. Later swaps are persisted there.
     pub fn open(
@@ -112,44 +163,6 @@ impl Roles {
             gate: AsyncRwLock::new(()),
             state_file: Some(state_file),
         })
-    }
-
-    /// The roles now.
-    pub fn current(&self) -> Arc<RolePair> {
-        self.current.read().clone()
-    }
-
-    /// Waits (at most `max_wait`) for permission to run a write.
-    pub async fn write_permit(&self, max_wait: Duration) -> Option<WritePermit<'_>> {
-        tokio::time::timeout(max_wait, self.gate.read()).await.ok()
-    }
-
-    /// Holds new writes and waits (at most `max_wait`) for in-flight ones
-    /// to finish.
-    pub async fn hold_writes(&self, max_wait: Duration) -> Option<WriteHold<'_>> {
-        tokio::time::timeout(max_wait, self.gate.write()).await.ok()
-    }
-
-    /// Swaps primary and backup; requires the write hold so no write sees
-    /// half a swap. The new direction is durable before it takes effect.
-    /// Returns the new roles.
-    pub fn swap(&self, _hold: &WriteHold<'_>) -> Result<Arc<RolePair>, String> {
-        let mut current = self.current.write();
-        let backup = current
-            .backup
-            .clone()
-            .ok_or_else(|| "no backup cluster is configured".to_string())?;
-        let swapped = Arc::new(RolePair {
-            primary: backup,
-            backup: Some(current.primary.clone()),
-            reversed: !current.reversed,
-        });
-        if let Some(path) = &self.state_file {
-            persist(path, swapped.reversed)
-                .map_err(|e| format!("cannot persist the new roles in {}: {e}", path.display()))?;
-        }
-        *current = swapped.clone();
-        Ok(swapped)
     }
 }
 

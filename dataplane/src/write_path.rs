@@ -160,12 +160,7 @@ impl WritePath {
         };
 
         // Make sure whatever the primary accepts can be recorded.
-        if let Err(err) = self
-            .replication
-            .queue
-            .ensure_capacity(body.len() as u64)
-            .await
-        {
+        if let Err(err) = self.replication.ensure_capacity(body.len() as u64).await {
             let reason = format!(
                 "the gateway's replication queue is over its limit ({err}); the write was not sent to the primary, retry later"
             );

@@ -512,7 +512,7 @@ impl Agent {
     fn task_snapshot(&self, with_corruption: bool) -> Option<TaskSnapshot> {
         let replication = self.replication.as_ref()?;
         let status = replication.status();
-        let queue = replication.queue.stats();
+        let queue = replication.queue_stats();
         let halted = status.halted.is_some() || queue.consumers.iter().any(|c| c.halted.is_some());
         let corruption = if with_corruption && halted {
             replication.repair(true).ok()

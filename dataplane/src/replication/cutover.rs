@@ -34,7 +34,7 @@ pub enum CutoverError {
     Timeout(String),
 }
 
-impl Replication {
+impl<C: Cluster> Replication<C> {
     /// Swaps primary and backup on this gateway (cutover, or rollback when
     /// already swapped): refuses while the replay lag is above `max_lag`;
     /// otherwise holds new writes (at most `max_hold`), lets in-flight
@@ -89,11 +89,11 @@ impl Replication {
         self.suspects.lock().clear();
         drop(hold);
         let report = CutoverReport {
-            primary: roles.primary.config().url.clone(),
+            primary: roles.primary.url().to_owned(),
             backup: roles
                 .backup
                 .as_ref()
-                .map(|b| b.config().url.clone())
+                .map(|b| b.url().to_owned())
                 .unwrap_or_default(),
             reversed: roles.reversed,
             held_for: started.elapsed(),

@@ -14,7 +14,7 @@ pub struct RetryReport {
     pub still_failing: usize,
 }
 
-impl Replication {
+impl<C: Cluster> Replication<C> {
     /// Re-applies the dead letters with `ids` (all when `None`); applied
     /// ones leave the store.
     pub async fn retry_dead_letters(&self, ids: Option<&[u64]>) -> anyhow::Result<RetryReport> {

@@ -72,11 +72,17 @@ use tandem_es::replay::{
 use tandem_es::rewrite::replay_request;
 use tandem_es::version::ClusterVersion;
 
+mod cluster;
 mod cutover;
 mod dead_letters;
+#[cfg(test)]
+mod memory;
 mod reconciling;
 mod replayer;
+#[cfg(test)]
+mod tests;
 
+pub use cluster::Cluster;
 pub use cutover::{CutoverError, CutoverReport};
 pub use dead_letters::RetryReport;
 pub use reconciling::ReconcileCause;
@@ -139,12 +145,13 @@ pub struct Peeked {
 }
 
 /// One replication task on this gateway.
-pub struct Replication {
-    /// The durable queue of accepted writes.
-    pub queue: Queue,
+pub struct Replication<C = Upstream> {
+    /// The durable queue of accepted writes, reached only through this
+    /// handle (record, replay, peek, repair, statistics).
+    queue: Queue,
     /// Ops the backup refused for good.
     pub dead_letters: DeadLetterStore,
-    roles: Arc<Roles>,
+    roles: Arc<Roles<C>>,
     config: ReplayConfig,
     metrics: Arc<Metrics>,
     paused: watch::Sender<bool>,
@@ -203,7 +210,7 @@ struct VersionCache {
 
 const VERSION_TTL: Duration = Duration::from_secs(60);
 
-impl std::fmt::Debug for Replication {
+impl<C> std::fmt::Debug for Replication<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replication")
             .field("queue", &self.queue)
@@ -211,16 +218,16 @@ impl std::fmt::Debug for Replication {
     }
 }
 
-impl Replication {
+impl<C: Cluster> Replication<C> {
     /// Opens the queue and dead-letter store under `dir` (recovering the
     /// queue after a crash).
     pub fn open(
         dir: PathBuf,
         queue_config: QueueConfig,
         config: ReplayConfig,
-        roles: Arc<Roles>,
+        roles: Arc<Roles<C>>,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Arc<Replication>> {
+    ) -> anyhow::Result<Arc<Replication<C>>> {
         if roles.current().backup.is_none() {
             anyhow::bail!("replication needs a backup cluster");
         }
@@ -333,17 +340,29 @@ impl Replication {
     }
 
     /// The cluster currently primary (read-repair source).
-    fn primary(&self) -> Arc<Upstream> {
+    fn primary(&self) -> Arc<C> {
         self.roles.current().primary.clone()
     }
 
     /// The cluster currently backup (replay target).
-    fn backup(&self) -> Arc<Upstream> {
+    fn backup(&self) -> Arc<C> {
         self.roles
             .current()
             .backup
             .clone()
             .expect("replication always has a backup")
+    }
+
+    /// Waits or fails, per the queue's overflow policy, until a write of
+    /// `bytes` could be recorded: called before forwarding it, so what the
+    /// primary accepts can always be recorded.
+    pub async fn ensure_capacity(&self, bytes: u64) -> Result<(), QueueError> {
+        self.queue.ensure_capacity(bytes).await
+    }
+
+    /// Where the queue stands: records, bytes, offsets, consumers.
+    pub fn queue_stats(&self) -> crate::queue::QueueStats {
+        self.queue.stats()
     }
 
     /// The configured longest write hold of a cutover.
@@ -496,8 +515,8 @@ impl Replication {
             "last_error": status.last_error,
             "applied_ops": status.applied_ops,
             "backup_version": status.backup_version,
-            "primary": self.primary().config().url,
-            "backup": self.backup().config().url,
+            "primary": self.primary().url(),
+            "backup": self.backup().url(),
             "reversed": self.roles.current().reversed,
             "queue": {
                 "records": stats.records,
@@ -590,7 +609,7 @@ impl Replication {
         } else {
             self.backup()
         };
-        let version = cluster_version(&upstream).await?;
+        let version = cluster_version(upstream.as_ref()).await?;
         let mut cache = self.versions.lock();
         let slot = if primary {
             &mut cache.primary
@@ -637,13 +656,21 @@ fn build_header(method: &Method, path: &str, json_body: bool) -> Result<RequestH
 }
 
 /// Asks a cluster for its version (`GET /` with the gateway's credentials).
-pub async fn cluster_version(upstream: &Upstream) -> anyhow::Result<ClusterVersion> {
-    let (status, body) = upstream.get_json("/").await?;
+pub async fn cluster_version(cluster: &impl Cluster) -> anyhow::Result<ClusterVersion> {
+    let header = RequestHeader::build(Method::GET, b"/", None)?;
+    let response = cluster.exchange(header, Bytes::new()).await?;
+    let status = response.header.status.as_u16();
     if status != 200 {
-        anyhow::bail!("GET / on the {} answered {status}", upstream.role);
+        anyhow::bail!(
+            "GET / on the {} answered {status}: {}",
+            cluster.role(),
+            excerpt(&response.body)
+        );
     }
+    let body: Value = serde_json::from_slice(&response.body)
+        .map_err(|e| anyhow::anyhow!("GET / on the {} is not JSON: {e}", cluster.role()))?;
     ClusterVersion::from_root_response(&body)
-        .map_err(|e| anyhow::anyhow!("{} version: {e}", upstream.role))
+        .map_err(|e| anyhow::anyhow!("{} version: {e}", cluster.role()))
 }
 
 /// A repair report as JSON.

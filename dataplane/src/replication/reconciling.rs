@@ -35,12 +35,12 @@ impl ReconcileCause {
 
 /// The clusters as [`reconcile`] sees them: per-document GETs with the
 /// gateway's credentials, writes as one-item replay `_bulk`s.
-struct ClusterDocs<'a> {
-    replication: &'a Replication,
+struct ClusterDocs<'a, C> {
+    replication: &'a Replication<C>,
     target: &'a ReplayTarget,
 }
 
-impl DocIo for ClusterDocs<'_> {
+impl<C: Cluster> DocIo for ClusterDocs<'_, C> {
     async fn read(&self, side: Side, key: &DocKey) -> Result<DocState, ReconcileError> {
         let retryable = |reason: String| ReconcileError::Retryable(reason);
         let (upstream, version, key) = match side {
@@ -69,17 +69,17 @@ impl DocIo for ClusterDocs<'_> {
             .ok_or_else(|| retryable("not a document key".into()))?;
         let header = build_header(&Method::GET, &path, false).map_err(retryable)?;
         let response = upstream
-            .exchange(header, Bytes::new(), true)
+            .exchange(header, Bytes::new())
             .await
-            .map_err(|e| retryable(format!("GET on the {}: {e}", upstream.role)))?;
+            .map_err(|e| retryable(format!("GET on the {}: {e}", upstream.role())))?;
         let op = read_repair_op(&probe, response.header.status.as_u16(), &response.body).map_err(
             |e| match e {
                 ReadRepairError::Retryable { status, reason } => {
-                    retryable(format!("{} answered {status}: {reason}", upstream.role))
+                    retryable(format!("{} answered {status}: {reason}", upstream.role()))
                 }
                 ReadRepairError::Failed { status, reason } => ReconcileError::Failed {
                     status,
-                    reason: format!("reading from the {}: {reason}", upstream.role),
+                    reason: format!("reading from the {}: {reason}", upstream.role()),
                 },
                 ReadRepairError::NotReadRepair => retryable("not a read-repair op".into()),
             },
@@ -108,7 +108,7 @@ impl DocIo for ClusterDocs<'_> {
     }
 }
 
-impl Replication {
+impl<C: Cluster> Replication<C> {
     /// Queues `keys` for reconciliation after the configured delay and
     /// closes `note` once they are in the queue (the note keeps them safe
     /// across a crash until then).
@@ -449,7 +449,7 @@ impl Replication {
         let header = build_header(&Method::POST, path, true)?;
         let response = self
             .primary()
-            .exchange(header, Bytes::from(body), true)
+            .exchange(header, Bytes::from(body))
             .await
             .map_err(|e| format!("primary _mget: {e}"))?;
         let status = response.header.status.as_u16();

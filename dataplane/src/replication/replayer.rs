@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Replication {
+impl<C: Cluster> Replication<C> {
     pub(super) async fn replay_loop(&self) {
         let mut reader = loop {
             match self.queue.reader(REPLAYER) {
@@ -134,7 +134,7 @@ impl Replication {
                 let path = read_repair_get_path(op, &version)
                     .ok_or_else(|| anyhow::anyhow!("not a read-repair op"))?;
                 let header = RequestHeader::build(Method::GET, path.as_bytes(), None)?;
-                let response = self.primary().exchange(header, Bytes::new(), true).await?;
+                let response = self.primary().exchange(header, Bytes::new()).await?;
                 Ok::<_, anyhow::Error>(read_repair_op(
                     op,
                     response.header.status.as_u16(),
@@ -249,7 +249,7 @@ impl Replication {
             .map_err(|e| e.to_string())?;
         let response = self
             .backup()
-            .exchange(header, Bytes::from(body), true)
+            .exchange(header, Bytes::from(body))
             .await
             .map_err(|e| format!("backup _bulk: {e}"))?;
         let status = response.header.status.as_u16();
@@ -314,7 +314,7 @@ impl Replication {
         let header = build_header(method, path, !body.is_empty())?;
         let response = self
             .backup()
-            .exchange(header, Bytes::from(body), true)
+            .exchange(header, Bytes::from(body))
             .await
             .map_err(|e| format!("{method} {path} on the backup: {e}"))?;
         Ok((response.header.status.as_u16(), response.body))
@@ -529,7 +529,7 @@ impl Replication {
                         Ok(header) => header,
                         Err(reason) => return ItemOutcome::Failed { status: 0, reason },
                     };
-                match self.backup().exchange(header, request.body, true).await {
+                match self.backup().exchange(header, request.body).await {
                     Ok(response) => {
                         let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
                         request_outcome(op, response.header.status.as_u16(), &json)
@@ -559,7 +559,7 @@ impl Replication {
         let header = build_header(&Method::GET, &path, false).map_err(retryable)?;
         let response = self
             .primary()
-            .exchange(header, Bytes::new(), true)
+            .exchange(header, Bytes::new())
             .await
             .map_err(|e| retryable(e.to_string()))?;
         read_repair_op(op, response.header.status.as_u16(), &response.body).map_err(|e| match e {
@@ -598,11 +598,7 @@ impl Replication {
             let Ok(header) = build_header(&Method::PUT, &path, true) else {
                 continue;
             };
-            match self
-                .backup()
-                .exchange(header, Bytes::from(body), true)
-                .await
-            {
+            match self.backup().exchange(header, Bytes::from(body)).await {
                 Ok(r) if r.header.status.is_success() => {
                     self.gc_done.lock().insert(index);
                 }
