@@ -433,19 +433,20 @@ impl Prober {
         }
         report.credentials_valid = true;
         let info = match parse_root(&body) {
-            Some(info) => info,
-            None => {
+            Ok(info) => info,
+            Err(problem) => {
                 let message = format!(
                     "{endpoint} answered `GET /` but not like Elasticsearch or OpenSearch \
-                     (no version.number in the JSON body): {}",
+                     ({problem}): {}",
                     snippet(&body)
                 );
                 return answered(report.failed("NOT_A_SEARCH_CLUSTER", message, &metadata));
             }
         };
+        let version = VersionInfo::from(&info);
         report.cluster_name = info.cluster_name;
         report.cluster_uuid = info.cluster_uuid;
-        report.warnings.extend(version_warnings(&info.version));
+        report.warnings.extend(version_warnings(&version));
         if report.cluster_uuid.is_empty() {
             report.warnings.push(
                 "the cluster reports no UUID (no elected master yet?); \
@@ -453,7 +454,7 @@ impl Prober {
                     .into(),
             );
         }
-        report.version = Some(info.version);
+        report.version = Some(version);
 
         let (health, nodes) = tokio::join!(
             fetch_json(get("/_cluster/health")),
@@ -706,61 +707,33 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
-struct RootInfo {
-    cluster_name: String,
-    cluster_uuid: String,
-    version: VersionInfo,
+/// The `GET /` banner as a registration stores it.
+fn parse_root(body: &[u8]) -> Result<tandem_es::RootInfo, String> {
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e})"))?;
+    tandem_es::RootInfo::parse(&json).map_err(|e| e.to_string())
 }
 
-fn parse_root(body: &[u8]) -> Option<RootInfo> {
-    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let number = json.pointer("/version/number")?.as_str()?.to_string();
-    let distribution = match json
-        .pointer("/version/distribution")
-        .and_then(|d| d.as_str())
-    {
-        Some("opensearch") => Distribution::Opensearch,
-        _ => Distribution::Elasticsearch,
-    };
-    let (major, minor, patch) = parse_version(&number);
-    let uuid = json["cluster_uuid"].as_str().unwrap_or_default();
-    Some(RootInfo {
-        cluster_name: json["cluster_name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        // `_na_` is what a node without an elected master reports.
-        cluster_uuid: if uuid == "_na_" { "" } else { uuid }.to_string(),
-        version: VersionInfo {
-            distribution,
-            number,
-            major,
-            minor,
-            patch,
-            lucene_version: json
-                .pointer("/version/lucene_version")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string(),
-        },
-    })
+impl From<&tandem_es::RootInfo> for VersionInfo {
+    fn from(root: &tandem_es::RootInfo) -> VersionInfo {
+        VersionInfo {
+            distribution: match root.version.distribution {
+                tandem_es::Distribution::Elasticsearch => Distribution::Elasticsearch,
+                tandem_es::Distribution::OpenSearch => Distribution::Opensearch,
+            },
+            number: root.number.clone(),
+            major: root.version.major,
+            minor: root.version.minor,
+            patch: root.patch,
+            lucene_version: root.lucene_version.clone(),
+        }
+    }
 }
 
 /// Distribution and version from the body of `GET /`, `None` when it is
 /// not a search cluster's answer.
 pub fn parse_version_info(body: &[u8]) -> Option<VersionInfo> {
-    parse_root(body).map(|root| root.version)
-}
-
-/// `major.minor.patch` of `7.17.29`, `8.0.0-rc1`, `6.8.23-SNAPSHOT`.
-fn parse_version(number: &str) -> (u32, u32, u32) {
-    let core = number.split(['-', '+']).next().unwrap_or_default();
-    let mut parts = core.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    )
+    parse_root(body).ok().as_ref().map(VersionInfo::from)
 }
 
 fn version_warnings(version: &VersionInfo) -> Vec<String> {
@@ -821,35 +794,16 @@ fn as_u32(value: &serde_json::Value) -> u32 {
 
 /// Nodes with an HTTP publish address, ordered by name.
 fn parse_nodes(body: &serde_json::Value) -> Vec<NodeReport> {
-    let Some(nodes) = body.get("nodes").and_then(|n| n.as_object()) else {
-        return Vec::new();
-    };
-    let mut list: Vec<NodeReport> = nodes
-        .iter()
-        .filter_map(|(id, node)| {
-            let address = node.pointer("/http/publish_address")?.as_str()?;
-            // `host/10.0.0.5:9200` publishes a host name and an address:
-            // the address is what is reachable.
-            let address = address.rsplit('/').next().unwrap_or(address);
-            Some(NodeReport {
-                node_id: id.clone(),
-                name: node["name"].as_str().unwrap_or_default().to_string(),
-                http_address: address.to_string(),
-                version: node["version"].as_str().unwrap_or_default().to_string(),
-                roles: node["roles"]
-                    .as_array()
-                    .map(|roles| {
-                        roles
-                            .iter()
-                            .filter_map(|r| r.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
+    tandem_es::parse_http_nodes(body)
+        .into_iter()
+        .map(|node| NodeReport {
+            node_id: node.node_id,
+            name: node.name,
+            http_address: node.address,
+            version: node.version,
+            roles: node.roles,
         })
-        .collect();
-    list.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.node_id.cmp(&b.node_id)));
-    list
+        .collect()
 }
 
 #[cfg(test)]
@@ -857,34 +811,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_of_every_shape_parse() {
-        assert_eq!(parse_version("7.17.29"), (7, 17, 29));
-        assert_eq!(parse_version("8.0.0-rc1"), (8, 0, 0));
-        assert_eq!(parse_version("6.8.23-SNAPSHOT"), (6, 8, 23));
-        assert_eq!(parse_version("garbage"), (0, 0, 0));
-    }
-
-    #[test]
-    fn root_answers_give_distribution_and_uuid() {
+    fn root_answers_give_distribution_uuid_and_warnings() {
         let es = br#"{"cluster_name":"c","cluster_uuid":"u1","version":{"number":"5.6.16","lucene_version":"6.6.1"}}"#;
-        let info = parse_root(es).unwrap();
-        assert_eq!(info.version.distribution, Distribution::Elasticsearch);
-        assert_eq!((info.version.major, info.version.minor), (5, 6));
-        assert!(!version_warnings(&info.version).is_empty());
+        let info = VersionInfo::from(&parse_root(es).unwrap());
+        assert_eq!(info.distribution, Distribution::Elasticsearch);
+        assert_eq!((info.major, info.minor, info.patch), (5, 6, 16));
+        assert_eq!(info.lucene_version, "6.6.1");
+        assert!(!version_warnings(&info).is_empty());
 
         let os =
             br#"{"cluster_uuid":"_na_","version":{"distribution":"opensearch","number":"2.19.1"}}"#;
-        let info = parse_root(os).unwrap();
-        assert_eq!(info.version.distribution, Distribution::Opensearch);
-        assert_eq!(info.cluster_uuid, "");
-        assert!(version_warnings(&info.version).is_empty());
+        let root = parse_root(os).unwrap();
+        assert_eq!(root.cluster_uuid, "");
+        let info = VersionInfo::from(&root);
+        assert_eq!(info.distribution, Distribution::Opensearch);
+        assert!(version_warnings(&info).is_empty());
 
-        assert!(parse_root(b"<html>hello</html>").is_none());
-        assert!(parse_root(br#"{"status":"ok"}"#).is_none());
+        assert!(
+            parse_root(b"<html>hello</html>")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(
+            parse_root(br#"{"status":"ok"}"#)
+                .unwrap_err()
+                .contains("version.number")
+        );
+        assert!(parse_root(br#"{"version":{"number":"garbage"}}"#).is_err());
     }
 
     #[test]
-    fn nodes_without_http_are_skipped_and_host_prefixes_dropped() {
+    fn registration_lists_nodes_with_an_http_address() {
         let body = serde_json::json!({"nodes": {
             "b": {"name": "n2", "version": "7.17.1", "roles": ["data"],
                   "http": {"publish_address": "es-2.local/10.0.0.6:9201"}},

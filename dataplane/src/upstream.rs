@@ -459,21 +459,11 @@ impl Upstream {
 }
 
 /// `(host, port)` of every node's HTTP publish address in a `_nodes/http`
-/// response. Addresses look like `10.0.0.5:9200`, `host/10.0.0.5:9200` or
-/// `[::1]:9200`.
+/// response (see [`tandem_es::parse_http_nodes`]).
 pub fn discovered_addresses(body: &serde_json::Value) -> Vec<(String, u16)> {
-    let Some(nodes) = body.get("nodes").and_then(|n| n.as_object()) else {
-        return Vec::new();
-    };
-    nodes
-        .values()
-        .filter_map(|node| node.pointer("/http/publish_address")?.as_str())
-        .filter_map(|addr| {
-            let addr = addr.rsplit('/').next()?;
-            let (host, port) = addr.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_string(), port.parse().ok()?))
-        })
+    tandem_es::parse_http_nodes(body)
+        .iter()
+        .filter_map(tandem_es::HttpNode::host_port)
         .collect()
 }
 
@@ -488,32 +478,4 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
                 format!("cannot resolve upstream host {host}"),
             )
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publish_addresses_of_every_shape_are_parsed() {
-        let body = serde_json::json!({
-            "nodes": {
-                "a": { "http": { "publish_address": "10.0.0.5:9200" } },
-                "b": { "http": { "publish_address": "es-2.local/10.0.0.6:9201" } },
-                "c": { "http": { "publish_address": "[::1]:9202" } },
-                "d": { "name": "no http section" }
-            }
-        });
-        let mut found = discovered_addresses(&body);
-        found.sort();
-        assert_eq!(
-            found,
-            vec![
-                ("10.0.0.5".to_string(), 9200),
-                ("10.0.0.6".to_string(), 9201),
-                ("::1".to_string(), 9202),
-            ]
-        );
-        assert!(discovered_addresses(&serde_json::json!({})).is_empty());
-    }
 }

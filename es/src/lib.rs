@@ -1,7 +1,7 @@
 //! # `tandem-es`: Elasticsearch / OpenSearch protocol knowledge
 //!
-//! Pure functions, no I/O, shared by the gateway (and, as its rules are
-//! folded in, by the control plane): what an Elasticsearch/OpenSearch request is,
+//! Pure functions, no I/O, shared by the gateway and the control plane:
+//! what a cluster is (`GET /`, `_nodes/http`), what an Elasticsearch/OpenSearch request is,
 //! what the primary accepted, how it is stored in the queue, and how it is
 //! replayed to a backup that may run another major version.
 //!
@@ -50,6 +50,7 @@ pub mod by_query;
 pub mod classify;
 pub mod docstate;
 pub mod json;
+pub mod nodes;
 pub mod ops;
 pub mod replay;
 pub mod rewrite;
@@ -60,6 +61,7 @@ pub use bulk::{
     BulkDefaults, BulkError, BulkItem, BulkResponse, accepted_ops, parse_bulk, parse_bulk_bytes,
 };
 pub use classify::{DocOp, DocWrite, MetaKind, RecordedRequest, RequestClass, classify};
+pub use nodes::{HttpNode, parse_http_nodes};
 pub use ops::{
     AcceptError, DocResult, OP_FORMAT_VERSION, OpDecodeError, ReplicationOp, accepted_single,
 };
@@ -68,4 +70,4 @@ pub use replay::{
     parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
 };
 pub use rewrite::{ReplayRequest, RewriteError, replay_request};
-pub use version::{ClusterVersion, Distribution, VersionError};
+pub use version::{ClusterVersion, Distribution, RootInfo, VersionError};

@@ -1,5 +1,5 @@
 //! Cluster distribution and version, from the `GET /` banner, and the
-//! version-dependent facts the replayer needs.
+//! version-dependent facts both planes need.
 
 use std::fmt;
 
@@ -58,40 +58,12 @@ impl ClusterVersion {
         }
     }
 
-    /// Parses the body of `GET /`:
-    /// `{"version":{"number":"7.17.9","distribution":"opensearch"?}, "tagline":..}`.
-    ///
-    /// OpenSearch is recognised by `version.distribution` (or, failing
-    /// that, its tagline), including in the 7.10.2 compatibility mode where
-    /// it reports `number: 7.10.2`.
+    /// The version of a cluster the gateway can replicate, from the body of
+    /// `GET /` (see [`RootInfo::parse`]); Elasticsearch before 5.0 is
+    /// refused.
     pub fn from_root_response(root: &Value) -> Result<Self, VersionError> {
-        let version = root.get("version");
-        let number = version
-            .and_then(|v| v.get("number"))
-            .and_then(Value::as_str)
-            .ok_or(VersionError::MissingNumber)?;
-        let is_opensearch = version
-            .and_then(|v| v.get("distribution"))
-            .and_then(Value::as_str)
-            .is_some_and(|d| d.eq_ignore_ascii_case("opensearch"))
-            || root
-                .get("tagline")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.contains("OpenSearch"));
-        let bad = || VersionError::BadNumber(number.to_owned());
-        let mut parts = number.split(['.', '-']);
-        let major = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let minor = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let parsed = Self {
-            distribution: if is_opensearch {
-                Distribution::OpenSearch
-            } else {
-                Distribution::Elasticsearch
-            },
-            major,
-            minor,
-        };
-        if parsed.distribution == Distribution::Elasticsearch && major < 5 {
+        let parsed = RootInfo::parse(root)?.version;
+        if parsed.distribution == Distribution::Elasticsearch && parsed.major < 5 {
             return Err(VersionError::Unsupported(parsed));
         }
         Ok(parsed)
@@ -130,6 +102,73 @@ impl ClusterVersion {
             Distribution::Elasticsearch => (self.major, self.minor) >= (7, 10),
             Distribution::OpenSearch => (self.major, self.minor) >= (2, 4),
         }
+    }
+}
+
+/// What the `GET /` banner says about a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootInfo {
+    /// Distribution and `major.minor`.
+    pub version: ClusterVersion,
+    /// Patch version (0 when absent).
+    pub patch: u32,
+    /// `version.number` as reported, e.g. `7.17.29` or `8.0.0-rc1`.
+    pub number: String,
+    /// `version.lucene_version` (empty when absent).
+    pub lucene_version: String,
+    /// `cluster_name` (empty when absent).
+    pub cluster_name: String,
+    /// `cluster_uuid`; empty when absent or `_na_` (what a node without an
+    /// elected master reports).
+    pub cluster_uuid: String,
+}
+
+impl RootInfo {
+    /// Parses the body of `GET /`:
+    /// `{"cluster_name":..,"cluster_uuid":..,"version":{"number":"7.17.9","distribution":"opensearch"?,"lucene_version":..},"tagline":..}`.
+    ///
+    /// OpenSearch is recognised by `version.distribution` (or, failing
+    /// that, its tagline), including in the 7.10.2 compatibility mode where
+    /// it reports `number: 7.10.2`. Any version is accepted here; callers
+    /// decide what they support.
+    pub fn parse(root: &Value) -> Result<RootInfo, VersionError> {
+        let version = root.get("version");
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        let number = version
+            .and_then(|v| v.get("number"))
+            .and_then(Value::as_str)
+            .ok_or(VersionError::MissingNumber)?;
+        let is_opensearch = version
+            .and_then(|v| v.get("distribution"))
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.eq_ignore_ascii_case("opensearch"))
+            || root
+                .get("tagline")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.contains("OpenSearch"));
+        let bad = || VersionError::BadNumber(number.to_owned());
+        let core = number.split(['-', '+']).next().unwrap_or_default();
+        let mut parts = core.split('.');
+        let major = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let minor = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let uuid = text(root.get("cluster_uuid"));
+        Ok(RootInfo {
+            version: ClusterVersion {
+                distribution: if is_opensearch {
+                    Distribution::OpenSearch
+                } else {
+                    Distribution::Elasticsearch
+                },
+                major,
+                minor,
+            },
+            patch,
+            number: number.to_owned(),
+            lucene_version: text(version.and_then(|v| v.get("lucene_version"))),
+            cluster_name: text(root.get("cluster_name")),
+            cluster_uuid: if uuid == "_na_" { String::new() } else { uuid },
+        })
     }
 }
 
@@ -200,6 +239,49 @@ mod tests {
             ClusterVersion::from_root_response(&json!({"version": {"number": "2.4.6"}})),
             Err(VersionError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn the_banner_gives_names_patch_and_uuid() {
+        let root = json!({"cluster_name": "c", "cluster_uuid": "u1",
+            "version": {"number": "7.17.29", "lucene_version": "8.11.3"}});
+        let info = RootInfo::parse(&root).unwrap();
+        assert_eq!(info.version, ClusterVersion::elasticsearch(7, 17));
+        assert_eq!((info.patch, info.number.as_str()), (29, "7.17.29"));
+        assert_eq!(info.lucene_version, "8.11.3");
+        assert_eq!(
+            (info.cluster_name.as_str(), info.cluster_uuid.as_str()),
+            ("c", "u1")
+        );
+
+        let info = RootInfo::parse(&json!({"cluster_uuid": "_na_",
+            "version": {"distribution": "opensearch", "number": "2.19.1"}}))
+        .unwrap();
+        assert_eq!(info.version, ClusterVersion::opensearch(2, 19));
+        assert_eq!(info.cluster_uuid, "");
+        assert_eq!(
+            RootInfo::parse(&json!({"version": {"number": "8.0.0-rc1"}}))
+                .unwrap()
+                .patch,
+            0
+        );
+        assert_eq!(
+            RootInfo::parse(&json!({"version": {"number": "6.8.23-SNAPSHOT"}}))
+                .unwrap()
+                .patch,
+            23
+        );
+        // Versions the gateway refuses are still described.
+        assert_eq!(
+            RootInfo::parse(&json!({"version": {"number": "2.4.6"}}))
+                .unwrap()
+                .version,
+            ClusterVersion::elasticsearch(2, 4)
+        );
+        assert_eq!(
+            RootInfo::parse(&json!({"status": "ok"})),
+            Err(VersionError::MissingNumber)
+        );
     }
 
     #[test]
