@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::digest::{SourceMatch, raw_source_hash};
 use crate::jobs::JobFailure;
 use crate::migration::hits::{SearchPage, parse_search_page};
-use crate::migration::search::{SearchClient, segment};
+use crate::migration::search::SearchClient;
+use tandem_es::uri::encode_path_segment;
 
 /// Keep-alive of a comparison scroll between two pages.
 const SCROLL_KEEP_ALIVE: &str = "5m";
@@ -96,7 +97,7 @@ impl<'a> Scroll<'a> {
             None => (
                 format!(
                     "/{}/_search?scroll={SCROLL_KEEP_ALIVE}",
-                    segment(self.index)
+                    encode_path_segment(self.index)
                 ),
                 json!({
                     "size": self.batch,
@@ -148,7 +149,7 @@ pub async fn lookup(
     if !exists {
         return Ok(found);
     }
-    let path = format!("/{}/_search", segment(index));
+    let path = format!("/{}/_search", encode_path_segment(index));
     for chunk in ids.chunks(500) {
         let body = json!({
             "size": chunk.len(),

@@ -16,7 +16,8 @@ use super::diffs::DiffRecord;
 use super::digest::SourceMatch;
 use super::read::{DocSummary, lookup};
 use crate::jobs::JobFailure;
-use crate::migration::search::{SearchClient, segment};
+use crate::migration::search::SearchClient;
+use tandem_es::uri::encode_path_segment;
 
 /// Pause between two rechecks.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);
@@ -88,7 +89,7 @@ pub async fn recheck(
 
 /// Whether `index` exists on `client` (`HEAD /{index}`).
 async fn index_exists(client: &SearchClient, index: &str) -> Result<bool, JobFailure> {
-    let path = format!("/{}", segment(index));
+    let path = format!("/{}", encode_path_segment(index));
     let answer = client.call(Method::HEAD, &path, None).await?;
     match answer.status.as_u16() {
         404 => Ok(false),

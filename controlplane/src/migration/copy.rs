@@ -36,10 +36,11 @@ use serde_json::{Value, json};
 use tandem_es::{ItemOutcome, parse_bulk_response_for_replay};
 
 use super::hits::{SearchPage, parse_search_page};
-use super::search::{Answer, SearchClient, segment};
+use super::search::{Answer, SearchClient};
 use super::{MigrationSpec, TypeRewriteMode};
 use crate::jobs::store::NewJobEvent;
 use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRecord, RunOutcome};
+use tandem_es::uri::encode_path_segment;
 
 /// Counter of documents the target already held in the same or a newer
 /// version.
@@ -315,7 +316,7 @@ impl Reader<'_> {
 
     async fn open_pit(&self) -> Result<String, JobFailure> {
         let source = self.source;
-        let index = segment(self.index);
+        let index = encode_path_segment(self.index);
         let opensearch = source.version.distribution == crate::probe::Distribution::Opensearch;
         let path = if opensearch {
             format!(
@@ -415,7 +416,7 @@ impl Reader<'_> {
                 }
                 let path = format!(
                     "/{}/_search?scroll={}",
-                    segment(self.index),
+                    encode_path_segment(self.index),
                     self.keep_alive
                 );
                 self.source

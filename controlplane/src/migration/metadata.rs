@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::search::{SearchClient, segment};
+use super::search::SearchClient;
 use super::{IndexSelection, MetadataSpec, TypeRewrite};
 use crate::jobs::JobFailure;
+use tandem_es::uri::encode_path_segment;
 
 /// Settings never copied: identity, creation facts, node pins, resize
 /// leftovers and blocks (a read-only source must not make a read-only
@@ -155,7 +156,11 @@ pub async fn select(
 /// Documents in `index` (top-level documents, not nested ones).
 pub async fn count(source: &SearchClient, index: &str) -> Result<u64, JobFailure> {
     let body = source
-        .expect(Method::GET, &format!("/{}/_count", segment(index)), None)
+        .expect(
+            Method::GET,
+            &format!("/{}/_count", encode_path_segment(index)),
+            None,
+        )
         .await?;
     Ok(body["count"].as_u64().unwrap_or(0))
 }
@@ -163,7 +168,11 @@ pub async fn count(source: &SearchClient, index: &str) -> Result<u64, JobFailure
 /// Whether `index` exists on `cluster`.
 pub async fn exists(cluster: &SearchClient, index: &str) -> Result<bool, JobFailure> {
     let answer = cluster
-        .call(Method::HEAD, &format!("/{}", segment(index)), None)
+        .call(
+            Method::HEAD,
+            &format!("/{}", encode_path_segment(index)),
+            None,
+        )
         .await?;
     match answer.status.as_u16() {
         200 => Ok(true),
@@ -190,7 +199,7 @@ pub async fn copy_index(
     spec: &MetadataSpec,
     rewrite: &TypeRewrite,
 ) -> Result<MetadataOutcome, JobFailure> {
-    let path = format!("/{}", segment(index));
+    let path = format!("/{}", encode_path_segment(index));
     let described = source
         .expect(Method::GET, &format!("{path}?flat_settings=true"), None)
         .await?;

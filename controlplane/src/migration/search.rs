@@ -261,16 +261,3 @@ impl SearchClient {
         failure.with("http_status", answer.status.as_u16().to_string())
     }
 }
-
-/// `name` percent-encoded for a URL path segment.
-pub fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
