@@ -69,5 +69,8 @@ pub use replay::{
     ItemOutcome, REPLAY_BULK_PATH, ReadRepairError, ReplayError, ReplayTarget, build_replay_bulk,
     parse_bulk_response_for_replay, read_repair_get_path, read_repair_op, request_outcome,
 };
-pub use rewrite::{ReplayRequest, RewriteError, replay_request};
+pub use rewrite::{
+    MappingChange, MultipleMappingTypes, ReplayRequest, RewriteError, mapping_for_target,
+    replay_request,
+};
 pub use version::{ClusterVersion, Distribution, RootInfo, VersionError};

@@ -289,34 +289,77 @@ fn mapping_types(mapping: &Map<String, Value>) -> Option<Vec<String>> {
     typed.then(|| mapping.keys().cloned().collect())
 }
 
-/// Rewrites a mapping object in place for a typeless or typed target.
-/// Returns whether it changed.
+/// A typed mapping with several types, which a typeless index cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipleMappingTypes {
+    /// The type names found.
+    pub types: Vec<String>,
+}
+
+/// What [`mapping_for_target`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingChange {
+    /// Already right for the target.
+    Unchanged,
+    /// A typed mapping lost its type (named here) for a typeless target.
+    TypeRemoved(String),
+    /// A typeless mapping was wrapped in this type for a typed target.
+    WrappedIn(String),
+}
+
+/// Rewrites a mapping object (the value of `mappings`) in place for a
+/// typeless target (Elasticsearch 7+, OpenSearch) or a typed one (5.x,
+/// 6.x). Whether the mapping is typed is read from its shape: every key an
+/// object that is not a mapping parameter (`{"tweet": {"properties": ..}}`).
+///
+/// - typed → typeless: the single type's body becomes the mapping
+///   (`_default_` is dropped); several types are refused, a typeless
+///   index holds one;
+/// - typeless → typed: wrapped in `wrap_type` (`_doc` when `None`; pass
+///   the target's type, e.g. `doc` on 5.x, see
+///   [`crate::ClusterVersion::default_doc_type`]);
+/// - anything else, and an empty mapping, is left alone.
+///
+/// Used by the replayer (index creation, templates, put-mapping) and the
+/// full copy (target index creation).
+pub fn mapping_for_target(
+    mapping: &mut Map<String, Value>,
+    typeless: bool,
+    wrap_type: Option<&str>,
+) -> Result<MappingChange, MultipleMappingTypes> {
+    match (mapping_types(mapping), typeless) {
+        (Some(types), true) => {
+            let real: Vec<String> = types.into_iter().filter(|t| t != "_default_").collect();
+            let (name, inner) = match real.as_slice() {
+                [] => ("_default_".to_owned(), Map::new()),
+                [only] => match mapping.remove(only) {
+                    Some(Value::Object(inner)) => (only.clone(), inner),
+                    _ => (only.clone(), Map::new()),
+                },
+                _ => return Err(MultipleMappingTypes { types: real }),
+            };
+            *mapping = inner;
+            Ok(MappingChange::TypeRemoved(name))
+        }
+        (None, false) if !mapping.is_empty() => {
+            let ty = wrap_type.unwrap_or("_doc").to_owned();
+            let inner = std::mem::take(mapping);
+            mapping.insert(ty.clone(), Value::Object(inner));
+            Ok(MappingChange::WrappedIn(ty))
+        }
+        _ => Ok(MappingChange::Unchanged),
+    }
+}
+
+/// [`mapping_for_target`], saying only whether the mapping changed.
 fn normalize_mappings(
     mapping: &mut Map<String, Value>,
     typeless: bool,
     wrap_type: Option<&str>,
 ) -> Result<bool, RewriteError> {
-    match (mapping_types(mapping), typeless) {
-        (Some(types), true) => {
-            let real: Vec<String> = types.into_iter().filter(|t| t != "_default_").collect();
-            let inner = match real.as_slice() {
-                [] => Map::new(),
-                [only] => match mapping.remove(only) {
-                    Some(Value::Object(inner)) => inner,
-                    _ => Map::new(),
-                },
-                _ => return Err(RewriteError::MultipleMappingTypes { types: real }),
-            };
-            *mapping = inner;
-            Ok(true)
-        }
-        (None, false) if !mapping.is_empty() => {
-            let ty = wrap_type.unwrap_or("_doc").to_owned();
-            let inner = std::mem::take(mapping);
-            mapping.insert(ty, Value::Object(inner));
-            Ok(true)
-        }
-        _ => Ok(false),
+    match mapping_for_target(mapping, typeless, wrap_type) {
+        Ok(change) => Ok(change != MappingChange::Unchanged),
+        Err(MultipleMappingTypes { types }) => Err(RewriteError::MultipleMappingTypes { types }),
     }
 }
 
@@ -422,6 +465,53 @@ mod tests {
             replay_request(&op, &es(8)),
             Err(RewriteError::MultipleMappingTypes { types }) if types == ["tweet", "user"]
         ));
+    }
+
+    #[test]
+    fn mapping_for_target_says_what_it_changed() {
+        let object = |v: Value| v.as_object().unwrap().clone();
+        let mut typed =
+            object(json!({"_default_": {}, "tweet": {"properties": {"a": {"type": "text"}}}}));
+        assert_eq!(
+            mapping_for_target(&mut typed, true, None),
+            Ok(MappingChange::TypeRemoved("tweet".into()))
+        );
+        assert_eq!(
+            Value::Object(typed),
+            json!({"properties": {"a": {"type": "text"}}})
+        );
+
+        let mut typeless = object(json!({"dynamic": "strict", "properties": {}}));
+        assert_eq!(
+            mapping_for_target(&mut typeless, false, Some("doc")),
+            Ok(MappingChange::WrappedIn("doc".into()))
+        );
+        assert_eq!(
+            Value::Object(typeless.clone()),
+            json!({"doc": {"dynamic": "strict", "properties": {}}})
+        );
+        // Already typed for a typed target, already typeless for a typeless one.
+        assert_eq!(
+            mapping_for_target(&mut typeless, false, None),
+            Ok(MappingChange::Unchanged)
+        );
+        let mut plain = object(json!({"_source": {"enabled": false}}));
+        assert_eq!(
+            mapping_for_target(&mut plain, true, None),
+            Ok(MappingChange::Unchanged)
+        );
+        assert_eq!(
+            mapping_for_target(&mut Map::new(), false, None),
+            Ok(MappingChange::Unchanged)
+        );
+
+        let mut two = object(json!({"a": {}, "b": {}}));
+        assert_eq!(
+            mapping_for_target(&mut two, true, None),
+            Err(MultipleMappingTypes {
+                types: vec!["a".into(), "b".into()]
+            })
+        );
     }
 
     #[test]

@@ -268,14 +268,8 @@ pub async fn copy_index(
             .as_object()
             .cloned()
             .unwrap_or_default();
-        rewrite_mappings(
-            &mut mappings,
-            source,
-            target,
-            rewrite,
-            &mut outcome.warnings,
-        )
-        .map_err(|f| f.with("index", index))?;
+        rewrite_mappings(&mut mappings, target, rewrite, &mut outcome.warnings)
+            .map_err(|f| f.with("index", index))?;
         if !mappings.is_empty() {
             body.insert("mappings".into(), Value::Object(mappings));
         }
@@ -334,26 +328,34 @@ fn unknown_setting(reason: &str) -> Option<String> {
     Some(rest[..rest.find(']')?].to_string())
 }
 
-/// Rewrites a mapping for the target: typed mappings (Elasticsearch 6 and
-/// older) lose their type on typeless targets, typeless ones gain
-/// `target_type` on typed targets.
+/// Rewrites a mapping for the target (the rule itself is
+/// [`tandem_es::mapping_for_target`]): under `Auto`, typed mappings
+/// (Elasticsearch 6 and older) lose their type on typeless targets and
+/// typeless ones gain the task's type on typed targets; `Strip` only
+/// removes types; `None` copies the mapping as it is. A `_default_`
+/// mapping is never copied (7+ refuses it, 6.x deprecates it).
 fn rewrite_mappings(
     mappings: &mut Map<String, Value>,
-    source: &SearchClient,
     target: &SearchClient,
     rewrite: &TypeRewrite,
     warnings: &mut Vec<String>,
 ) -> Result<(), JobFailure> {
     mappings.remove("_default_");
-    let source_typed = source.typed() && !mappings.is_empty();
-    let strip = match rewrite.mode {
+    let typeless = match rewrite.mode {
         super::TypeRewriteMode::None => return Ok(()),
-        super::TypeRewriteMode::Strip => source_typed,
-        super::TypeRewriteMode::Auto => source_typed && !target.typed(),
+        super::TypeRewriteMode::Strip => true,
+        super::TypeRewriteMode::Auto => !target.typed(),
     };
-    if strip {
-        let types: Vec<String> = mappings.keys().cloned().collect();
-        let [only] = types.as_slice() else {
+    let wrap_type = rewrite.target_type(&target.version.es());
+    match tandem_es::mapping_for_target(mappings, typeless, Some(wrap_type)) {
+        Ok(tandem_es::MappingChange::Unchanged) => {}
+        Ok(tandem_es::MappingChange::TypeRemoved(ty)) => {
+            warnings.push(format!("mapping type {ty:?} removed"))
+        }
+        Ok(tandem_es::MappingChange::WrappedIn(ty)) => {
+            warnings.push(format!("mapping wrapped in type {ty:?}"))
+        }
+        Err(tandem_es::MultipleMappingTypes { types }) => {
             return Err(JobFailure::permanent(
                 "MULTIPLE_MAPPING_TYPES",
                 format!(
@@ -361,22 +363,7 @@ fn rewrite_mappings(
                     types.join(", ")
                 ),
             ));
-        };
-        let inner = mappings
-            .remove(only)
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default();
-        *mappings = inner;
-        warnings.push(format!("mapping type {only:?} removed"));
-    } else if !source_typed
-        && target.typed()
-        && !mappings.is_empty()
-        && rewrite.mode == super::TypeRewriteMode::Auto
-    {
-        let ty = rewrite.target_type(&target.version.es());
-        let inner = std::mem::take(mappings);
-        mappings.insert(ty.to_string(), Value::Object(inner));
-        warnings.push(format!("mapping wrapped in type {ty:?}"));
+        }
     }
     Ok(())
 }
