@@ -3,11 +3,13 @@
 //! Reading: point in time plus `search_after`, sorted by `_id`, or sliced
 //! scroll. Every hit carries its `_version` (`"version": true`).
 //!
-//! Writing: `_bulk` index actions with `version_type=external` and the
-//! source `_version`, so that a document already written by the gateway's
-//! replay (same or newer version) is kept: the target answers 409, counted
-//! as `docs_skipped_newer` — once the source's current version (one
-//! `_mget`) shows it moved past the target's. A source still at the version
+//! Writing: `_bulk` index actions built by the replayer's own builder
+//! (`tandem_es::build_replay_bulk`): `version_type=external_gte` at the
+//! source `_version`, `_source` bytes as read. A document the gateway's
+//! replay already wrote at the same version is written again unchanged; one
+//! it wrote at a newer version is kept: the target answers 409, counted as
+//! `docs_skipped_newer` — once the source's current version (one `_mget`)
+//! shows it moved past the target's. A source still at the version
 //! just read, below the target's, was re-created after its delete
 //! tombstone was pruned (ADR 006): that document is written again above
 //! the target's version (`docs_rewritten_above_target`), as the replayer
@@ -25,7 +27,8 @@
 //! - scroll: the scroll id. A resume within the keep-alive continues the
 //!   scroll; otherwise (expired context, dead worker) the slice restarts
 //!   from its first document, counters reset. This is safe because writes
-//!   are externally versioned: already copied documents come back as 409.
+//!   are externally versioned: already copied documents are written again
+//!   at the same version, unchanged.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,7 +36,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tandem_es::{ItemOutcome, parse_bulk_response_for_replay};
+use tandem_es::{
+    ItemOutcome, ReplayTarget, ReplicationOp, build_replay_bulk, parse_bulk_response_for_replay,
+};
 
 use super::hits::{SearchPage, parse_search_page};
 use super::search::{Answer, SearchClient};
@@ -626,41 +631,35 @@ async fn write_once<'h>(
     hits: &'h [Hit],
 ) -> Result<(Written, Vec<(&'h Hit, Option<i64>)>), JobFailure> {
     let mut conflicts = Vec::new();
-    let old_syntax = target.version.es().uses_underscored_bulk_params();
+    let replay_target = ReplayTarget::new(target.version.es());
     let mut written = Written::default();
     let mut pending: Vec<&Hit> = hits.iter().collect();
     for attempt in 1..=BULK_ATTEMPTS {
         let mut body = Vec::new();
-        for hit in &pending {
-            let mut action = serde_json::Map::new();
-            action.insert("_index".into(), json!(index));
-            action.insert("_id".into(), json!(hit.id));
-            if target.typed() {
-                let ty = match (&hit.doc_type, spec.type_rewrite.mode) {
-                    (Some(ty), TypeRewriteMode::Auto | TypeRewriteMode::None) if ty != "_doc" => {
-                        ty.clone()
+        let mut sendable = Vec::with_capacity(pending.len());
+        for hit in pending {
+            // The replayer's builder: key spelling per target major,
+            // `external_gte` at the source's version, `_source` bytes kept
+            // (only compacted to one line).
+            match build_replay_bulk(
+                std::iter::once(&copy_op(spec, &replay_target, index, hit)),
+                &replay_target,
+            ) {
+                Ok(line) => {
+                    body.extend_from_slice(&line);
+                    sendable.push(hit);
+                }
+                Err(err) => {
+                    written.failed += 1;
+                    if written.samples.len() < 5 {
+                        written.samples.push((hit.id.clone(), err.to_string()));
                     }
-                    _ => spec
-                        .type_rewrite
-                        .target_type(&target.version.es())
-                        .to_string(),
-                };
-                action.insert("_type".into(), json!(ty));
+                }
             }
-            let (version, version_type, routing) = if old_syntax {
-                ("_version", "_version_type", "_routing")
-            } else {
-                ("version", "version_type", "routing")
-            };
-            action.insert(version.into(), json!(hit.version));
-            action.insert(version_type.into(), json!("external"));
-            if let Some(r) = &hit.routing {
-                action.insert(routing.into(), json!(r));
-            }
-            body.extend_from_slice(json!({ "index": action }).to_string().as_bytes());
-            body.push(b'\n');
-            body.extend_from_slice(hit.source.as_bytes());
-            body.push(b'\n');
+        }
+        pending = sendable;
+        if pending.is_empty() {
+            return Ok((written, conflicts));
         }
         let answer = target.ndjson("/_bulk", body).await?;
         if !answer.ok() {
@@ -716,6 +715,31 @@ async fn write_once<'h>(
         tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
     }
     Ok((written, conflicts))
+}
+
+/// The op that writes `hit` to the target at the source's version, typed
+/// as the task's type rewrite says on a typed target.
+fn copy_op(spec: &MigrationSpec, target: &ReplayTarget, index: &str, hit: &Hit) -> ReplicationOp {
+    let doc_type =
+        target
+            .version
+            .has_mapping_types()
+            .then(|| match (&hit.doc_type, spec.type_rewrite.mode) {
+                (Some(ty), TypeRewriteMode::Auto | TypeRewriteMode::None) if ty != "_doc" => {
+                    ty.clone()
+                }
+                _ => spec.type_rewrite.target_type(&target.version).to_owned(),
+            });
+    ReplicationOp::Index {
+        index: index.to_owned(),
+        doc_type,
+        id: hit.id.clone(),
+        routing: hit.routing.clone(),
+        version: hit.version,
+        seq_no: None,
+        primary_term: None,
+        source: bytes::Bytes::copy_from_slice(hit.source.as_bytes()),
+    }
 }
 
 /// The counters of a partition, summed into `into`.
