@@ -71,32 +71,7 @@ pub struct ProbeTarget {
     pub node_discovery: bool,
 }
 
-/// Search engine distribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Distribution {
-    /// Elasticsearch.
-    Elasticsearch,
-    /// OpenSearch.
-    Opensearch,
-}
-
-impl Distribution {
-    /// The name stored in the `clusters.distribution` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Distribution::Elasticsearch => "elasticsearch",
-            Distribution::Opensearch => "opensearch",
-        }
-    }
-
-    fn display_name(self) -> &'static str {
-        match self {
-            Distribution::Elasticsearch => "Elasticsearch",
-            Distribution::Opensearch => "OpenSearch",
-        }
-    }
-}
+pub use tandem_es::Distribution;
 
 /// Cluster health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,13 +118,10 @@ impl VersionInfo {
     /// every rule that depends on it (mapping types, bulk spelling, the
     /// default type, point in time).
     pub fn es(&self) -> tandem_es::ClusterVersion {
-        match self.distribution {
-            Distribution::Elasticsearch => {
-                tandem_es::ClusterVersion::elasticsearch(self.major, self.minor)
-            }
-            Distribution::Opensearch => {
-                tandem_es::ClusterVersion::opensearch(self.major, self.minor)
-            }
+        tandem_es::ClusterVersion {
+            distribution: self.distribution,
+            major: self.major,
+            minor: self.minor,
         }
     }
 }
@@ -717,10 +689,7 @@ fn parse_root(body: &[u8]) -> Result<tandem_es::RootInfo, String> {
 impl From<&tandem_es::RootInfo> for VersionInfo {
     fn from(root: &tandem_es::RootInfo) -> VersionInfo {
         VersionInfo {
-            distribution: match root.version.distribution {
-                tandem_es::Distribution::Elasticsearch => Distribution::Elasticsearch,
-                tandem_es::Distribution::OpenSearch => Distribution::Opensearch,
-            },
+            distribution: root.version.distribution,
             number: root.number.clone(),
             major: root.version.major,
             minor: root.version.minor,
@@ -740,13 +709,13 @@ fn version_warnings(version: &VersionInfo) -> Vec<String> {
     let name = version.distribution.display_name();
     let supported = match version.distribution {
         Distribution::Elasticsearch => (5..=8).contains(&version.major),
-        Distribution::Opensearch => (1..=2).contains(&version.major),
+        Distribution::OpenSearch => (1..=2).contains(&version.major),
     };
     let mut warnings = Vec::new();
     if !supported {
         let range = match version.distribution {
             Distribution::Elasticsearch => "5.x to 8.x",
-            Distribution::Opensearch => "1.x and 2.x",
+            Distribution::OpenSearch => "1.x and 2.x",
         };
         warnings.push(format!(
             "{name} {} is not supported (supported: {range})",
@@ -824,7 +793,7 @@ mod tests {
         let root = parse_root(os).unwrap();
         assert_eq!(root.cluster_uuid, "");
         let info = VersionInfo::from(&root);
-        assert_eq!(info.distribution, Distribution::Opensearch);
+        assert_eq!(info.distribution, Distribution::OpenSearch);
         assert!(version_warnings(&info).is_empty());
 
         assert!(

@@ -3,15 +3,36 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Which search engine a cluster runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which search engine a cluster runs. Serialised in lowercase, as
+/// `GET /` spells `version.distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Distribution {
     /// Elasticsearch.
     Elasticsearch,
     /// OpenSearch (forked from Elasticsearch 7.10; typeless like 7.x).
     OpenSearch,
+}
+
+impl Distribution {
+    /// `elasticsearch` or `opensearch` (stored names, metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distribution::Elasticsearch => "elasticsearch",
+            Distribution::OpenSearch => "opensearch",
+        }
+    }
+
+    /// `Elasticsearch` or `OpenSearch`, for messages.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Distribution::Elasticsearch => "Elasticsearch",
+            Distribution::OpenSearch => "OpenSearch",
+        }
+    }
 }
 
 /// A cluster's distribution and `major.minor` version.
@@ -174,11 +195,13 @@ impl RootInfo {
 
 impl fmt::Display for ClusterVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.distribution {
-            Distribution::Elasticsearch => "Elasticsearch",
-            Distribution::OpenSearch => "OpenSearch",
-        };
-        write!(f, "{name} {}.{}", self.major, self.minor)
+        write!(
+            f,
+            "{} {}.{}",
+            self.distribution.display_name(),
+            self.major,
+            self.minor
+        )
     }
 }
 
@@ -282,6 +305,19 @@ mod tests {
             RootInfo::parse(&json!({"status": "ok"})),
             Err(VersionError::MissingNumber)
         );
+    }
+
+    #[test]
+    fn distribution_names() {
+        assert_eq!(
+            serde_json::to_string(&Distribution::OpenSearch).unwrap(),
+            r#""opensearch""#
+        );
+        assert_eq!(
+            serde_json::from_str::<Distribution>(r#""elasticsearch""#).unwrap(),
+            Distribution::Elasticsearch
+        );
+        assert_eq!(Distribution::OpenSearch.as_str(), "opensearch");
     }
 
     #[test]

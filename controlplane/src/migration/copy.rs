@@ -322,7 +322,7 @@ impl Reader<'_> {
     async fn open_pit(&self) -> Result<String, JobFailure> {
         let source = self.source;
         let index = encode_path_segment(self.index);
-        let opensearch = source.version.distribution == crate::probe::Distribution::Opensearch;
+        let opensearch = source.version.distribution == crate::probe::Distribution::OpenSearch;
         let path = if opensearch {
             format!(
                 "/{index}/_search/point_in_time?keep_alive={}",
@@ -471,7 +471,7 @@ impl Reader<'_> {
             Checkpoint::PointInTime {
                 pit_id: Some(id), ..
             } => {
-                if source.version.distribution == crate::probe::Distribution::Opensearch {
+                if source.version.distribution == crate::probe::Distribution::OpenSearch {
                     source
                         .call(
                             Method::DELETE,

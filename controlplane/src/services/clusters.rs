@@ -111,7 +111,7 @@ impl ClusterService for Api {
             distribution: match distribution {
                 tandem_proto::v1::Distribution::Unspecified => None,
                 tandem_proto::v1::Distribution::Elasticsearch => Some(Distribution::Elasticsearch),
-                tandem_proto::v1::Distribution::Opensearch => Some(Distribution::Opensearch),
+                tandem_proto::v1::Distribution::Opensearch => Some(Distribution::OpenSearch),
             },
             labels: request
                 .labels

@@ -420,7 +420,7 @@ impl Api {
             crate::probe::Distribution::Elasticsearch => {
                 version.major > 7 || (version.major == 7 && version.minor >= 10)
             }
-            crate::probe::Distribution::Opensearch => {
+            crate::probe::Distribution::OpenSearch => {
                 version.major > 2 || (version.major == 2 && version.minor >= 4)
             }
         };

@@ -140,7 +140,7 @@ pub(super) fn probe_result(report: &ProbeReport) -> pb::ProbeResult {
 pub(super) fn distribution(d: Distribution) -> pb::Distribution {
     match d {
         Distribution::Elasticsearch => pb::Distribution::Elasticsearch,
-        Distribution::Opensearch => pb::Distribution::Opensearch,
+        Distribution::OpenSearch => pb::Distribution::Opensearch,
     }
 }
 
