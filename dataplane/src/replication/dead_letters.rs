@@ -62,7 +62,13 @@ impl<C: Cluster> Replication<C> {
         Ok(removed)
     }
 
-    pub(super) fn dead_letter(&self, offset: u64, op: &ReplicationOp, status: u16, reason: &str) {
+    pub(super) async fn dead_letter(
+        &self,
+        offset: u64,
+        op: &ReplicationOp,
+        status: u16,
+        reason: &str,
+    ) {
         tracing::warn!(offset, kind = op.kind_name(), index = ?op.index(), id = ?op.id(), status, reason, "op dead-lettered");
         // The store must hold the op before the queue forgets it: retry
         // until it does (a full disk is worth waiting out).
@@ -71,7 +77,7 @@ impl<C: Cluster> Replication<C> {
                 Ok(_) => break,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot store a dead letter; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
@@ -80,12 +86,13 @@ impl<C: Cluster> Replication<C> {
             .set(self.dead_letters.len() as i64);
     }
 
-    pub(super) fn dead_letter_raw(&self, offset: u64, payload: &[u8], reason: &str) {
+    pub(super) async fn dead_letter_raw(&self, offset: u64, payload: &[u8], reason: &str) {
         let op = ReplicationOp::QueryScoped {
             method: Method::POST,
             path: format!("/_tandem/undecodable/{offset}"),
             body: Bytes::copy_from_slice(payload),
         };
-        self.dead_letter(offset, &op, 0, &format!("undecodable record: {reason}"));
+        self.dead_letter(offset, &op, 0, &format!("undecodable record: {reason}"))
+            .await;
     }
 }

@@ -390,7 +390,8 @@ impl<C: Cluster> Replication<C> {
                     return Ok(());
                 }
                 Err(ReconcileError::Failed { status, reason }) => {
-                    self.dead_letter(offset, op, status, &format!("reconcile: {reason}"));
+                    self.dead_letter(offset, op, status, &format!("reconcile: {reason}"))
+                        .await;
                     return Ok(());
                 }
                 Err(ReconcileError::Retryable(reason)) => self.note_error(format!(

@@ -85,7 +85,8 @@ impl<C: Cluster> Replication<C> {
                     // The record passed its checksum, so this is a format
                     // this build does not read: keep it for an operator.
                     tracing::error!(offset = record.offset, error = %err, "undecodable queue record");
-                    self.dead_letter_raw(record.offset, &record.payload, &err.to_string());
+                    self.dead_letter_raw(record.offset, &record.payload, &err.to_string())
+                        .await;
                     continue;
                 }
             };
@@ -145,7 +146,8 @@ impl<C: Cluster> Replication<C> {
             match result {
                 Ok(Ok(resolved)) => return Ok(Some(resolved)),
                 Ok(Err(ReadRepairError::Failed { status, reason })) => {
-                    self.dead_letter(offset, op, status, &format!("read-repair: {reason}"));
+                    self.dead_letter(offset, op, status, &format!("read-repair: {reason}"))
+                        .await;
                     return Ok(None);
                 }
                 Ok(Err(ReadRepairError::NotReadRepair)) => return Ok(None),
@@ -174,15 +176,19 @@ impl<C: Cluster> Replication<C> {
                 Ok(body) => body,
                 Err(_) => {
                     // Find and dead-letter the op(s) that cannot be encoded.
+                    let mut unencodable = Vec::new();
                     remaining.retain(|(offset, op)| {
                         match build_replay_bulk(std::iter::once(op), target) {
                             Ok(_) => true,
                             Err(err) => {
-                                self.dead_letter(*offset, op, 0, &err.to_string());
+                                unencodable.push((*offset, op.clone(), err.to_string()));
                                 false
                             }
                         }
                     });
+                    for (offset, op, reason) in unencodable {
+                        self.dead_letter(offset, &op, 0, &reason).await;
+                    }
                     continue;
                 }
             };
@@ -216,7 +222,7 @@ impl<C: Cluster> Replication<C> {
                                 retry.push((offset, op));
                             }
                             ItemOutcome::Failed { status, reason } => {
-                                self.dead_letter(offset, &op, status, &reason)
+                                self.dead_letter(offset, &op, status, &reason).await
                             }
                         }
                     }
@@ -287,7 +293,7 @@ impl<C: Cluster> Replication<C> {
                     return Ok(());
                 }
                 ItemOutcome::Failed { status, reason } => {
-                    self.dead_letter(offset, op, status, &reason);
+                    self.dead_letter(offset, op, status, &reason).await;
                     return Ok(());
                 }
                 ItemOutcome::Retryable { status, reason } => {
