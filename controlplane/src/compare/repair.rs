@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use uuid::Uuid;
 
 use super::diffs::DiffRecord;
@@ -17,7 +16,6 @@ use super::digest::SourceMatch;
 use super::read::{DocSummary, lookup};
 use crate::jobs::JobFailure;
 use crate::migration::search::SearchClient;
-use tandem_es::uri::encode_path_segment;
 
 /// Pause between two rechecks.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);
@@ -62,7 +60,7 @@ pub async fn recheck(
         let mut seen: HashMap<(String, String), [Option<DocSummary>; 2]> = HashMap::new();
         for (index, ids) in &by_index {
             for (side, client) in [(0, source), (1, target)] {
-                let exists = index_exists(client, index).await?;
+                let exists = crate::migration::metadata::exists(client, index).await?;
                 for doc in lookup(client, index, exists, ids, mode).await? {
                     let key = (index.to_string(), doc.id.clone());
                     seen.entry(key).or_default()[side] = Some(doc);
@@ -84,17 +82,6 @@ pub async fn recheck(
             return Ok(converged_ids);
         }
         tokio::time::sleep(RECHECK_EVERY).await;
-    }
-}
-
-/// Whether `index` exists on `client` (`HEAD /{index}`).
-async fn index_exists(client: &SearchClient, index: &str) -> Result<bool, JobFailure> {
-    let path = format!("/{}", encode_path_segment(index));
-    let answer = client.call(Method::HEAD, &path, None).await?;
-    match answer.status.as_u16() {
-        404 => Ok(false),
-        _ if answer.ok() => Ok(true),
-        _ => Err(client.refused(&Method::HEAD, &path, &answer)),
     }
 }
 

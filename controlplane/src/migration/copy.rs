@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tandem_es::docstate::{CurrentVersion, DocKey, parse_version_mget, version_mget};
 use tandem_es::{
     ItemOutcome, ReplayTarget, ReplicationOp, build_replay_bulk, parse_bulk_response_for_replay,
 };
@@ -586,37 +587,37 @@ async fn write(
 }
 
 /// The source's current `_version` of each conflicting hit (`None` when
-/// gone or unreadable), from one `_mget`.
+/// gone or unreadable), from one `_mget` (tandem-es's, as the replayer
+/// asks the primary).
 async fn source_versions(
     source: &SearchClient,
     index: &str,
     conflicts: &[(&Hit, Option<i64>)],
 ) -> Result<Vec<Option<i64>>, JobFailure> {
-    let docs: Vec<Value> = conflicts
+    let keys: Vec<DocKey> = conflicts
         .iter()
-        .map(|(hit, _)| {
-            let mut doc = json!({ "_index": index, "_id": hit.id, "_source": false });
-            if source.typed()
-                && let Some(t) = &hit.doc_type
-            {
-                doc["_type"] = json!(t);
-            }
-            if let Some(r) = &hit.routing {
-                doc["routing"] = json!(r);
-            }
-            doc
+        .map(|(hit, _)| DocKey {
+            index: index.to_owned(),
+            doc_type: hit.doc_type.clone(),
+            id: hit.id.clone(),
+            routing: hit.routing.clone(),
         })
         .collect();
-    let body = source
-        .expect(Method::POST, "/_mget", Some(&json!({ "docs": docs })))
-        .await?;
-    let found = body["docs"].as_array().cloned().unwrap_or_default();
-    Ok((0..conflicts.len())
-        .map(|i| {
-            found
-                .get(i)
-                .filter(|d| d["found"] == json!(true))
-                .and_then(|d| d["_version"].as_i64())
+    let (path, body) = version_mget(&keys, &source.version.es());
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| JobFailure::permanent("INTERNAL", format!("_mget body is not JSON: {e}")))?;
+    let answer = source.expect_bytes(Method::POST, path, Some(&body)).await?;
+    let versions = parse_version_mget(&answer, keys.len()).map_err(|e| {
+        JobFailure::transient(
+            "UPSTREAM_PROTOCOL_ERROR",
+            format!("cluster {}: {e}", source.name),
+        )
+    })?;
+    Ok(versions
+        .into_iter()
+        .map(|v| match v {
+            CurrentVersion::Found(version) => Some(version),
+            CurrentVersion::Missing | CurrentVersion::Unknown(_) => None,
         })
         .collect())
 }

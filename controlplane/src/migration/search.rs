@@ -196,7 +196,20 @@ impl SearchClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<bytes::Bytes, JobFailure> {
-        let (status, bytes) = self.call_bytes(method.clone(), path, body).await?;
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.expect_json_bytes(method, path, body).await
+    }
+
+    /// [`Self::expect_bytes`] with a JSON body already serialised (built by
+    /// `tandem-es`).
+    pub async fn expect_json_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<bytes::Bytes, JobFailure> {
+        let body = body.map(|b| ("application/json", b));
+        let (status, bytes) = self.raw(method.clone(), path, body).await?;
         if status.is_success() {
             return Ok(bytes);
         }
