@@ -844,17 +844,6 @@ async fn bad_requests_name_their_field_and_illegal_transitions_are_refused() {
         ),
         (
             with(pb::MigrationOptions {
-                metadata: Some(pb::MetadataCopyOptions {
-                    copy_templates: true,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            Code::InvalidArgument,
-            "options.metadata.copy_templates: ",
-        ),
-        (
-            with(pb::MigrationOptions {
                 type_rewrite: Some(pb::MappingTypeRewrite {
                     mode: 17,
                     ..Default::default()

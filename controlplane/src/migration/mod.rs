@@ -19,9 +19,13 @@
 //! number of partitions of the job leased at its last checkpoint (on any
 //! replica).
 //!
-//! Not supported yet: copying index templates (`copy_templates` is refused
-//! at creation), data streams.
+//! On request, planning first copies the cluster-level metadata the
+//! indices depend on: templates matching a selected index and ingest
+//! pipelines ([`cluster_metadata`], each reported in the plan).
+//!
+//! Not supported yet: data streams, ILM / ISM policies.
 
+pub mod cluster_metadata;
 pub mod copy;
 pub mod hits;
 pub mod metadata;
@@ -118,6 +122,12 @@ pub struct MetadataSpec {
     pub settings_overrides: BTreeMap<String, String>,
     /// Setting names or patterns never copied.
     pub excluded_settings: Vec<String>,
+    /// Copy templates matching a selected index (and their components).
+    #[serde(default)]
+    pub copy_templates: bool,
+    /// Copy every ingest pipeline.
+    #[serde(default)]
+    pub copy_ingest_pipelines: bool,
 }
 
 /// What a migration job does: its `spec` in the jobs table.
@@ -178,6 +188,9 @@ pub struct MigrationPlan {
     pub point_in_time: bool,
     /// Selected indices, by name.
     pub indices: Vec<IndexPlan>,
+    /// Templates and pipelines asked for, with their outcomes.
+    #[serde(default)]
+    pub cluster_metadata: Vec<cluster_metadata::ItemResult>,
 }
 
 /// One planned index.
@@ -270,11 +283,20 @@ impl JobHandler for MigrationHandler {
                 .with("indices", existing.join(",")));
             }
         }
+        // Templates first: indices the target creates later (rollover,
+        // auto-created) already find them.
+        let names: Vec<String> = selected.iter().map(|i| i.name.clone()).collect();
+        let wanted = cluster_metadata::Wanted {
+            templates: spec.metadata.copy_templates,
+            pipelines: spec.metadata.copy_ingest_pipelines,
+        };
+        let cluster_metadata = cluster_metadata::copy(&source, &target, wanted, &names).await?;
         let mut plan = MigrationPlan {
             source_version: source.version.number.clone(),
             target_version: target.version.number.clone(),
             point_in_time,
             indices: Vec::new(),
+            cluster_metadata,
         };
         let mut partitions = Vec::new();
         for index in selected {

@@ -231,6 +231,23 @@ impl SearchClient {
         self.raw(method, path, body).await
     }
 
+    /// Sends a JSON body already serialised (built by `tandem-es`); the
+    /// answer whatever its status.
+    pub async fn call_raw_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, JobFailure> {
+        let (status, bytes) = self
+            .raw(method, path, Some(("application/json", body)))
+            .await?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
+    }
+
     /// Sends an NDJSON body (`_bulk`).
     pub async fn ndjson(&self, path: &str, body: Vec<u8>) -> Result<Answer, JobFailure> {
         let (status, bytes) = self

@@ -562,12 +562,6 @@ fn check_options(
 
 fn check_metadata(options: Option<&pb::MetadataCopyOptions>) -> Result<MetadataSpec, Status> {
     let options = options.cloned().unwrap_or_default();
-    if options.copy_templates {
-        return Err(invalid(
-            "options.metadata.copy_templates",
-            "copying index templates is not supported yet; create them on the target first",
-        ));
-    }
     let policy: pb::ExistingIndexPolicy =
         validate::enum_value("options.metadata.if_exists", options.if_exists, true)?;
     for (key, value) in &options.settings_overrides {
@@ -587,5 +581,7 @@ fn check_metadata(options: Option<&pb::MetadataCopyOptions>) -> Result<MetadataS
         reuse_existing: policy == pb::ExistingIndexPolicy::Reuse,
         settings_overrides: options.settings_overrides.into_iter().collect(),
         excluded_settings: options.excluded_settings,
+        copy_templates: options.copy_templates,
+        copy_ingest_pipelines: options.copy_ingest_pipelines,
     })
 }

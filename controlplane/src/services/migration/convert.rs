@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::progress;
 use crate::jobs::{JobRecord, PartitionRecord, is_terminal};
+use crate::migration::cluster_metadata::{ItemResult, Kind, Outcome};
 use crate::migration::copy::{FAILED, SKIPPED_NEWER, add_counters};
 use crate::migration::{MigrationSpec, ReadMode, TypeRewriteMode, plan_of, spec_of};
 use crate::services::{duration, timestamp};
@@ -60,6 +61,25 @@ fn progress_of(totals: &Totals, docs_total: u64, rates: (f64, f64)) -> pb::Progr
     }
 }
 
+fn cluster_metadata_result(item: &ItemResult) -> pb::ClusterMetadataResult {
+    pb::ClusterMetadataResult {
+        kind: match item.kind {
+            Kind::LegacyTemplate => pb::ClusterMetadataKind::LegacyTemplate,
+            Kind::IndexTemplate => pb::ClusterMetadataKind::IndexTemplate,
+            Kind::ComponentTemplate => pb::ClusterMetadataKind::ComponentTemplate,
+            Kind::IngestPipeline => pb::ClusterMetadataKind::IngestPipeline,
+        } as i32,
+        name: item.name.clone(),
+        outcome: match item.outcome {
+            Outcome::Copied => pb::ClusterMetadataOutcome::Copied,
+            Outcome::Rewritten => pb::ClusterMetadataOutcome::Rewritten,
+            Outcome::KeptExisting => pb::ClusterMetadataOutcome::KeptExisting,
+            Outcome::Refused => pb::ClusterMetadataOutcome::Refused,
+        } as i32,
+        detail: item.detail.clone(),
+    }
+}
+
 fn cluster_ref(id: Uuid, names: &BTreeMap<Uuid, String>) -> pb::ClusterRef {
     pb::ClusterRef {
         cluster_id: id.to_string(),
@@ -84,7 +104,8 @@ fn options(spec: &MigrationSpec, job: &JobRecord) -> pb::MigrationOptions {
             skip_settings: spec.metadata.skip_settings,
             skip_mappings: spec.metadata.skip_mappings,
             skip_aliases: spec.metadata.skip_aliases,
-            copy_templates: false,
+            copy_templates: spec.metadata.copy_templates,
+            copy_ingest_pipelines: spec.metadata.copy_ingest_pipelines,
             if_exists: if spec.metadata.reuse_existing {
                 pb::ExistingIndexPolicy::Reuse
             } else {
@@ -197,6 +218,11 @@ pub fn job(
         docs_skipped_newer: totals.counter(SKIPPED_NEWER),
         docs_failed: totals.counter(FAILED),
         index_progress,
+        cluster_metadata: plan
+            .iter()
+            .flat_map(|p| &p.cluster_metadata)
+            .map(cluster_metadata_result)
+            .collect(),
         error: job.error.as_ref().map(|e| pb::ErrorInfo {
             reason: e.reason.clone(),
             message: e.message.clone(),
