@@ -60,6 +60,7 @@ pub mod run;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tandem_proto::codes;
 use uuid::Uuid;
 
 use crate::api::Api;
@@ -291,7 +292,7 @@ impl CompareHandler {
 pub fn spec_of(job: &JobRecord) -> Result<CompareSpec, JobFailure> {
     serde_json::from_value(job.spec.clone()).map_err(|e| {
         JobFailure::permanent(
-            "SPEC_UNREADABLE",
+            codes::SPEC_UNREADABLE,
             format!("stored job spec unreadable: {e}"),
         )
     })

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
@@ -209,7 +210,7 @@ pub async fn run(
     );
     let dropped = diffs::record(ctx.pool, ctx.job_id, ctx.spec.max_diffs(), &confirmed)
         .await
-        .map_err(|e| JobFailure::transient("STORE_UNAVAILABLE", e.to_string()))?;
+        .map_err(|e| JobFailure::transient(codes::STORE_UNAVAILABLE, e.to_string()))?;
     found.insert(counters::NOT_RECORDED.to_string(), dropped);
     state.progress.counters = found;
     state.result.phase = Phase::Done;

@@ -49,6 +49,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
@@ -288,7 +289,7 @@ impl Lease {
     ) -> Result<LeaseStatus, JobFailure> {
         store::checkpoint(&self.pool, self.partition_id, &self.owner, progress)
             .await
-            .map_err(|e| JobFailure::transient("STORE_UNAVAILABLE", e.to_string()))
+            .map_err(|e| JobFailure::transient(codes::STORE_UNAVAILABLE, e.to_string()))
     }
 
     /// Records an event of the job about `unit`.

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
@@ -224,7 +225,7 @@ impl NewJobEvent {
         };
         NewJobEvent::new(
             severity,
-            "JOB_STATE_CHANGED",
+            codes::JOB_STATE_CHANGED,
             format!("job {} -> {}", from.to_uppercase(), to.to_uppercase()),
         )
         .attribute("from_state", from.to_uppercase())
@@ -396,7 +397,7 @@ pub async fn insert(pool: &PgPool, id: Uuid, job: &NewJob) -> Result<InsertOutco
         insert_event_with(
             &mut *tx,
             id,
-            &NewJobEvent::new(pb::EventSeverity::Info, "JOB_CREATED", "job created"),
+            &NewJobEvent::new(pb::EventSeverity::Info, codes::JOB_CREATED, "job created"),
         )
         .await?;
         Ok(InsertOutcome::Created(Box::new(row.try_into()?)))
@@ -708,7 +709,7 @@ pub async fn fail_planning(
                 id,
                 &NewJobEvent::new(
                     pb::EventSeverity::Warning,
-                    "PLANNING_RETRY",
+                    codes::PLANNING_RETRY,
                     format!("planning attempt {attempts} failed: {failure}"),
                 ),
             )
@@ -907,13 +908,14 @@ pub async fn reconcile(pool: &PgPool) -> Result<usize, StoreError> {
     .await?;
     sqlx::query(
         "UPDATE job_partitions p SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
-         error_reason = 'LEASE_EXPIRED', \
+         error_reason = $1, \
          error_message = 'the worker holding the partition stopped renewing its lease ' || \
                          'and every attempt is used', \
          error_at = now(), updated_at = now() FROM jobs j \
          WHERE j.id = p.job_id AND p.state = 'leased' AND p.lease_expires_at < now() \
            AND p.attempts >= j.max_attempts",
     )
+    .bind(codes::LEASE_EXPIRED)
     .execute(pool)
     .await?;
     let candidates: Vec<(Uuid, String)> = sqlx::query_as(
@@ -963,7 +965,7 @@ async fn settle(
             .await?;
             if let Some((unit, reason, message)) = failed.first() {
                 let failure = JobFailure::permanent(
-                    "PARTITION_FAILED",
+                    codes::PARTITION_FAILED,
                     format!(
                         "{} partition(s) failed; first: {unit}: {}",
                         failed.len(),

@@ -34,6 +34,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tandem_es::{ItemOutcome, parse_bulk_response_for_replay};
+use tandem_proto::codes;
 
 use super::hits::{SearchPage, parse_search_page};
 use super::search::{Answer, SearchClient, segment};
@@ -166,7 +167,7 @@ pub async fn run(
                 .event(
                     NewJobEvent::new(
                         tandem_proto::v1::EventSeverity::Info,
-                        "DOCUMENTS_REWRITTEN_ABOVE_TARGET",
+                        codes::DOCUMENTS_REWRITTEN_ABOVE_TARGET,
                         format!(
                             "{} document(s) of {} were below the target's version although the source had not moved (re-created after a delete); written above the target's version",
                             written.regressions, partition.unit
@@ -215,7 +216,7 @@ async fn restarted_event(lease: &Lease, partition: &PartitionRecord) {
         .event(
             NewJobEvent::new(
                 tandem_proto::v1::EventSeverity::Info,
-                "PARTITION_RESTARTED",
+                codes::PARTITION_RESTARTED,
                 format!(
                     "the scroll of slice {} cannot continue; the slice restarts from its first document",
                     partition.slice_id
@@ -332,7 +333,7 @@ impl Reader<'_> {
             .map(str::to_string)
             .ok_or_else(|| {
                 JobFailure::transient(
-                    "UPSTREAM_PROTOCOL_ERROR",
+                    codes::UPSTREAM_PROTOCOL_ERROR,
                     format!("opening a point in time on {}: no id in {body}", self.index),
                 )
             })
@@ -449,7 +450,7 @@ impl Reader<'_> {
     fn page(&self, bytes: &[u8], path: &str) -> Result<SearchPage, JobFailure> {
         parse_search_page(bytes).map_err(|e| {
             JobFailure::transient(
-                "UPSTREAM_PROTOCOL_ERROR",
+                codes::UPSTREAM_PROTOCOL_ERROR,
                 format!(
                     "cluster {}: POST {path} answered something that is not a search answer: {e}",
                     self.source.name
@@ -529,7 +530,7 @@ impl Written {
         Some(
             NewJobEvent::new(
                 tandem_proto::v1::EventSeverity::Warning,
-                "DOCUMENT_REJECTED",
+                codes::DOCUMENT_REJECTED,
                 format!(
                     "the target refused {} document(s) of {index}, e.g. {id}: {reason}",
                     self.failed
@@ -679,13 +680,13 @@ async fn write_once<'h>(
             .and_then(|body| parse_bulk_response_for_replay(&body).map_err(|e| e.to_string()))
             .map_err(|e| {
                 JobFailure::transient(
-                    "UPSTREAM_PROTOCOL_ERROR",
+                    codes::UPSTREAM_PROTOCOL_ERROR,
                     format!("cluster {}: unreadable _bulk answer: {e}", target.name),
                 )
             })?;
         if outcomes.len() != pending.len() {
             return Err(JobFailure::transient(
-                "UPSTREAM_PROTOCOL_ERROR",
+                codes::UPSTREAM_PROTOCOL_ERROR,
                 format!(
                     "cluster {}: _bulk answered {} items for {} actions",
                     target.name,
