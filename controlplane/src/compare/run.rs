@@ -9,7 +9,6 @@ use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::diffs::{self, NewDiff};
 use super::digest::{SetDigest, partition_of};
 use super::read::{DocSummary, Scroll, lookup};
 use super::{CompareSpec, Depth, IndexResult, PartitionMismatch, Phase, counters, partition_id};
@@ -17,6 +16,7 @@ use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRe
 use crate::migration::copy::{Limits, throttle};
 use crate::migration::metadata;
 use crate::migration::search::SearchClient;
+use crate::store::compare_diffs::{self as diffs, NewDiff};
 
 /// What every partition of a job shares.
 #[derive(Debug)]

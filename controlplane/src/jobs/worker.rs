@@ -12,8 +12,8 @@ use tandem_proto::v1 as pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::store::{self, NewJobEvent};
 use super::{Handlers, JobFailure, JobHandler, Lease, PartitionRecord, RunOutcome};
+use crate::store::jobs::{self as store, NewJobEvent};
 
 /// Tuning of a worker.
 #[derive(Debug, Clone, Copy)]

@@ -39,8 +39,9 @@ use tandem_proto::codes;
 use super::hits::{SearchPage, parse_search_page};
 use super::search::{Answer, SearchClient, segment};
 use super::{MigrationSpec, TypeRewriteMode};
-use crate::jobs::store::NewJobEvent;
-use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRecord, RunOutcome};
+use crate::jobs::{
+    JobFailure, Lease, LeaseStatus, NewJobEvent, PartitionProgress, PartitionRecord, RunOutcome,
+};
 
 /// Counter of documents the target already held in the same or a newer
 /// version.
