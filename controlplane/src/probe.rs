@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tandem_proto::codes;
 
 use crate::secrets::SecretString;
 
@@ -274,7 +275,7 @@ impl Prober {
                 }
                 EndpointOutcome::Config(err) => {
                     return ProbeReport::empty(endpoint).failed(
-                        "TLS_CONFIG_INVALID",
+                        codes::TLS_CONFIG_INVALID,
                         err.to_string(),
                         &[("field", err.field.to_string())],
                     );
@@ -283,7 +284,7 @@ impl Prober {
         }
         let report = ProbeReport::empty(&first);
         match unanswered.as_slice() {
-            [] => report.failed("NO_ENDPOINT", "no endpoint configured".into(), &[]),
+            [] => report.failed(codes::NO_ENDPOINT, "no endpoint configured".into(), &[]),
             [(endpoint, reason, message)] => {
                 report.failed(reason, message.clone(), &[("endpoint", endpoint.clone())])
             }
@@ -326,7 +327,7 @@ impl Prober {
             Ok(route) => route,
             Err(message) => {
                 return EndpointOutcome::NoAnswer {
-                    reason: "UPSTREAM_UNREACHABLE",
+                    reason: codes::UPSTREAM_UNREACHABLE,
                     message,
                 };
             }
@@ -385,7 +386,7 @@ impl Prober {
                 "{endpoint} refused the credentials (HTTP 401){}; {hint}",
                 cluster_reason(&body)
             );
-            return answered(report.failed("AUTHENTICATION_FAILED", message, &metadata));
+            return answered(report.failed(codes::AUTHENTICATION_FAILED, message, &metadata));
         }
         if status == reqwest::StatusCode::FORBIDDEN {
             report.credentials_valid = true;
@@ -394,14 +395,14 @@ impl Prober {
                  grant them the `monitor` cluster privilege",
                 cluster_reason(&body)
             );
-            return answered(report.failed("AUTHORIZATION_FAILED", message, &metadata));
+            return answered(report.failed(codes::AUTHORIZATION_FAILED, message, &metadata));
         }
         if !status.is_success() {
             let message = format!(
                 "{endpoint} answered `GET /` with HTTP {status}{}",
                 cluster_reason(&body)
             );
-            return answered(report.failed("UNEXPECTED_STATUS", message, &metadata));
+            return answered(report.failed(codes::UNEXPECTED_STATUS, message, &metadata));
         }
         report.credentials_valid = true;
         let info = match parse_root(&body) {
@@ -412,7 +413,7 @@ impl Prober {
                      ({problem}): {}",
                     snippet(&body)
                 );
-                return answered(report.failed("NOT_A_SEARCH_CLUSTER", message, &metadata));
+                return answered(report.failed(codes::NOT_A_SEARCH_CLUSTER, message, &metadata));
             }
         };
         let version = VersionInfo::from(&info);
@@ -614,7 +615,7 @@ fn classify(err: &reqwest::Error, endpoint: &str) -> (&'static str, String) {
     }
     if err.is_timeout() {
         return (
-            "UPSTREAM_TIMEOUT",
+            codes::UPSTREAM_TIMEOUT,
             format!("{endpoint} did not answer in time: {detail}"),
         );
     }
@@ -623,18 +624,18 @@ fn classify(err: &reqwest::Error, endpoint: &str) -> (&'static str, String) {
         .any(|w| causes.contains(w))
     {
         return (
-            "TLS_ERROR",
+            codes::TLS_ERROR,
             format!("TLS with {endpoint} failed (check the tls settings): {detail}"),
         );
     }
     if err.is_connect() {
         return (
-            "UPSTREAM_UNREACHABLE",
+            codes::UPSTREAM_UNREACHABLE,
             format!("cannot connect to {endpoint}: {detail}"),
         );
     }
     (
-        "UPSTREAM_PROTOCOL_ERROR",
+        codes::UPSTREAM_PROTOCOL_ERROR,
         format!("{endpoint} did not answer HTTP (is it a search cluster's HTTP port?): {detail}"),
     )
 }

@@ -37,7 +37,8 @@
 //!    the canonical JSON, so key order and number spelling count. After `recheck_delay` the candidates are read again
 //!    on both sides (an `ids` query); those that disappeared are counted as
 //!    transient, the others are recorded in `compare_diffs`
-//!    (`migrations/0008_compare.sql`) with their document id, at most
+//!    (`migrations/0008_compare.sql`, through
+//!    [`crate::store::compare_diffs`]) with their document id, at most
 //!    `max_diffs` per job (counting goes on beyond).
 //!
 //! A partition that loses its lease resumes at the last finished phase
@@ -52,7 +53,6 @@
 //! documents written while the scrolls run can show up as differences,
 //! which the recheck then discards.
 
-pub mod diffs;
 pub mod digest;
 pub mod read;
 pub mod repair;
@@ -60,6 +60,7 @@ pub mod run;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tandem_proto::codes;
 use uuid::Uuid;
 
 use crate::api::Api;
@@ -291,7 +292,7 @@ impl CompareHandler {
 pub fn spec_of(job: &JobRecord) -> Result<CompareSpec, JobFailure> {
     serde_json::from_value(job.spec.clone()).map_err(|e| {
         JobFailure::permanent(
-            "SPEC_UNREADABLE",
+            codes::SPEC_UNREADABLE,
             format!("stored job spec unreadable: {e}"),
         )
     })

@@ -4,6 +4,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use tandem_proto::codes;
 
 use super::digest::{SourceMatch, raw_source_hash};
 use crate::jobs::JobFailure;
@@ -48,7 +49,7 @@ async fn search_page(
     let bytes = client.expect_bytes(Method::POST, path, Some(body)).await?;
     parse_search_page(&bytes).map_err(|e| {
         JobFailure::transient(
-            "UPSTREAM_PROTOCOL_ERROR",
+            codes::UPSTREAM_PROTOCOL_ERROR,
             format!(
                 "cluster {}: POST {path} answered something that is not a search answer: {e}",
                 client.name

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::diffs::DiffRecord;
 use super::digest::SourceMatch;
 use super::read::{DocSummary, lookup};
 use crate::jobs::JobFailure;
 use crate::migration::search::SearchClient;
+use crate::store::compare_diffs::DiffRecord;
 
 /// Pause between two rechecks.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::diffs::{self, NewDiff};
 use super::digest::{SetDigest, partition_of};
 use super::read::{DocSummary, Scroll, lookup};
 use super::{CompareSpec, Depth, IndexResult, PartitionMismatch, Phase, counters, partition_id};
@@ -16,6 +16,7 @@ use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRe
 use crate::migration::copy::{Limits, throttle};
 use crate::migration::metadata;
 use crate::migration::search::SearchClient;
+use crate::store::compare_diffs::{self as diffs, NewDiff};
 
 /// What every partition of a job shares.
 #[derive(Debug)]
@@ -209,7 +210,7 @@ pub async fn run(
     );
     let dropped = diffs::record(ctx.pool, ctx.job_id, ctx.spec.max_diffs(), &confirmed)
         .await
-        .map_err(|e| JobFailure::transient("STORE_UNAVAILABLE", e.to_string()))?;
+        .map_err(|e| JobFailure::transient(codes::STORE_UNAVAILABLE, e.to_string()))?;
     found.insert(counters::NOT_RECORDED.to_string(), dropped);
     state.progress.counters = found;
     state.result.phase = Phase::Done;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::store::{self, NewJobEvent};
 use super::{Handlers, JobFailure, JobHandler, Lease, PartitionRecord, RunOutcome};
+use crate::store::jobs::{self as store, NewJobEvent};
 
 /// Tuning of a worker.
 #[derive(Debug, Clone, Copy)]
@@ -205,7 +206,7 @@ async fn record_failure(
     if state == Some(pb::PartitionState::Failed) {
         let event = NewJobEvent::new(
             pb::EventSeverity::Error,
-            "PARTITION_FAILED",
+            codes::PARTITION_FAILED,
             format!(
                 "slice {} of {} failed: {failure}",
                 partition.slice_id, partition.unit

@@ -40,12 +40,14 @@ use tandem_es::docstate::{CurrentVersion, DocKey, parse_version_mget, version_mg
 use tandem_es::{
     ItemOutcome, ReplayTarget, ReplicationOp, build_replay_bulk, parse_bulk_response_for_replay,
 };
+use tandem_proto::codes;
 
 use super::hits::{SearchPage, parse_search_page};
 use super::search::{Answer, SearchClient};
 use super::{MigrationSpec, TypeRewriteMode};
-use crate::jobs::store::NewJobEvent;
-use crate::jobs::{JobFailure, Lease, LeaseStatus, PartitionProgress, PartitionRecord, RunOutcome};
+use crate::jobs::{
+    JobFailure, Lease, LeaseStatus, NewJobEvent, PartitionProgress, PartitionRecord, RunOutcome,
+};
 use tandem_es::uri::encode_path_segment;
 
 /// Counter of documents the target already held in the same or a newer
@@ -173,7 +175,7 @@ pub async fn run(
                 .event(
                     NewJobEvent::new(
                         tandem_proto::v1::EventSeverity::Info,
-                        "DOCUMENTS_REWRITTEN_ABOVE_TARGET",
+                        codes::DOCUMENTS_REWRITTEN_ABOVE_TARGET,
                         format!(
                             "{} document(s) of {} were below the target's version although the source had not moved (re-created after a delete); written above the target's version",
                             written.regressions, partition.unit
@@ -222,7 +224,7 @@ async fn restarted_event(lease: &Lease, partition: &PartitionRecord) {
         .event(
             NewJobEvent::new(
                 tandem_proto::v1::EventSeverity::Info,
-                "PARTITION_RESTARTED",
+                codes::PARTITION_RESTARTED,
                 format!(
                     "the scroll of slice {} cannot continue; the slice restarts from its first document",
                     partition.slice_id
@@ -339,7 +341,7 @@ impl Reader<'_> {
             .map(str::to_string)
             .ok_or_else(|| {
                 JobFailure::transient(
-                    "UPSTREAM_PROTOCOL_ERROR",
+                    codes::UPSTREAM_PROTOCOL_ERROR,
                     format!("opening a point in time on {}: no id in {body}", self.index),
                 )
             })
@@ -456,7 +458,7 @@ impl Reader<'_> {
     fn page(&self, bytes: &[u8], path: &str) -> Result<SearchPage, JobFailure> {
         parse_search_page(bytes).map_err(|e| {
             JobFailure::transient(
-                "UPSTREAM_PROTOCOL_ERROR",
+                codes::UPSTREAM_PROTOCOL_ERROR,
                 format!(
                     "cluster {}: POST {path} answered something that is not a search answer: {e}",
                     self.source.name
@@ -536,7 +538,7 @@ impl Written {
         Some(
             NewJobEvent::new(
                 tandem_proto::v1::EventSeverity::Warning,
-                "DOCUMENT_REJECTED",
+                codes::DOCUMENT_REJECTED,
                 format!(
                     "the target refused {} document(s) of {index}, e.g. {id}: {reason}",
                     self.failed
@@ -604,12 +606,12 @@ async fn source_versions(
         })
         .collect();
     let (path, body) = version_mget(&keys, &source.version.es());
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| JobFailure::permanent("INTERNAL", format!("_mget body is not JSON: {e}")))?;
-    let answer = source.expect_bytes(Method::POST, path, Some(&body)).await?;
+    let answer = source
+        .expect_json_bytes(Method::POST, path, Some(body))
+        .await?;
     let versions = parse_version_mget(&answer, keys.len()).map_err(|e| {
         JobFailure::transient(
-            "UPSTREAM_PROTOCOL_ERROR",
+            codes::UPSTREAM_PROTOCOL_ERROR,
             format!("cluster {}: {e}", source.name),
         )
     })?;
@@ -680,13 +682,13 @@ async fn write_once<'h>(
             .and_then(|body| parse_bulk_response_for_replay(&body).map_err(|e| e.to_string()))
             .map_err(|e| {
                 JobFailure::transient(
-                    "UPSTREAM_PROTOCOL_ERROR",
+                    codes::UPSTREAM_PROTOCOL_ERROR,
                     format!("cluster {}: unreadable _bulk answer: {e}", target.name),
                 )
             })?;
         if outcomes.len() != pending.len() {
             return Err(JobFailure::transient(
-                "UPSTREAM_PROTOCOL_ERROR",
+                codes::UPSTREAM_PROTOCOL_ERROR,
                 format!(
                     "cluster {}: _bulk answered {} items for {} actions",
                     target.name,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use tandem_proto::codes;
 
 use super::search::SearchClient;
 use super::{IndexSelection, MetadataSpec, TypeRewrite};
@@ -299,16 +300,16 @@ pub async fn copy_index(
             continue;
         }
         let reason_code = if reason.contains("mapp") {
-            "MAPPING_REJECTED"
+            codes::MAPPING_REJECTED
         } else {
-            "INDEX_CREATION_FAILED"
+            codes::INDEX_CREATION_FAILED
         };
         let mut failure = target.refused(&Method::PUT, &path, &answer);
         failure.reason = reason_code.to_string();
         return Err(failure.with("index", index));
     }
     Err(
-        JobFailure::permanent("INDEX_CREATION_FAILED", "too many settings refused")
+        JobFailure::permanent(codes::INDEX_CREATION_FAILED, "too many settings refused")
             .with("index", index),
     )
 }
@@ -357,7 +358,7 @@ fn rewrite_mappings(
         }
         Err(tandem_es::MultipleMappingTypes { types }) => {
             return Err(JobFailure::permanent(
-                "MULTIPLE_MAPPING_TYPES",
+                codes::MULTIPLE_MAPPING_TYPES,
                 format!(
                     "the index has several mapping types ({}); a typeless target holds one",
                     types.join(", ")

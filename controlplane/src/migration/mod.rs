@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tandem_proto::codes;
 use uuid::Uuid;
 
 use crate::api::Api;
@@ -224,7 +225,7 @@ impl MigrationHandler {
 pub fn spec_of(job: &JobRecord) -> Result<MigrationSpec, JobFailure> {
     serde_json::from_value(job.spec.clone()).map_err(|e| {
         JobFailure::permanent(
-            "SPEC_UNREADABLE",
+            codes::SPEC_UNREADABLE,
             format!("stored job spec unreadable: {e}"),
         )
     })
@@ -243,7 +244,7 @@ fn use_pit(spec: &MigrationSpec, source: &SearchClient) -> Result<bool, JobFailu
         ReadMode::Auto => Ok(source.supports_pit()),
         ReadMode::PointInTime if source.supports_pit() => Ok(true),
         ReadMode::PointInTime => Err(JobFailure::permanent(
-            "POINT_IN_TIME_UNSUPPORTED",
+            codes::POINT_IN_TIME_UNSUPPORTED,
             format!(
                 "the source ({}) does not support point in time; use READ_STRATEGY_SCROLL",
                 source.version.number
@@ -273,7 +274,7 @@ impl JobHandler for MigrationHandler {
             }
             if !existing.is_empty() {
                 return Err(JobFailure::permanent(
-                    "TARGET_INDEX_EXISTS",
+                    codes::TARGET_INDEX_EXISTS,
                     format!(
                         "target indices already exist: {} (EXISTING_INDEX_POLICY_FAIL); \
                          delete them or use EXISTING_INDEX_POLICY_REUSE",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tandem_proto::codes;
 use uuid::Uuid;
 
 use crate::api::Api;
@@ -68,20 +69,20 @@ impl SearchClient {
     pub async fn connect(api: &Api, id: Uuid) -> Result<SearchClient, JobFailure> {
         let record = cluster_store::get(&api.pool, id)
             .await
-            .map_err(|e| JobFailure::transient("STORE_UNAVAILABLE", e.to_string()))?
+            .map_err(|e| JobFailure::transient(codes::STORE_UNAVAILABLE, e.to_string()))?
             .ok_or_else(|| {
                 JobFailure::permanent(
-                    "CLUSTER_NOT_FOUND",
+                    codes::CLUSTER_NOT_FOUND,
                     format!("cluster {id} is not registered"),
                 )
             })?;
         let name = record.settings.name.clone();
         let auth = api
             .probe_auth(&record)
-            .map_err(|s| JobFailure::permanent("SECRET_UNUSABLE", s.message().to_string()))?;
+            .map_err(|s| JobFailure::permanent(codes::SECRET_UNUSABLE, s.message().to_string()))?;
         let tls = api
             .tls_options(&record)
-            .map_err(|s| JobFailure::permanent("SECRET_UNUSABLE", s.message().to_string()))?;
+            .map_err(|s| JobFailure::permanent(codes::SECRET_UNUSABLE, s.message().to_string()))?;
         let mut problems = Vec::new();
         for endpoint in &record.settings.endpoints {
             let (base, http) = match api.prober.job_client(endpoint, &tls, REQUEST_TIMEOUT).await {
@@ -118,7 +119,7 @@ impl SearchClient {
             }
         }
         Err(JobFailure::transient(
-            "UPSTREAM_UNREACHABLE",
+            codes::UPSTREAM_UNREACHABLE,
             format!(
                 "cluster {name}: no endpoint usable: {}",
                 problems.join("; ")
@@ -162,7 +163,7 @@ impl SearchClient {
         }
         let unreachable = |e: reqwest::Error| {
             JobFailure::transient(
-                "UPSTREAM_UNREACHABLE",
+                codes::UPSTREAM_UNREACHABLE,
                 format!("cluster {}: {method} {path}: {e}", self.name),
             )
         };
@@ -284,9 +285,9 @@ impl SearchClient {
         );
         let failure =
             if answer.status == StatusCode::TOO_MANY_REQUESTS || answer.status.is_server_error() {
-                JobFailure::transient("UPSTREAM_ERROR", message)
+                JobFailure::transient(codes::UPSTREAM_ERROR, message)
             } else {
-                JobFailure::permanent("UPSTREAM_REFUSED", message)
+                JobFailure::permanent(codes::UPSTREAM_REFUSED, message)
             };
         failure.with("http_status", answer.status.as_u16().to_string())
     }

@@ -28,6 +28,7 @@ pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 
+use tandem_proto::codes;
 use tandem_proto::v1::cluster_service_server::ClusterService;
 use tandem_proto::v1::{
     DeleteClusterRequest, DeleteClusterResponse, GetClusterRequest, GetClusterResponse,
@@ -276,7 +277,7 @@ impl ClusterService for Api {
         let mut probe = self.prober.probe(&target).await;
         if let Some(mismatch) = uuid_mismatch(&record, &probe) {
             probe.error = Some(ProbeFailure {
-                reason: "CLUSTER_UUID_MISMATCH".into(),
+                reason: codes::CLUSTER_UUID_MISMATCH.into(),
                 message: format!(
                     "{mismatch}; the endpoints no longer lead to the registered cluster"
                 ),

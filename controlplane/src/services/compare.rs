@@ -27,12 +27,12 @@ use super::migration::check_indices;
 use super::replication::check_ref_shape;
 use super::store_status;
 use crate::api::Api;
-use crate::compare::diffs::{self, DiffFilter};
 use crate::compare::{CompareSpec, Depth, KIND, MAX_PARTITIONS};
-use crate::jobs::store::{self, InsertOutcome};
 use crate::jobs::{JobRecord, NewJob};
 use crate::pagination::PageRequest;
 use crate::store::clusters as cluster_store;
+use crate::store::compare_diffs::{self as diffs, DiffFilter};
+use crate::store::jobs::{self as store, InsertOutcome};
 use crate::validate::{self, invalid};
 
 /// Partition lease of comparison jobs.

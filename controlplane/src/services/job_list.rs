@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::store_status;
 use crate::jobs::JobRecord;
-use crate::jobs::store::{self, JobFilter};
 use crate::pagination::PageRequest;
+use crate::store::jobs::{self as store, JobFilter};
 use crate::validate;
 
 /// The filters and page of a List*Jobs request.

@@ -24,13 +24,13 @@ use super::job_list::{JobListRequest, list_jobs};
 use super::replication::check_ref_shape;
 use super::store_status;
 use crate::api::Api;
-use crate::jobs::store::{self, InsertOutcome};
 use crate::jobs::{JobRecord, NewJob};
 use crate::migration::{
     IndexSelection, KIND, MetadataSpec, MigrationSpec, ReadMode, TypeRewrite, TypeRewriteMode,
 };
 use crate::pagination::PageRequest;
 use crate::store::clusters as cluster_store;
+use crate::store::jobs::{self as store, InsertOutcome};
 use crate::validate::{self, invalid};
 
 /// Longest keep-alive of scrolls and points in time.

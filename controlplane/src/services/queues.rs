@@ -20,6 +20,7 @@ mod dead_letters;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::command_result::Detail;
 use tandem_proto::v1::gateway_command::Command;
@@ -249,12 +250,12 @@ impl Api {
         match pb::CommandOutcome::try_from(result.outcome).unwrap_or_default() {
             pb::CommandOutcome::Succeeded => Ok(result.detail),
             pb::CommandOutcome::Rejected => Err(match error.reason.as_str() {
-                "OUT_OF_RANGE" | "OFFSET_OUT_OF_RANGE" => Status::out_of_range(format!(
+                codes::OUT_OF_RANGE | codes::OFFSET_OUT_OF_RANGE => Status::out_of_range(format!(
                     "start_offset: gateway {} rejected {rpc}: {}",
                     gateway.id,
                     explained()
                 )),
-                "UNKNOWN_TASK" | "TASK_NOT_FOUND" => Status::not_found(format!(
+                codes::UNKNOWN_TASK | codes::TASK_NOT_FOUND => Status::not_found(format!(
                     "task_id: gateway {} has no queue for this task ({})",
                     gateway.id,
                     explained()

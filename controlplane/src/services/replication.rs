@@ -39,6 +39,7 @@ pub use swap::resume_interrupted;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::replication_service_server::ReplicationService;
 use tonic::codegen::BoxStream;
@@ -162,7 +163,7 @@ impl ReplicationService for Api {
                 task.state = pb::TaskState::Running;
                 task.started_at.get_or_insert_with(chrono::Utc::now);
                 task = self
-                    .commit(task, NewEvent::info("TASK_STARTED", "replay started"))
+                    .commit(task, NewEvent::info(codes::TASK_STARTED, "replay started"))
                     .await?;
             }
             other => return Err(illegal("start", other, "CREATED")),
@@ -182,7 +183,7 @@ impl ReplicationService for Api {
             pb::TaskState::Running => {
                 task.state = pb::TaskState::Paused;
                 task = self
-                    .commit(task, NewEvent::info("TASK_PAUSED", "replay paused"))
+                    .commit(task, NewEvent::info(codes::TASK_PAUSED, "replay paused"))
                     .await?;
             }
             other => return Err(illegal("pause", other, "RUNNING")),
@@ -202,7 +203,7 @@ impl ReplicationService for Api {
             pb::TaskState::Paused => {
                 task.state = pb::TaskState::Running;
                 task = self
-                    .commit(task, NewEvent::info("TASK_RESUMED", "replay resumed"))
+                    .commit(task, NewEvent::info(codes::TASK_RESUMED, "replay resumed"))
                     .await?;
             }
             pb::TaskState::Failed => {
@@ -221,7 +222,7 @@ impl ReplicationService for Api {
                     .commit(
                         task,
                         NewEvent::info(
-                            "TASK_RESUMED",
+                            codes::TASK_RESUMED,
                             "failed task resumed; desired state re-published",
                         ),
                     )
@@ -263,7 +264,10 @@ impl ReplicationService for Api {
                 task.state = pb::TaskState::Stopped;
                 task.stopped_at = Some(chrono::Utc::now());
                 task = self
-                    .commit(task, NewEvent::info("TASK_STOPPED", "replication stopped"))
+                    .commit(
+                        task,
+                        NewEvent::info(codes::TASK_STOPPED, "replication stopped"),
+                    )
                     .await?;
             }
         }

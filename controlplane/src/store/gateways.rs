@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::types::Json;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
@@ -464,7 +465,7 @@ pub fn divergence_events(
                 task_id,
                 super::tasks::NewEvent {
                     severity: pb::EventSeverity::Error,
-                    reason: "BACKUP_DIVERGED".into(),
+                    reason: codes::BACKUP_DIVERGED.into(),
                     message: format!(
                         "the verifier of gateway {gateway_id} found {} more document(s) different on the backup after every record was replayed ({} in all); each was repaired from the primary",
                         now.verifier_divergences - was.verifier_divergences,
@@ -478,7 +479,7 @@ pub fn divergence_events(
                 task_id,
                 super::tasks::NewEvent {
                     severity: pb::EventSeverity::Error,
-                    reason: "UNRECONCILABLE_WRITES".into(),
+                    reason: codes::UNRECONCILABLE_WRITES.into(),
                     message: format!(
                         "gateway {gateway_id} had {} more write(s) with an unknown outcome that name no document ({} in all); run a comparison job",
                         now.unreconcilable_writes - was.unreconcilable_writes,
@@ -781,14 +782,14 @@ mod divergence_tests {
         let events = divergence_events("gw-1", Some(&report(&id, 2, 1)), &report(&id, 5, 1));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].0, task);
-        assert_eq!(events[0].1.reason, "BACKUP_DIVERGED");
+        assert_eq!(events[0].1.reason, codes::BACKUP_DIVERGED);
         assert!(
             events[0].1.message.contains("3 more"),
             "{}",
             events[0].1.message
         );
         let first = divergence_events("gw-1", None, &report(&id, 0, 2));
-        assert_eq!(first[0].1.reason, "UNRECONCILABLE_WRITES");
+        assert_eq!(first[0].1.reason, codes::UNRECONCILABLE_WRITES);
         assert!(divergence_events("gw-1", Some(&report(&id, 5, 1)), &report(&id, 5, 1)).is_empty());
         // Reports of the gateway's local queue name no task.
         assert!(divergence_events("gw-1", None, &report("local", 4, 4)).is_empty());

@@ -1,5 +1,8 @@
 //! Postgres access: connection pool, schema migrations, and one module per
-//! table family.
+//! table family. Every SQL statement of the control plane lives under this
+//! module; the rest of the crate calls these functions and runs no query
+//! itself (the command listener in `fleet::commands` only subscribes, with
+//! sqlx's `PgListener`, to the channels [`commands`] names).
 //!
 //! Migrations live in `controlplane/migrations/` and are embedded in the
 //! binary; they are applied at start-up, under Postgres's advisory lock so
@@ -7,19 +10,29 @@
 //!
 //! Longer SQL lives in `queries/*.sql`, pulled in with `include_str!`. Row
 //! structs (`#[derive(sqlx::FromRow)]`) stay private to their module, which
-//! hands out plain domain types instead.
+//! hands out plain domain types instead. Those records belong to the store:
+//! modules above it (jobs, comparison, services) use or re-export them, so
+//! the store imports none of them back.
 //!
 //! - [`clusters`]: the cluster registry.
 //! - [`gateways`]: the gateway fleet (agent registrations, reports, drain
 //!   requests, events).
+//! - [`commands`]: the outbox of gateway commands.
+//! - [`dead_letters`]: dead letters reported by the gateways, and the
+//!   operators' retry / skip requests.
 //! - [`tasks`]: replication tasks, their role swaps and events.
+//! - [`jobs`]: migration and comparison jobs, their partitions (leases,
+//!   checkpoints) and events; the lifecycle is in [`crate::jobs`].
+//! - [`compare_diffs`]: document differences confirmed by comparison jobs.
 //! - [`counts`]: fleet-wide counts read by the metrics scrape.
 
 pub mod clusters;
 pub mod commands;
+pub mod compare_diffs;
 pub mod counts;
 pub mod dead_letters;
 pub mod gateways;
+pub mod jobs;
 pub mod tasks;
 
 use std::time::Duration;

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
@@ -544,7 +545,7 @@ pub async fn insert(pool: &PgPool, record: &TaskRecord) -> Result<InsertOutcome,
             &mut tx,
             id,
             &NewEvent::info(
-                "TASK_CREATED",
+                codes::TASK_CREATED,
                 format!("task created in state {}", state_name(record.state)),
             ),
         )

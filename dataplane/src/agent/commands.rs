@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 
 use super::protocol::{
@@ -45,7 +46,7 @@ pub async fn execute(
                 .unwrap_or_else(|err| {
                     failed(
                         &command_id,
-                        "PEEK_FAILED",
+                        codes::PEEK_FAILED,
                         &err.to_string(),
                         SystemTime::now(),
                     )
@@ -81,7 +82,7 @@ fn peek(
         ),
         Err(err) => failed(
             &ctx.command_id,
-            "PEEK_FAILED",
+            codes::PEEK_FAILED,
             &format!("{err}"),
             SystemTime::now(),
         ),
@@ -138,7 +139,7 @@ async fn retry(
     if let Err(err) = replication.retry_dead_letters(Some(&ids)).await {
         return failed(
             &ctx.command_id,
-            "RETRY_FAILED",
+            codes::RETRY_FAILED,
             &format!("{err:#}"),
             SystemTime::now(),
         );
@@ -190,7 +191,7 @@ async fn reconcile(
     if command.documents.len() > MAX_RECONCILE_DOCUMENTS {
         return rejected(
             &ctx.command_id,
-            "TOO_MANY_DOCUMENTS",
+            codes::TOO_MANY_DOCUMENTS,
             &format!(
                 "documents: {} given, at most {MAX_RECONCILE_DOCUMENTS} per command",
                 command.documents.len()
@@ -203,7 +204,7 @@ async fn reconcile(
         if doc.index.is_empty() || doc.id.is_empty() {
             return rejected(
                 &ctx.command_id,
-                "INVALID_DOCUMENT",
+                codes::INVALID_DOCUMENT,
                 &format!("documents[{i}]: index and id are required"),
                 now(),
             );
@@ -236,7 +237,12 @@ async fn reconcile(
                 now(),
             )
         }
-        Err(err) => failed(&ctx.command_id, "QUEUE_FAILED", &err.to_string(), now()),
+        Err(err) => failed(
+            &ctx.command_id,
+            codes::QUEUE_FAILED,
+            &err.to_string(),
+            now(),
+        ),
     }
 }
 
@@ -251,7 +257,7 @@ fn skip(
         if let Err(err) = replication.skip_dead_letters(Some(&ids)) {
             return failed(
                 &ctx.command_id,
-                "SKIP_FAILED",
+                codes::SKIP_FAILED,
                 &format!("{err:#}"),
                 SystemTime::now(),
             );
@@ -345,17 +351,17 @@ async fn repair(
     match outcome {
         RepairOutcome::NotBlocked(err) => rejected(
             id,
-            "QUEUE_NOT_BLOCKED",
+            codes::QUEUE_NOT_BLOCKED,
             &format!("nothing to repair: {err}"),
             now,
         ),
         RepairOutcome::WrongOffset(at) => rejected(
             id,
-            "QUEUE_NOT_BLOCKED_AT_OFFSET",
+            codes::QUEUE_NOT_BLOCKED_AT_OFFSET,
             &format!("the queue is blocked at offset {at}, not at the expected {expected}"),
             now,
         ),
-        RepairOutcome::Failed(err) => failed(id, "REPAIR_FAILED", &err, now),
+        RepairOutcome::Failed(err) => failed(id, codes::REPAIR_FAILED, &err, now),
         RepairOutcome::Done(report) => {
             if !report.dry_run {
                 tracing::warn!(

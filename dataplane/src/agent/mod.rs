@@ -61,6 +61,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::gateway_service_client::GatewayServiceClient;
 use tokio::sync::{Notify, mpsc, watch};
@@ -777,7 +778,7 @@ impl Agent {
             (Ok(_), None) => {
                 self.finish_command(protocol::rejected(
                     &id,
-                    "REPLICATION_NOT_CONFIGURED",
+                    codes::REPLICATION_NOT_CONFIGURED,
                     "this gateway has no backup cluster",
                     SystemTime::now(),
                 ));
@@ -1030,7 +1031,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(result.outcome, pb::CommandOutcome::Rejected as i32);
-        assert_eq!(result.error.unwrap().reason, "QUEUE_NOT_BLOCKED");
+        assert_eq!(result.error.unwrap().reason, codes::QUEUE_NOT_BLOCKED);
     }
 
     #[test]

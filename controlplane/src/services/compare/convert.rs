@@ -12,12 +12,12 @@ use std::time::Duration;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
-use crate::compare::diffs::{DiffRecord, kind_of};
 use crate::compare::{
     CompareSpec, Depth, IndexPlan, IndexResult, Phase, counters, partition_id, plan_of, spec_of,
 };
 use crate::jobs::{JobRecord, PartitionRecord};
 use crate::services::{duration, timestamp};
+use crate::store::compare_diffs::{DiffRecord, kind_of};
 
 /// Mismatched partitions listed per index at most.
 const MAX_LISTED_MISMATCHES: usize = 1000;

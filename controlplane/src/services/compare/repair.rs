@@ -10,12 +10,12 @@ use tonic::Status;
 
 use super::convert;
 use crate::api::Api;
-use crate::compare::diffs;
 use crate::compare::repair::recheck;
 use crate::compare::{CompareSpec, Depth};
 use crate::jobs::JobRecord;
 use crate::migration::search::SearchClient;
 use crate::services::store_status;
+use crate::store::compare_diffs as diffs;
 use crate::store::gateways::{self as gateway_store, Connection};
 use crate::store::tasks::{self as task_store, TaskFilter, TaskRecord};
 use crate::validate::{self, invalid};

@@ -15,8 +15,10 @@ use uuid::Uuid;
 
 use super::convert;
 use crate::api::Api;
-use crate::compare::{KIND, diffs};
-use crate::jobs::{is_terminal, store};
+use crate::compare::KIND;
+use crate::jobs::is_terminal;
+use crate::store::compare_diffs as diffs;
+use crate::store::jobs as store;
 
 /// How often events, differences and the state are looked at.
 const POLL: Duration = Duration::from_millis(500);

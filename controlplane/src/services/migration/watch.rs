@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::api::Api;
 use crate::jobs::is_terminal;
-use crate::jobs::store;
 use crate::migration::KIND;
+use crate::store::jobs as store;
 
 /// How often events and the state are looked at.
 const POLL: Duration = Duration::from_millis(500);

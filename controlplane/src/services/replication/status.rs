@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 
 use crate::services::{duration, timestamp};
@@ -157,12 +158,12 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
     for g in &view.gateways {
         if !g.connected {
             problems.push(problem(
-                "GATEWAY_DISCONNECTED",
+                codes::GATEWAY_DISCONNECTED,
                 format!("gateway {} is disconnected", g.gateway_id),
             ));
         } else if !g.in_sync {
             problems.push(problem(
-                "GATEWAY_OUT_OF_SYNC",
+                codes::GATEWAY_OUT_OF_SYNC,
                 format!(
                     "gateway {} has not applied the latest desired state",
                     g.gateway_id
@@ -172,7 +173,7 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
         if g.consumer_state == pb::ConsumerState::BlockedCorrupt as i32 {
             blocked = true;
             problems.push(problem(
-                "QUEUE_CORRUPT",
+                codes::QUEUE_CORRUPT,
                 format!("the queue of gateway {} is corrupt", g.gateway_id),
             ));
         }
@@ -184,14 +185,14 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
     };
     if view.worst_lag() > warning_lag {
         problems.push(problem(
-            "LAG_ABOVE_THRESHOLD",
+            codes::LAG_ABOVE_THRESHOLD,
             format!("lag {:?} is above {:?}", view.worst_lag(), warning_lag),
         ));
     }
     let records = view.lag_records();
     if task.warning_records > 0 && records > task.warning_records as u64 {
         problems.push(problem(
-            "LAG_ABOVE_THRESHOLD",
+            codes::LAG_ABOVE_THRESHOLD,
             format!(
                 "{records} unreplayed records, above {}",
                 task.warning_records
@@ -207,7 +208,7 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
     for g in &view.gateways {
         if recent(g.last_divergence_at) {
             problems.push(problem(
-                "BACKUP_DIVERGED",
+                codes::BACKUP_DIVERGED,
                 format!(
                     "the verifier of gateway {} found documents different on the backup ({} in all, each repaired from the primary); run a comparison job to check the rest",
                     g.gateway_id, g.verifier_divergences
@@ -216,7 +217,7 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
         }
         if recent(g.last_unreconcilable_at) {
             problems.push(problem(
-                "UNRECONCILABLE_WRITES",
+                codes::UNRECONCILABLE_WRITES,
                 format!(
                     "gateway {} had writes with an unknown outcome that name no document ({} in all); run a comparison job",
                     g.gateway_id, g.unreconcilable_writes
@@ -226,7 +227,7 @@ fn health(task: &TaskRecord, view: &TaskView) -> (pb::TaskHealth, Vec<pb::ErrorI
     }
     if view.dead_letters() > 0 {
         problems.push(problem(
-            "DEAD_LETTERS",
+            codes::DEAD_LETTERS,
             format!("{} unresolved dead letters", view.dead_letters()),
         ));
     }

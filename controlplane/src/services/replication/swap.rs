@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use tonic::Status;
 use uuid::Uuid;
@@ -131,7 +132,7 @@ fn check(
     let (from, _) = params.directions();
     if task.state != pb::TaskState::Running || task.direction != from {
         return Err((
-            "TASK_NOT_RUNNING",
+            codes::TASK_NOT_RUNNING,
             format!(
                 "task_id: cannot {} a task in state {} with direction {}; it must be TASK_STATE_RUNNING in direction {}",
                 params.verb(),
@@ -144,7 +145,7 @@ fn check(
     for g in &view.gateways {
         if !g.connected {
             return Err((
-                "GATEWAY_DISCONNECTED",
+                codes::GATEWAY_DISCONNECTED,
                 format!(
                     "gateway {} is disconnected; every gateway must be connected",
                     g.gateway_id
@@ -153,7 +154,7 @@ fn check(
         }
         if !g.in_sync {
             return Err((
-                "GATEWAY_OUT_OF_SYNC",
+                codes::GATEWAY_OUT_OF_SYNC,
                 format!(
                     "gateway {} has not applied the latest desired state yet; retry once it is in sync",
                     g.gateway_id
@@ -162,7 +163,7 @@ fn check(
         }
         if g.consumer_state == pb::ConsumerState::BlockedCorrupt as i32 {
             return Err((
-                "CONSUMER_BLOCKED",
+                codes::CONSUMER_BLOCKED,
                 format!("the consumer of gateway {} is blocked", g.gateway_id),
             ));
         }
@@ -170,7 +171,7 @@ fn check(
     let records = view.lag_records();
     if (params.max_lag_records.is_some() || max_records > 0) && records > max_records {
         return Err((
-            "LAG_ABOVE_MAXIMUM",
+            codes::LAG_ABOVE_MAXIMUM,
             format!(
                 "max_lag_records: {records} unreplayed records, above the maximum {max_records}; wait for the backlog to drain"
             ),
@@ -179,7 +180,7 @@ fn check(
     let lag = view.worst_lag();
     if lag > max_lag {
         return Err((
-            "LAG_ABOVE_MAXIMUM",
+            codes::LAG_ABOVE_MAXIMUM,
             format!(
                 "max_lag: lag {lag:?} is above the maximum {max_lag:?}; wait for the backlog to drain"
             ),
@@ -187,7 +188,7 @@ fn check(
     }
     if !params.allow_dead_letters && view.dead_letters() > 0 {
         return Err((
-            "DEAD_LETTERS",
+            codes::DEAD_LETTERS,
             format!(
                 "allow_dead_letters: {} dead letters are unresolved; resolve them or set allow_dead_letters",
                 view.dead_letters()
@@ -262,9 +263,9 @@ pub async fn begin(
         &task,
         Some(NewEvent::info(
             if params.kind == pb::RoleSwapKind::Rollback {
-                "ROLLBACK_STARTED"
+                codes::ROLLBACK_STARTED
             } else {
-                "CUTOVER_STARTED"
+                codes::CUTOVER_STARTED
             },
             format!(
                 "role swap {} started: {} -> {}, writes held at most {:?}",
@@ -317,7 +318,7 @@ pub async fn abort(
         .commit(
             task,
             NewEvent::warning(
-                "CUTOVER_ABORTED",
+                codes::CUTOVER_ABORTED,
                 "cutover aborted by a rollback; roles unchanged",
             ),
         )
@@ -329,7 +330,7 @@ pub async fn abort(
             op.hold_released_at = Some(now);
             op.finished_at = Some(now);
             op.error = Some((
-                "ABORTED_BY_ROLLBACK".to_string(),
+                codes::ABORTED_BY_ROLLBACK.to_string(),
                 "the cutover was aborted by a rollback request".to_string(),
             ));
             store::update_operation(&api.pool, &op)
@@ -393,18 +394,18 @@ async fn drive(
             next.direction = target;
             NewEvent::info(
                 if op.kind == pb::RoleSwapKind::Rollback {
-                    "ROLLBACK_SUCCEEDED"
+                    codes::ROLLBACK_SUCCEEDED
                 } else {
-                    "CUTOVER_SUCCEEDED"
+                    codes::CUTOVER_SUCCEEDED
                 },
                 format!("every gateway runs in direction {}", target.as_str_name()),
             )
         } else {
             NewEvent::warning(
                 if op.kind == pb::RoleSwapKind::Rollback {
-                    "ROLLBACK_FAILED"
+                    codes::ROLLBACK_FAILED
                 } else {
-                    "CUTOVER_FAILED"
+                    codes::CUTOVER_FAILED
                 },
                 format!(
                     "only {ready} of {} gateways reported direction {} in time; old direction published again",
@@ -423,7 +424,7 @@ async fn drive(
                 } else {
                     op.phase = pb::RoleSwapPhase::Failed;
                     op.error = Some((
-                        "DEADLINE_EXCEEDED".to_string(),
+                        codes::DEADLINE_EXCEEDED.to_string(),
                         format!(
                             "{ready} of {} gateways reported the swap before the hold timeout expired",
                             versions.len()

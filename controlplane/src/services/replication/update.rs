@@ -31,6 +31,7 @@
 
 use std::collections::BTreeSet;
 
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use tonic::Status;
 
@@ -69,7 +70,7 @@ pub async fn run(api: &Api, request: pb::UpdateTaskRequest) -> Result<TaskRecord
         Vec::new()
     };
     let event = NewEvent::info(
-        "TASK_UPDATED",
+        codes::TASK_UPDATED,
         format!("settings changed: {}", changes.describe(&task, &next)),
     );
     let outcome = store::update_settings(&api.pool, &next, &added, &notify, &event)

@@ -2,6 +2,7 @@
 //! remembering which ones ran.
 
 use super::*;
+use tandem_proto::codes;
 
 // ---------------------------------------------------------------------------
 // Commands.
@@ -40,12 +41,12 @@ pub fn check_command(
         .and_then(|expires| SystemTime::try_from(expires).ok())
         .is_some_and(|expires| expires < now);
     if expired {
-        return Err(rejected(id, "EXPIRED", "the command expired before it ran", now).into());
+        return Err(rejected(id, codes::EXPIRED, "the command expired before it ran", now).into());
     }
     if !replication {
         return Err(rejected(
             id,
-            "REPLICATION_NOT_CONFIGURED",
+            codes::REPLICATION_NOT_CONFIGURED,
             "this gateway has no backup cluster, hence no queue nor dead letters",
             now,
         )
@@ -55,7 +56,7 @@ pub fn check_command(
         None => {
             return Err(rejected(
                 id,
-                "UNSUPPORTED_COMMAND",
+                codes::UNSUPPORTED_COMMAND,
                 "unknown command kind (newer control plane?)",
                 now,
             )
@@ -71,7 +72,7 @@ pub fn check_command(
     if !command_task.is_empty() && command_task != task_id {
         return Err(rejected(
             id,
-            "UNKNOWN_TASK",
+            codes::UNKNOWN_TASK,
             &format!("this gateway serves task {task_id:?}, not {command_task:?}"),
             now,
         )
@@ -251,14 +252,14 @@ mod tests {
         let err = check_command(&command("c2", skip.clone()), now, "t-2", true).unwrap_err();
         assert_eq!(err.command_id, "c2");
         assert_eq!(err.outcome, pb::CommandOutcome::Rejected as i32);
-        assert_eq!(reason(&err), "UNKNOWN_TASK");
+        assert_eq!(reason(&err), codes::UNKNOWN_TASK);
         let err = check_command(&command("c3", skip.clone()), now, "t-1", false).unwrap_err();
-        assert_eq!(reason(&err), "REPLICATION_NOT_CONFIGURED");
+        assert_eq!(reason(&err), codes::REPLICATION_NOT_CONFIGURED);
         let mut expired = command("c4", skip);
         expired.expires_at = Some(timestamp(now - Duration::from_secs(1)));
         assert_eq!(
             reason(&check_command(&expired, now, "t-1", true).unwrap_err()),
-            "EXPIRED"
+            codes::EXPIRED
         );
         let peek = Command::PeekRecords(pb::PeekRecordsCommand::default());
         assert!(matches!(
@@ -269,7 +270,7 @@ mod tests {
         unknown.command = None;
         assert_eq!(
             reason(&check_command(&unknown, now, "t-1", true).unwrap_err()),
-            "UNSUPPORTED_COMMAND"
+            codes::UNSUPPORTED_COMMAND
         );
         // An empty task id means "the gateway's task".
         let repair = Command::RepairQueue(pb::RepairQueueCommand {

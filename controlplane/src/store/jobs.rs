@@ -1,21 +1,249 @@
 //! The `jobs`, `job_partitions` and `job_events` tables (see
 //! `migrations/0007_jobs.sql` and the lifecycle in [`crate::jobs`]).
+//!
+//! This module owns the records those rows become ([`JobRecord`],
+//! [`PartitionRecord`], [`JobFailure`]...) and the inputs it stores
+//! ([`NewJob`], [`Plan`], [`PartitionProgress`], [`NewJobEvent`]);
+//! [`crate::jobs`] re-exports them, so the dependency goes one way: the job
+//! framework uses the store, never the reverse.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
+use tandem_proto::codes;
 use tandem_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::{
-    JobFailure, JobRecord, LeaseStatus, NewJob, NewPartition, PartitionError, PartitionProgress,
-    PartitionRecord, Plan, state_name,
-};
-use crate::store::{StoreError, finish};
+use super::{StoreError, finish};
 use tandem_proto::time::timestamp;
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Kind, naming its [`crate::jobs::JobHandler`].
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// State.
+    pub state: pb::JobState,
+    /// What the job does (kind-specific).
+    pub spec: Value,
+    /// What planning found (kind-specific); `None` before planning.
+    pub plan: Option<Value>,
+    /// Clusters the job reads or writes.
+    pub cluster_ids: Vec<Uuid>,
+    /// Replication task the job belongs to.
+    pub task_id: Option<Uuid>,
+    /// Attempts per partition.
+    pub max_attempts: u32,
+    /// Lease duration of a partition.
+    pub lease: Duration,
+    /// Why the job failed.
+    pub error: Option<JobFailure>,
+    /// Idempotency key of the creating request.
+    pub request_id: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When planning finished.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When a terminal state was reached.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Kind, naming its [`crate::jobs::JobHandler`].
+    pub kind: &'static str,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// What the job does (kind-specific).
+    pub spec: Value,
+    /// Clusters the job reads or writes.
+    pub cluster_ids: Vec<Uuid>,
+    /// Replication task the job belongs to.
+    pub task_id: Option<Uuid>,
+    /// Attempts per partition (at least 1).
+    pub max_attempts: u32,
+    /// Lease duration of a partition.
+    pub lease: Duration,
+    /// Idempotency key.
+    pub request_id: Option<String>,
+}
+
+/// A partition of a job.
+#[derive(Debug, Clone)]
+pub struct PartitionRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Job.
+    pub job_id: Uuid,
+    /// Unit of work (an index for migrations).
+    pub unit: String,
+    /// Slice number.
+    pub slice_id: u32,
+    /// Number of slices of the unit.
+    pub slice_count: u32,
+    /// State.
+    pub state: pb::PartitionState,
+    /// Lease holder.
+    pub lease_owner: Option<String>,
+    /// Lease expiry.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Whether the last holder released the partition right after storing
+    /// its checkpoint, with nothing in flight past it (a pause), rather
+    /// than losing its lease (a crash).
+    pub released_at_checkpoint: bool,
+    /// Items expected (0 when unknown).
+    pub docs_total: u64,
+    /// Items processed.
+    pub docs_done: u64,
+    /// Bytes processed.
+    pub bytes_done: u64,
+    /// Kind-specific counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Kind-specific resume position.
+    pub checkpoint: Option<Value>,
+    /// Last failure.
+    pub error: Option<PartitionError>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The last failure of a partition.
+#[derive(Debug, Clone)]
+pub struct PartitionError {
+    /// UPPER_SNAKE_CASE reason.
+    pub reason: String,
+    /// Explanation.
+    pub message: String,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// A partition produced by planning.
+#[derive(Debug, Clone)]
+pub struct NewPartition {
+    /// Unit of work.
+    pub unit: String,
+    /// Slice number.
+    pub slice_id: u32,
+    /// Number of slices of the unit.
+    pub slice_count: u32,
+    /// Items expected (0 when unknown).
+    pub docs_total: u64,
+}
+
+/// What planning produced.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Kind-specific findings, stored as the job's `plan`.
+    pub details: Value,
+    /// Partitions to process. None means the job succeeds at once.
+    pub partitions: Vec<NewPartition>,
+}
+
+/// Why planning, a partition or a job failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    /// UPPER_SNAKE_CASE reason, e.g. `UPSTREAM_UNREACHABLE`.
+    pub reason: String,
+    /// Explanation.
+    pub message: String,
+    /// Context such as `index` or `http_status`.
+    pub metadata: BTreeMap<String, String>,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+impl JobFailure {
+    /// A failure another attempt may cure (network, overloaded cluster).
+    pub fn transient(reason: &str, message: impl Into<String>) -> JobFailure {
+        JobFailure {
+            reason: reason.to_string(),
+            message: message.into(),
+            metadata: BTreeMap::new(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry will cure (refused metadata, bad request).
+    pub fn permanent(reason: &str, message: impl Into<String>) -> JobFailure {
+        JobFailure {
+            retryable: false,
+            ..JobFailure::transient(reason, message)
+        }
+    }
+
+    /// Adds a metadata entry.
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> JobFailure {
+        self.metadata.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// Progress of a partition, stored by [`checkpoint`].
+#[derive(Debug, Clone, Default)]
+pub struct PartitionProgress {
+    /// Where to resume.
+    pub checkpoint: Value,
+    /// Items processed.
+    pub docs_done: u64,
+    /// Bytes processed.
+    pub bytes_done: u64,
+    /// Items expected, when learned while processing.
+    pub docs_total: Option<u64>,
+    /// Kind-specific counters.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// What a checkpoint tells the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Keep going; `active` partitions of the job are leased right now
+    /// (this one included), to share job-wide rate limits.
+    Continue {
+        /// Leased partitions of the job.
+        active: u32,
+    },
+    /// Stop now: the job is no longer running (the partition was released)
+    /// or the lease was lost to another worker.
+    Stop,
+}
+
+/// Stored name of a job state.
+pub fn state_name(state: pb::JobState) -> &'static str {
+    match state {
+        pb::JobState::Unspecified | pb::JobState::Pending => "pending",
+        pb::JobState::Running => "running",
+        pb::JobState::Pausing => "pausing",
+        pb::JobState::Paused => "paused",
+        pb::JobState::Cancelling => "cancelling",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Succeeded => "succeeded",
+        pb::JobState::Failed => "failed",
+    }
+}
 
 const JOB_COLUMNS: &str = "id, kind, name, labels, state, spec, plan, cluster_ids, task_id, \
      max_attempts, lease_ms, error_reason, error_message, error_metadata, request_id, \
@@ -224,7 +452,7 @@ impl NewJobEvent {
         };
         NewJobEvent::new(
             severity,
-            "JOB_STATE_CHANGED",
+            codes::JOB_STATE_CHANGED,
             format!("job {} -> {}", from.to_uppercase(), to.to_uppercase()),
         )
         .attribute("from_state", from.to_uppercase())
@@ -396,7 +624,7 @@ pub async fn insert(pool: &PgPool, id: Uuid, job: &NewJob) -> Result<InsertOutco
         insert_event_with(
             &mut *tx,
             id,
-            &NewJobEvent::new(pb::EventSeverity::Info, "JOB_CREATED", "job created"),
+            &NewJobEvent::new(pb::EventSeverity::Info, codes::JOB_CREATED, "job created"),
         )
         .await?;
         Ok(InsertOutcome::Created(Box::new(row.try_into()?)))
@@ -708,7 +936,7 @@ pub async fn fail_planning(
                 id,
                 &NewJobEvent::new(
                     pb::EventSeverity::Warning,
-                    "PLANNING_RETRY",
+                    codes::PLANNING_RETRY,
                     format!("planning attempt {attempts} failed: {failure}"),
                 ),
             )
@@ -907,13 +1135,14 @@ pub async fn reconcile(pool: &PgPool) -> Result<usize, StoreError> {
     .await?;
     sqlx::query(
         "UPDATE job_partitions p SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
-         error_reason = 'LEASE_EXPIRED', \
+         error_reason = $1, \
          error_message = 'the worker holding the partition stopped renewing its lease ' || \
                          'and every attempt is used', \
          error_at = now(), updated_at = now() FROM jobs j \
          WHERE j.id = p.job_id AND p.state = 'leased' AND p.lease_expires_at < now() \
            AND p.attempts >= j.max_attempts",
     )
+    .bind(codes::LEASE_EXPIRED)
     .execute(pool)
     .await?;
     let candidates: Vec<(Uuid, String)> = sqlx::query_as(
@@ -963,7 +1192,7 @@ async fn settle(
             .await?;
             if let Some((unit, reason, message)) = failed.first() {
                 let failure = JobFailure::permanent(
-                    "PARTITION_FAILED",
+                    codes::PARTITION_FAILED,
                     format!(
                         "{} partition(s) failed; first: {unit}: {}",
                         failed.len(),
