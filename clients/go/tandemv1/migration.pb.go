@@ -159,6 +159,129 @@ func (ExistingIndexPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{1}
 }
 
+// Kind of a piece of cluster-level metadata a migration job copies.
+type ClusterMetadataKind int32
+
+const (
+	// Not set. Never returned.
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_UNSPECIFIED ClusterMetadataKind = 0
+	// A legacy index template (`_template`).
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_LEGACY_TEMPLATE ClusterMetadataKind = 1
+	// A composable index template (`_index_template`).
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_INDEX_TEMPLATE ClusterMetadataKind = 2
+	// A component template (`_component_template`).
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE ClusterMetadataKind = 3
+	// An ingest pipeline (`_ingest/pipeline`).
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_INGEST_PIPELINE ClusterMetadataKind = 4
+)
+
+// Enum value maps for ClusterMetadataKind.
+var (
+	ClusterMetadataKind_name = map[int32]string{
+		0: "CLUSTER_METADATA_KIND_UNSPECIFIED",
+		1: "CLUSTER_METADATA_KIND_LEGACY_TEMPLATE",
+		2: "CLUSTER_METADATA_KIND_INDEX_TEMPLATE",
+		3: "CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE",
+		4: "CLUSTER_METADATA_KIND_INGEST_PIPELINE",
+	}
+	ClusterMetadataKind_value = map[string]int32{
+		"CLUSTER_METADATA_KIND_UNSPECIFIED":        0,
+		"CLUSTER_METADATA_KIND_LEGACY_TEMPLATE":    1,
+		"CLUSTER_METADATA_KIND_INDEX_TEMPLATE":     2,
+		"CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE": 3,
+		"CLUSTER_METADATA_KIND_INGEST_PIPELINE":    4,
+	}
+)
+
+func (x ClusterMetadataKind) Enum() *ClusterMetadataKind {
+	p := new(ClusterMetadataKind)
+	*p = x
+	return p
+}
+
+func (x ClusterMetadataKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClusterMetadataKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_migration_proto_enumTypes[2].Descriptor()
+}
+
+func (ClusterMetadataKind) Type() protoreflect.EnumType {
+	return &file_tandem_v1_migration_proto_enumTypes[2]
+}
+
+func (x ClusterMetadataKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClusterMetadataKind.Descriptor instead.
+func (ClusterMetadataKind) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
+}
+
+// What happened to one piece of cluster-level metadata.
+type ClusterMetadataOutcome int32
+
+const (
+	// Not set. Never returned.
+	ClusterMetadataOutcome_CLUSTER_METADATA_OUTCOME_UNSPECIFIED ClusterMetadataOutcome = 0
+	// Created on the target as the source holds it.
+	ClusterMetadataOutcome_CLUSTER_METADATA_OUTCOME_COPIED ClusterMetadataOutcome = 1
+	// Created on the target, rewritten for its version (see detail).
+	ClusterMetadataOutcome_CLUSTER_METADATA_OUTCOME_REWRITTEN ClusterMetadataOutcome = 2
+	// The target already has one of that name: kept, not overwritten.
+	ClusterMetadataOutcome_CLUSTER_METADATA_OUTCOME_KEPT_EXISTING ClusterMetadataOutcome = 3
+	// Not carried over (see detail): the target cannot express it or refused
+	// it.
+	ClusterMetadataOutcome_CLUSTER_METADATA_OUTCOME_REFUSED ClusterMetadataOutcome = 4
+)
+
+// Enum value maps for ClusterMetadataOutcome.
+var (
+	ClusterMetadataOutcome_name = map[int32]string{
+		0: "CLUSTER_METADATA_OUTCOME_UNSPECIFIED",
+		1: "CLUSTER_METADATA_OUTCOME_COPIED",
+		2: "CLUSTER_METADATA_OUTCOME_REWRITTEN",
+		3: "CLUSTER_METADATA_OUTCOME_KEPT_EXISTING",
+		4: "CLUSTER_METADATA_OUTCOME_REFUSED",
+	}
+	ClusterMetadataOutcome_value = map[string]int32{
+		"CLUSTER_METADATA_OUTCOME_UNSPECIFIED":   0,
+		"CLUSTER_METADATA_OUTCOME_COPIED":        1,
+		"CLUSTER_METADATA_OUTCOME_REWRITTEN":     2,
+		"CLUSTER_METADATA_OUTCOME_KEPT_EXISTING": 3,
+		"CLUSTER_METADATA_OUTCOME_REFUSED":       4,
+	}
+)
+
+func (x ClusterMetadataOutcome) Enum() *ClusterMetadataOutcome {
+	p := new(ClusterMetadataOutcome)
+	*p = x
+	return p
+}
+
+func (x ClusterMetadataOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClusterMetadataOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_migration_proto_enumTypes[3].Descriptor()
+}
+
+func (ClusterMetadataOutcome) Type() protoreflect.EnumType {
+	return &file_tandem_v1_migration_proto_enumTypes[3]
+}
+
+func (x ClusterMetadataOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClusterMetadataOutcome.Descriptor instead.
+func (ClusterMetadataOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
+}
+
 // Phase of one index within a migration job.
 type IndexMigrationPhase int32
 
@@ -208,11 +331,11 @@ func (x IndexMigrationPhase) String() string {
 }
 
 func (IndexMigrationPhase) Descriptor() protoreflect.EnumDescriptor {
-	return file_tandem_v1_migration_proto_enumTypes[2].Descriptor()
+	return file_tandem_v1_migration_proto_enumTypes[4].Descriptor()
 }
 
 func (IndexMigrationPhase) Type() protoreflect.EnumType {
-	return &file_tandem_v1_migration_proto_enumTypes[2]
+	return &file_tandem_v1_migration_proto_enumTypes[4]
 }
 
 func (x IndexMigrationPhase) Number() protoreflect.EnumNumber {
@@ -221,7 +344,7 @@ func (x IndexMigrationPhase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IndexMigrationPhase.Descriptor instead.
 func (IndexMigrationPhase) EnumDescriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
 }
 
 // Which index metadata is copied before the documents.
@@ -237,7 +360,12 @@ type MetadataCopyOptions struct {
 	// Do not copy aliases. By default aliases are copied.
 	SkipAliases bool `protobuf:"varint,3,opt,name=skip_aliases,json=skipAliases,proto3" json:"skip_aliases,omitempty"`
 	// Also copy the index templates (legacy and composable) whose patterns
-	// match the selected indices.
+	// match a selected index, and the component templates those composable
+	// templates are composed of. Each is reported in
+	// MigrationJob.cluster_metadata: copied (rewritten for the target's
+	// version where needed), kept because the target already has one of that
+	// name, or refused with the reason (for example composable templates
+	// towards Elasticsearch 6).
 	CopyTemplates bool `protobuf:"varint,4,opt,name=copy_templates,json=copyTemplates,proto3" json:"copy_templates,omitempty"`
 	// What to do when a target index already exists.
 	IfExists ExistingIndexPolicy `protobuf:"varint,5,opt,name=if_exists,json=ifExists,proto3,enum=tandem.v1.ExistingIndexPolicy" json:"if_exists,omitempty"`
@@ -247,8 +375,13 @@ type MetadataCopyOptions struct {
 	// Additional setting names (or patterns like "index.routing.*") never
 	// copied.
 	ExcludedSettings []string `protobuf:"bytes,7,rep,name=excluded_settings,json=excludedSettings,proto3" json:"excluded_settings,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Also copy every ingest pipeline, so writes naming a pipeline work on
+	// the target after cutover. Reported in MigrationJob.cluster_metadata
+	// like templates (a pipeline using a processor the target lacks is
+	// refused, with the target's reason).
+	CopyIngestPipelines bool `protobuf:"varint,8,opt,name=copy_ingest_pipelines,json=copyIngestPipelines,proto3" json:"copy_ingest_pipelines,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *MetadataCopyOptions) Reset() {
@@ -330,6 +463,86 @@ func (x *MetadataCopyOptions) GetExcludedSettings() []string {
 	return nil
 }
 
+func (x *MetadataCopyOptions) GetCopyIngestPipelines() bool {
+	if x != nil {
+		return x.CopyIngestPipelines
+	}
+	return false
+}
+
+// One piece of cluster-level metadata and what the job did with it.
+type ClusterMetadataResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind.
+	Kind ClusterMetadataKind `protobuf:"varint,1,opt,name=kind,proto3,enum=tandem.v1.ClusterMetadataKind" json:"kind,omitempty"`
+	// Name on the source (and on the target).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Outcome.
+	Outcome ClusterMetadataOutcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=tandem.v1.ClusterMetadataOutcome" json:"outcome,omitempty"`
+	// What was rewritten, or why it was refused.
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMetadataResult) Reset() {
+	*x = ClusterMetadataResult{}
+	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMetadataResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMetadataResult) ProtoMessage() {}
+
+func (x *ClusterMetadataResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMetadataResult.ProtoReflect.Descriptor instead.
+func (*ClusterMetadataResult) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ClusterMetadataResult) GetKind() ClusterMetadataKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ClusterMetadataKind_CLUSTER_METADATA_KIND_UNSPECIFIED
+}
+
+func (x *ClusterMetadataResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterMetadataResult) GetOutcome() ClusterMetadataOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ClusterMetadataOutcome_CLUSTER_METADATA_OUTCOME_UNSPECIFIED
+}
+
+func (x *ClusterMetadataResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // Tuning and behaviour of a migration job.
 type MigrationOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -364,7 +577,7 @@ type MigrationOptions struct {
 
 func (x *MigrationOptions) Reset() {
 	*x = MigrationOptions{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	mi := &file_tandem_v1_migration_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +589,7 @@ func (x *MigrationOptions) String() string {
 func (*MigrationOptions) ProtoMessage() {}
 
 func (x *MigrationOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	mi := &file_tandem_v1_migration_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +602,7 @@ func (x *MigrationOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationOptions.ProtoReflect.Descriptor instead.
 func (*MigrationOptions) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{1}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MigrationOptions) GetSlicesPerIndex() uint32 {
@@ -492,7 +705,7 @@ type IndexMigrationProgress struct {
 
 func (x *IndexMigrationProgress) Reset() {
 	*x = IndexMigrationProgress{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[2]
+	mi := &file_tandem_v1_migration_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +717,7 @@ func (x *IndexMigrationProgress) String() string {
 func (*IndexMigrationProgress) ProtoMessage() {}
 
 func (x *IndexMigrationProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[2]
+	mi := &file_tandem_v1_migration_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +730,7 @@ func (x *IndexMigrationProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexMigrationProgress.ProtoReflect.Descriptor instead.
 func (*IndexMigrationProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IndexMigrationProgress) GetSourceIndex() string {
@@ -615,7 +828,7 @@ type MigrationPartition struct {
 
 func (x *MigrationPartition) Reset() {
 	*x = MigrationPartition{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[3]
+	mi := &file_tandem_v1_migration_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +840,7 @@ func (x *MigrationPartition) String() string {
 func (*MigrationPartition) ProtoMessage() {}
 
 func (x *MigrationPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[3]
+	mi := &file_tandem_v1_migration_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +853,7 @@ func (x *MigrationPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationPartition.ProtoReflect.Descriptor instead.
 func (*MigrationPartition) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MigrationPartition) GetId() string {
@@ -781,14 +994,19 @@ type MigrationJob struct {
 	// Output only. When the job reached a terminal state.
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// Output only. Last change of state or progress.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Output only. Templates and pipelines the job was asked to copy, each
+	// with its outcome, ordered by kind then name; filled once planned.
+	// Nothing asked for is left out: what could not be carried over is
+	// listed as REFUSED with the reason.
+	ClusterMetadata []*ClusterMetadataResult `protobuf:"bytes,19,rep,name=cluster_metadata,json=clusterMetadata,proto3" json:"cluster_metadata,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MigrationJob) Reset() {
 	*x = MigrationJob{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[4]
+	mi := &file_tandem_v1_migration_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1018,7 @@ func (x *MigrationJob) String() string {
 func (*MigrationJob) ProtoMessage() {}
 
 func (x *MigrationJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[4]
+	mi := &file_tandem_v1_migration_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1031,7 @@ func (x *MigrationJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationJob.ProtoReflect.Descriptor instead.
 func (*MigrationJob) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MigrationJob) GetId() string {
@@ -942,6 +1160,13 @@ func (x *MigrationJob) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MigrationJob) GetClusterMetadata() []*ClusterMetadataResult {
+	if x != nil {
+		return x.ClusterMetadata
+	}
+	return nil
+}
+
 // Request of MigrationService.CreateMigrationJob.
 type CreateMigrationJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -972,7 +1197,7 @@ type CreateMigrationJobRequest struct {
 
 func (x *CreateMigrationJobRequest) Reset() {
 	*x = CreateMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[5]
+	mi := &file_tandem_v1_migration_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1209,7 @@ func (x *CreateMigrationJobRequest) String() string {
 func (*CreateMigrationJobRequest) ProtoMessage() {}
 
 func (x *CreateMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[5]
+	mi := &file_tandem_v1_migration_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1222,7 @@ func (x *CreateMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*CreateMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{5}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateMigrationJobRequest) GetRequestId() string {
@@ -1067,7 +1292,7 @@ type CreateMigrationJobResponse struct {
 
 func (x *CreateMigrationJobResponse) Reset() {
 	*x = CreateMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[6]
+	mi := &file_tandem_v1_migration_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1304,7 @@ func (x *CreateMigrationJobResponse) String() string {
 func (*CreateMigrationJobResponse) ProtoMessage() {}
 
 func (x *CreateMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[6]
+	mi := &file_tandem_v1_migration_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1317,7 @@ func (x *CreateMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*CreateMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{6}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateMigrationJobResponse) GetJob() *MigrationJob {
@@ -1113,7 +1338,7 @@ type GetMigrationJobRequest struct {
 
 func (x *GetMigrationJobRequest) Reset() {
 	*x = GetMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[7]
+	mi := &file_tandem_v1_migration_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1350,7 @@ func (x *GetMigrationJobRequest) String() string {
 func (*GetMigrationJobRequest) ProtoMessage() {}
 
 func (x *GetMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[7]
+	mi := &file_tandem_v1_migration_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1363,7 @@ func (x *GetMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*GetMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{7}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetMigrationJobRequest) GetJobId() string {
@@ -1159,7 +1384,7 @@ type GetMigrationJobResponse struct {
 
 func (x *GetMigrationJobResponse) Reset() {
 	*x = GetMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[8]
+	mi := &file_tandem_v1_migration_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1396,7 @@ func (x *GetMigrationJobResponse) String() string {
 func (*GetMigrationJobResponse) ProtoMessage() {}
 
 func (x *GetMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[8]
+	mi := &file_tandem_v1_migration_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1409,7 @@ func (x *GetMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*GetMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{8}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetMigrationJobResponse) GetJob() *MigrationJob {
@@ -1216,7 +1441,7 @@ type ListMigrationJobsRequest struct {
 
 func (x *ListMigrationJobsRequest) Reset() {
 	*x = ListMigrationJobsRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[9]
+	mi := &file_tandem_v1_migration_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1453,7 @@ func (x *ListMigrationJobsRequest) String() string {
 func (*ListMigrationJobsRequest) ProtoMessage() {}
 
 func (x *ListMigrationJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[9]
+	mi := &file_tandem_v1_migration_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1466,7 @@ func (x *ListMigrationJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListMigrationJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{9}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListMigrationJobsRequest) GetPageSize() int32 {
@@ -1299,7 +1524,7 @@ type ListMigrationJobsResponse struct {
 
 func (x *ListMigrationJobsResponse) Reset() {
 	*x = ListMigrationJobsResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[10]
+	mi := &file_tandem_v1_migration_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1536,7 @@ func (x *ListMigrationJobsResponse) String() string {
 func (*ListMigrationJobsResponse) ProtoMessage() {}
 
 func (x *ListMigrationJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[10]
+	mi := &file_tandem_v1_migration_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1549,7 @@ func (x *ListMigrationJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListMigrationJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{10}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListMigrationJobsResponse) GetJobs() []*MigrationJob {
@@ -1354,7 +1579,7 @@ type PauseMigrationJobRequest struct {
 
 func (x *PauseMigrationJobRequest) Reset() {
 	*x = PauseMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[11]
+	mi := &file_tandem_v1_migration_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1591,7 @@ func (x *PauseMigrationJobRequest) String() string {
 func (*PauseMigrationJobRequest) ProtoMessage() {}
 
 func (x *PauseMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[11]
+	mi := &file_tandem_v1_migration_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1604,7 @@ func (x *PauseMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*PauseMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{11}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PauseMigrationJobRequest) GetJobId() string {
@@ -1400,7 +1625,7 @@ type PauseMigrationJobResponse struct {
 
 func (x *PauseMigrationJobResponse) Reset() {
 	*x = PauseMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[12]
+	mi := &file_tandem_v1_migration_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1637,7 @@ func (x *PauseMigrationJobResponse) String() string {
 func (*PauseMigrationJobResponse) ProtoMessage() {}
 
 func (x *PauseMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[12]
+	mi := &file_tandem_v1_migration_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1650,7 @@ func (x *PauseMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*PauseMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{12}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PauseMigrationJobResponse) GetJob() *MigrationJob {
@@ -1450,7 +1675,7 @@ type ResumeMigrationJobRequest struct {
 
 func (x *ResumeMigrationJobRequest) Reset() {
 	*x = ResumeMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[13]
+	mi := &file_tandem_v1_migration_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1687,7 @@ func (x *ResumeMigrationJobRequest) String() string {
 func (*ResumeMigrationJobRequest) ProtoMessage() {}
 
 func (x *ResumeMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[13]
+	mi := &file_tandem_v1_migration_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1700,7 @@ func (x *ResumeMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{13}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResumeMigrationJobRequest) GetJobId() string {
@@ -1503,7 +1728,7 @@ type ResumeMigrationJobResponse struct {
 
 func (x *ResumeMigrationJobResponse) Reset() {
 	*x = ResumeMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[14]
+	mi := &file_tandem_v1_migration_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1740,7 @@ func (x *ResumeMigrationJobResponse) String() string {
 func (*ResumeMigrationJobResponse) ProtoMessage() {}
 
 func (x *ResumeMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[14]
+	mi := &file_tandem_v1_migration_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1753,7 @@ func (x *ResumeMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{14}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResumeMigrationJobResponse) GetJob() *MigrationJob {
@@ -1550,7 +1775,7 @@ type CancelMigrationJobRequest struct {
 
 func (x *CancelMigrationJobRequest) Reset() {
 	*x = CancelMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[15]
+	mi := &file_tandem_v1_migration_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1787,7 @@ func (x *CancelMigrationJobRequest) String() string {
 func (*CancelMigrationJobRequest) ProtoMessage() {}
 
 func (x *CancelMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[15]
+	mi := &file_tandem_v1_migration_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1800,7 @@ func (x *CancelMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{15}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelMigrationJobRequest) GetJobId() string {
@@ -1596,7 +1821,7 @@ type CancelMigrationJobResponse struct {
 
 func (x *CancelMigrationJobResponse) Reset() {
 	*x = CancelMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[16]
+	mi := &file_tandem_v1_migration_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1833,7 @@ func (x *CancelMigrationJobResponse) String() string {
 func (*CancelMigrationJobResponse) ProtoMessage() {}
 
 func (x *CancelMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[16]
+	mi := &file_tandem_v1_migration_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1846,7 @@ func (x *CancelMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{16}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelMigrationJobResponse) GetJob() *MigrationJob {
@@ -1645,7 +1870,7 @@ type WatchMigrationJobRequest struct {
 
 func (x *WatchMigrationJobRequest) Reset() {
 	*x = WatchMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[17]
+	mi := &file_tandem_v1_migration_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1882,7 @@ func (x *WatchMigrationJobRequest) String() string {
 func (*WatchMigrationJobRequest) ProtoMessage() {}
 
 func (x *WatchMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[17]
+	mi := &file_tandem_v1_migration_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1895,7 @@ func (x *WatchMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{17}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchMigrationJobRequest) GetJobId() string {
@@ -1704,7 +1929,7 @@ type WatchMigrationJobResponse struct {
 
 func (x *WatchMigrationJobResponse) Reset() {
 	*x = WatchMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[18]
+	mi := &file_tandem_v1_migration_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1941,7 @@ func (x *WatchMigrationJobResponse) String() string {
 func (*WatchMigrationJobResponse) ProtoMessage() {}
 
 func (x *WatchMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[18]
+	mi := &file_tandem_v1_migration_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1954,7 @@ func (x *WatchMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchMigrationJobResponse) GetUpdate() isWatchMigrationJobResponse_Update {
@@ -1796,7 +2021,7 @@ type ListMigrationPartitionsRequest struct {
 
 func (x *ListMigrationPartitionsRequest) Reset() {
 	*x = ListMigrationPartitionsRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[19]
+	mi := &file_tandem_v1_migration_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +2033,7 @@ func (x *ListMigrationPartitionsRequest) String() string {
 func (*ListMigrationPartitionsRequest) ProtoMessage() {}
 
 func (x *ListMigrationPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[19]
+	mi := &file_tandem_v1_migration_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +2046,7 @@ func (x *ListMigrationPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListMigrationPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListMigrationPartitionsRequest) GetJobId() string {
@@ -1872,7 +2097,7 @@ type ListMigrationPartitionsResponse struct {
 
 func (x *ListMigrationPartitionsResponse) Reset() {
 	*x = ListMigrationPartitionsResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[20]
+	mi := &file_tandem_v1_migration_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2109,7 @@ func (x *ListMigrationPartitionsResponse) String() string {
 func (*ListMigrationPartitionsResponse) ProtoMessage() {}
 
 func (x *ListMigrationPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[20]
+	mi := &file_tandem_v1_migration_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2122,7 @@ func (x *ListMigrationPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListMigrationPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListMigrationPartitionsResponse) GetPartitions() []*MigrationPartition {
@@ -1918,7 +2143,7 @@ var File_tandem_v1_migration_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x19tandem/v1/migration.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xbf\x03\n" +
+	"\x19tandem/v1/migration.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xf3\x03\n" +
 	"\x13MetadataCopyOptions\x12#\n" +
 	"\rskip_settings\x18\x01 \x01(\bR\fskipSettings\x12#\n" +
 	"\rskip_mappings\x18\x02 \x01(\bR\fskipMappings\x12!\n" +
@@ -1926,10 +2151,16 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\x0ecopy_templates\x18\x04 \x01(\bR\rcopyTemplates\x12;\n" +
 	"\tif_exists\x18\x05 \x01(\x0e2\x1e.tandem.v1.ExistingIndexPolicyR\bifExists\x12d\n" +
 	"\x12settings_overrides\x18\x06 \x03(\v25.tandem.v1.MetadataCopyOptions.SettingsOverridesEntryR\x11settingsOverrides\x12+\n" +
-	"\x11excluded_settings\x18\a \x03(\tR\x10excludedSettings\x1aD\n" +
+	"\x11excluded_settings\x18\a \x03(\tR\x10excludedSettings\x122\n" +
+	"\x15copy_ingest_pipelines\x18\b \x01(\bR\x13copyIngestPipelines\x1aD\n" +
 	"\x16SettingsOverridesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x15ClusterMetadataResult\x122\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1e.tandem.v1.ClusterMetadataKindR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2!.tandem.v1.ClusterMetadataOutcomeR\aoutcome\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xa9\x04\n" +
 	"\x10MigrationOptions\x12(\n" +
 	"\x10slices_per_index\x18\x01 \x01(\rR\x0eslicesPerIndex\x12\x1d\n" +
 	"\n" +
@@ -1976,7 +2207,7 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\r \x01(\v2\x14.tandem.v1.ErrorInfoR\tlastError\x129\n" +
 	"\n" +
-	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x99\a\n" +
+	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe6\a\n" +
 	"\fMigrationJob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -2001,7 +2232,8 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\vfinished_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
+	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12K\n" +
+	"\x10cluster_metadata\x18\x13 \x03(\v2 .tandem.v1.ClusterMetadataResultR\x0fclusterMetadata\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x03\n" +
@@ -2080,6 +2312,18 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"!EXISTING_INDEX_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEXISTING_INDEX_POLICY_FAIL\x10\x01\x12\x1f\n" +
 	"\x1bEXISTING_INDEX_POLICY_REUSE\x10\x02*\xea\x01\n" +
+	"\x13ClusterMetadataKind\x12%\n" +
+	"!CLUSTER_METADATA_KIND_UNSPECIFIED\x10\x00\x12)\n" +
+	"%CLUSTER_METADATA_KIND_LEGACY_TEMPLATE\x10\x01\x12(\n" +
+	"$CLUSTER_METADATA_KIND_INDEX_TEMPLATE\x10\x02\x12,\n" +
+	"(CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE\x10\x03\x12)\n" +
+	"%CLUSTER_METADATA_KIND_INGEST_PIPELINE\x10\x04*\xe1\x01\n" +
+	"\x16ClusterMetadataOutcome\x12(\n" +
+	"$CLUSTER_METADATA_OUTCOME_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fCLUSTER_METADATA_OUTCOME_COPIED\x10\x01\x12&\n" +
+	"\"CLUSTER_METADATA_OUTCOME_REWRITTEN\x10\x02\x12*\n" +
+	"&CLUSTER_METADATA_OUTCOME_KEPT_EXISTING\x10\x03\x12$\n" +
+	" CLUSTER_METADATA_OUTCOME_REFUSED\x10\x04*\xea\x01\n" +
 	"\x13IndexMigrationPhase\x12%\n" +
 	"!INDEX_MIGRATION_PHASE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dINDEX_MIGRATION_PHASE_PENDING\x10\x01\x12\"\n" +
@@ -2109,115 +2353,121 @@ func file_tandem_v1_migration_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_migration_proto_rawDescData
 }
 
-var file_tandem_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tandem_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tandem_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_tandem_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_tandem_v1_migration_proto_goTypes = []any{
 	(ReadStrategy)(0),                       // 0: tandem.v1.ReadStrategy
 	(ExistingIndexPolicy)(0),                // 1: tandem.v1.ExistingIndexPolicy
-	(IndexMigrationPhase)(0),                // 2: tandem.v1.IndexMigrationPhase
-	(*MetadataCopyOptions)(nil),             // 3: tandem.v1.MetadataCopyOptions
-	(*MigrationOptions)(nil),                // 4: tandem.v1.MigrationOptions
-	(*IndexMigrationProgress)(nil),          // 5: tandem.v1.IndexMigrationProgress
-	(*MigrationPartition)(nil),              // 6: tandem.v1.MigrationPartition
-	(*MigrationJob)(nil),                    // 7: tandem.v1.MigrationJob
-	(*CreateMigrationJobRequest)(nil),       // 8: tandem.v1.CreateMigrationJobRequest
-	(*CreateMigrationJobResponse)(nil),      // 9: tandem.v1.CreateMigrationJobResponse
-	(*GetMigrationJobRequest)(nil),          // 10: tandem.v1.GetMigrationJobRequest
-	(*GetMigrationJobResponse)(nil),         // 11: tandem.v1.GetMigrationJobResponse
-	(*ListMigrationJobsRequest)(nil),        // 12: tandem.v1.ListMigrationJobsRequest
-	(*ListMigrationJobsResponse)(nil),       // 13: tandem.v1.ListMigrationJobsResponse
-	(*PauseMigrationJobRequest)(nil),        // 14: tandem.v1.PauseMigrationJobRequest
-	(*PauseMigrationJobResponse)(nil),       // 15: tandem.v1.PauseMigrationJobResponse
-	(*ResumeMigrationJobRequest)(nil),       // 16: tandem.v1.ResumeMigrationJobRequest
-	(*ResumeMigrationJobResponse)(nil),      // 17: tandem.v1.ResumeMigrationJobResponse
-	(*CancelMigrationJobRequest)(nil),       // 18: tandem.v1.CancelMigrationJobRequest
-	(*CancelMigrationJobResponse)(nil),      // 19: tandem.v1.CancelMigrationJobResponse
-	(*WatchMigrationJobRequest)(nil),        // 20: tandem.v1.WatchMigrationJobRequest
-	(*WatchMigrationJobResponse)(nil),       // 21: tandem.v1.WatchMigrationJobResponse
-	(*ListMigrationPartitionsRequest)(nil),  // 22: tandem.v1.ListMigrationPartitionsRequest
-	(*ListMigrationPartitionsResponse)(nil), // 23: tandem.v1.ListMigrationPartitionsResponse
-	nil,                                     // 24: tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
-	nil,                                     // 25: tandem.v1.MigrationJob.LabelsEntry
-	nil,                                     // 26: tandem.v1.CreateMigrationJobRequest.LabelsEntry
-	nil,                                     // 27: tandem.v1.ListMigrationJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),             // 28: google.protobuf.Duration
-	(*MappingTypeRewrite)(nil),              // 29: tandem.v1.MappingTypeRewrite
-	(*Progress)(nil),                        // 30: tandem.v1.Progress
-	(*ErrorInfo)(nil),                       // 31: tandem.v1.ErrorInfo
-	(PartitionState)(0),                     // 32: tandem.v1.PartitionState
-	(*timestamppb.Timestamp)(nil),           // 33: google.protobuf.Timestamp
-	(*ClusterRef)(nil),                      // 34: tandem.v1.ClusterRef
-	(*IndexFilter)(nil),                     // 35: tandem.v1.IndexFilter
-	(JobState)(0),                           // 36: tandem.v1.JobState
-	(*Event)(nil),                           // 37: tandem.v1.Event
+	(ClusterMetadataKind)(0),                // 2: tandem.v1.ClusterMetadataKind
+	(ClusterMetadataOutcome)(0),             // 3: tandem.v1.ClusterMetadataOutcome
+	(IndexMigrationPhase)(0),                // 4: tandem.v1.IndexMigrationPhase
+	(*MetadataCopyOptions)(nil),             // 5: tandem.v1.MetadataCopyOptions
+	(*ClusterMetadataResult)(nil),           // 6: tandem.v1.ClusterMetadataResult
+	(*MigrationOptions)(nil),                // 7: tandem.v1.MigrationOptions
+	(*IndexMigrationProgress)(nil),          // 8: tandem.v1.IndexMigrationProgress
+	(*MigrationPartition)(nil),              // 9: tandem.v1.MigrationPartition
+	(*MigrationJob)(nil),                    // 10: tandem.v1.MigrationJob
+	(*CreateMigrationJobRequest)(nil),       // 11: tandem.v1.CreateMigrationJobRequest
+	(*CreateMigrationJobResponse)(nil),      // 12: tandem.v1.CreateMigrationJobResponse
+	(*GetMigrationJobRequest)(nil),          // 13: tandem.v1.GetMigrationJobRequest
+	(*GetMigrationJobResponse)(nil),         // 14: tandem.v1.GetMigrationJobResponse
+	(*ListMigrationJobsRequest)(nil),        // 15: tandem.v1.ListMigrationJobsRequest
+	(*ListMigrationJobsResponse)(nil),       // 16: tandem.v1.ListMigrationJobsResponse
+	(*PauseMigrationJobRequest)(nil),        // 17: tandem.v1.PauseMigrationJobRequest
+	(*PauseMigrationJobResponse)(nil),       // 18: tandem.v1.PauseMigrationJobResponse
+	(*ResumeMigrationJobRequest)(nil),       // 19: tandem.v1.ResumeMigrationJobRequest
+	(*ResumeMigrationJobResponse)(nil),      // 20: tandem.v1.ResumeMigrationJobResponse
+	(*CancelMigrationJobRequest)(nil),       // 21: tandem.v1.CancelMigrationJobRequest
+	(*CancelMigrationJobResponse)(nil),      // 22: tandem.v1.CancelMigrationJobResponse
+	(*WatchMigrationJobRequest)(nil),        // 23: tandem.v1.WatchMigrationJobRequest
+	(*WatchMigrationJobResponse)(nil),       // 24: tandem.v1.WatchMigrationJobResponse
+	(*ListMigrationPartitionsRequest)(nil),  // 25: tandem.v1.ListMigrationPartitionsRequest
+	(*ListMigrationPartitionsResponse)(nil), // 26: tandem.v1.ListMigrationPartitionsResponse
+	nil,                                     // 27: tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
+	nil,                                     // 28: tandem.v1.MigrationJob.LabelsEntry
+	nil,                                     // 29: tandem.v1.CreateMigrationJobRequest.LabelsEntry
+	nil,                                     // 30: tandem.v1.ListMigrationJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),             // 31: google.protobuf.Duration
+	(*MappingTypeRewrite)(nil),              // 32: tandem.v1.MappingTypeRewrite
+	(*Progress)(nil),                        // 33: tandem.v1.Progress
+	(*ErrorInfo)(nil),                       // 34: tandem.v1.ErrorInfo
+	(PartitionState)(0),                     // 35: tandem.v1.PartitionState
+	(*timestamppb.Timestamp)(nil),           // 36: google.protobuf.Timestamp
+	(*ClusterRef)(nil),                      // 37: tandem.v1.ClusterRef
+	(*IndexFilter)(nil),                     // 38: tandem.v1.IndexFilter
+	(JobState)(0),                           // 39: tandem.v1.JobState
+	(*Event)(nil),                           // 40: tandem.v1.Event
 }
 var file_tandem_v1_migration_proto_depIdxs = []int32{
 	1,  // 0: tandem.v1.MetadataCopyOptions.if_exists:type_name -> tandem.v1.ExistingIndexPolicy
-	24, // 1: tandem.v1.MetadataCopyOptions.settings_overrides:type_name -> tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
-	0,  // 2: tandem.v1.MigrationOptions.read_strategy:type_name -> tandem.v1.ReadStrategy
-	28, // 3: tandem.v1.MigrationOptions.keep_alive:type_name -> google.protobuf.Duration
-	3,  // 4: tandem.v1.MigrationOptions.metadata:type_name -> tandem.v1.MetadataCopyOptions
-	29, // 5: tandem.v1.MigrationOptions.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
-	28, // 6: tandem.v1.MigrationOptions.lease_duration:type_name -> google.protobuf.Duration
-	2,  // 7: tandem.v1.IndexMigrationProgress.phase:type_name -> tandem.v1.IndexMigrationPhase
-	30, // 8: tandem.v1.IndexMigrationProgress.progress:type_name -> tandem.v1.Progress
-	31, // 9: tandem.v1.IndexMigrationProgress.error:type_name -> tandem.v1.ErrorInfo
-	32, // 10: tandem.v1.MigrationPartition.state:type_name -> tandem.v1.PartitionState
-	33, // 11: tandem.v1.MigrationPartition.lease_expires_at:type_name -> google.protobuf.Timestamp
-	31, // 12: tandem.v1.MigrationPartition.last_error:type_name -> tandem.v1.ErrorInfo
-	33, // 13: tandem.v1.MigrationPartition.updated_at:type_name -> google.protobuf.Timestamp
-	25, // 14: tandem.v1.MigrationJob.labels:type_name -> tandem.v1.MigrationJob.LabelsEntry
-	34, // 15: tandem.v1.MigrationJob.source:type_name -> tandem.v1.ClusterRef
-	34, // 16: tandem.v1.MigrationJob.target:type_name -> tandem.v1.ClusterRef
-	35, // 17: tandem.v1.MigrationJob.indices:type_name -> tandem.v1.IndexFilter
-	4,  // 18: tandem.v1.MigrationJob.options:type_name -> tandem.v1.MigrationOptions
-	36, // 19: tandem.v1.MigrationJob.state:type_name -> tandem.v1.JobState
-	30, // 20: tandem.v1.MigrationJob.progress:type_name -> tandem.v1.Progress
-	5,  // 21: tandem.v1.MigrationJob.index_progress:type_name -> tandem.v1.IndexMigrationProgress
-	31, // 22: tandem.v1.MigrationJob.error:type_name -> tandem.v1.ErrorInfo
-	33, // 23: tandem.v1.MigrationJob.created_at:type_name -> google.protobuf.Timestamp
-	33, // 24: tandem.v1.MigrationJob.started_at:type_name -> google.protobuf.Timestamp
-	33, // 25: tandem.v1.MigrationJob.finished_at:type_name -> google.protobuf.Timestamp
-	33, // 26: tandem.v1.MigrationJob.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 27: tandem.v1.CreateMigrationJobRequest.labels:type_name -> tandem.v1.CreateMigrationJobRequest.LabelsEntry
-	34, // 28: tandem.v1.CreateMigrationJobRequest.source:type_name -> tandem.v1.ClusterRef
-	34, // 29: tandem.v1.CreateMigrationJobRequest.target:type_name -> tandem.v1.ClusterRef
-	35, // 30: tandem.v1.CreateMigrationJobRequest.indices:type_name -> tandem.v1.IndexFilter
-	4,  // 31: tandem.v1.CreateMigrationJobRequest.options:type_name -> tandem.v1.MigrationOptions
-	7,  // 32: tandem.v1.CreateMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	7,  // 33: tandem.v1.GetMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	36, // 34: tandem.v1.ListMigrationJobsRequest.states:type_name -> tandem.v1.JobState
-	27, // 35: tandem.v1.ListMigrationJobsRequest.labels:type_name -> tandem.v1.ListMigrationJobsRequest.LabelsEntry
-	7,  // 36: tandem.v1.ListMigrationJobsResponse.jobs:type_name -> tandem.v1.MigrationJob
-	7,  // 37: tandem.v1.PauseMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	7,  // 38: tandem.v1.ResumeMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	7,  // 39: tandem.v1.CancelMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	28, // 40: tandem.v1.WatchMigrationJobRequest.update_interval:type_name -> google.protobuf.Duration
-	7,  // 41: tandem.v1.WatchMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	37, // 42: tandem.v1.WatchMigrationJobResponse.event:type_name -> tandem.v1.Event
-	32, // 43: tandem.v1.ListMigrationPartitionsRequest.states:type_name -> tandem.v1.PartitionState
-	6,  // 44: tandem.v1.ListMigrationPartitionsResponse.partitions:type_name -> tandem.v1.MigrationPartition
-	8,  // 45: tandem.v1.MigrationService.CreateMigrationJob:input_type -> tandem.v1.CreateMigrationJobRequest
-	10, // 46: tandem.v1.MigrationService.GetMigrationJob:input_type -> tandem.v1.GetMigrationJobRequest
-	12, // 47: tandem.v1.MigrationService.ListMigrationJobs:input_type -> tandem.v1.ListMigrationJobsRequest
-	14, // 48: tandem.v1.MigrationService.PauseMigrationJob:input_type -> tandem.v1.PauseMigrationJobRequest
-	16, // 49: tandem.v1.MigrationService.ResumeMigrationJob:input_type -> tandem.v1.ResumeMigrationJobRequest
-	18, // 50: tandem.v1.MigrationService.CancelMigrationJob:input_type -> tandem.v1.CancelMigrationJobRequest
-	20, // 51: tandem.v1.MigrationService.WatchMigrationJob:input_type -> tandem.v1.WatchMigrationJobRequest
-	22, // 52: tandem.v1.MigrationService.ListMigrationPartitions:input_type -> tandem.v1.ListMigrationPartitionsRequest
-	9,  // 53: tandem.v1.MigrationService.CreateMigrationJob:output_type -> tandem.v1.CreateMigrationJobResponse
-	11, // 54: tandem.v1.MigrationService.GetMigrationJob:output_type -> tandem.v1.GetMigrationJobResponse
-	13, // 55: tandem.v1.MigrationService.ListMigrationJobs:output_type -> tandem.v1.ListMigrationJobsResponse
-	15, // 56: tandem.v1.MigrationService.PauseMigrationJob:output_type -> tandem.v1.PauseMigrationJobResponse
-	17, // 57: tandem.v1.MigrationService.ResumeMigrationJob:output_type -> tandem.v1.ResumeMigrationJobResponse
-	19, // 58: tandem.v1.MigrationService.CancelMigrationJob:output_type -> tandem.v1.CancelMigrationJobResponse
-	21, // 59: tandem.v1.MigrationService.WatchMigrationJob:output_type -> tandem.v1.WatchMigrationJobResponse
-	23, // 60: tandem.v1.MigrationService.ListMigrationPartitions:output_type -> tandem.v1.ListMigrationPartitionsResponse
-	53, // [53:61] is the sub-list for method output_type
-	45, // [45:53] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	27, // 1: tandem.v1.MetadataCopyOptions.settings_overrides:type_name -> tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
+	2,  // 2: tandem.v1.ClusterMetadataResult.kind:type_name -> tandem.v1.ClusterMetadataKind
+	3,  // 3: tandem.v1.ClusterMetadataResult.outcome:type_name -> tandem.v1.ClusterMetadataOutcome
+	0,  // 4: tandem.v1.MigrationOptions.read_strategy:type_name -> tandem.v1.ReadStrategy
+	31, // 5: tandem.v1.MigrationOptions.keep_alive:type_name -> google.protobuf.Duration
+	5,  // 6: tandem.v1.MigrationOptions.metadata:type_name -> tandem.v1.MetadataCopyOptions
+	32, // 7: tandem.v1.MigrationOptions.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
+	31, // 8: tandem.v1.MigrationOptions.lease_duration:type_name -> google.protobuf.Duration
+	4,  // 9: tandem.v1.IndexMigrationProgress.phase:type_name -> tandem.v1.IndexMigrationPhase
+	33, // 10: tandem.v1.IndexMigrationProgress.progress:type_name -> tandem.v1.Progress
+	34, // 11: tandem.v1.IndexMigrationProgress.error:type_name -> tandem.v1.ErrorInfo
+	35, // 12: tandem.v1.MigrationPartition.state:type_name -> tandem.v1.PartitionState
+	36, // 13: tandem.v1.MigrationPartition.lease_expires_at:type_name -> google.protobuf.Timestamp
+	34, // 14: tandem.v1.MigrationPartition.last_error:type_name -> tandem.v1.ErrorInfo
+	36, // 15: tandem.v1.MigrationPartition.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 16: tandem.v1.MigrationJob.labels:type_name -> tandem.v1.MigrationJob.LabelsEntry
+	37, // 17: tandem.v1.MigrationJob.source:type_name -> tandem.v1.ClusterRef
+	37, // 18: tandem.v1.MigrationJob.target:type_name -> tandem.v1.ClusterRef
+	38, // 19: tandem.v1.MigrationJob.indices:type_name -> tandem.v1.IndexFilter
+	7,  // 20: tandem.v1.MigrationJob.options:type_name -> tandem.v1.MigrationOptions
+	39, // 21: tandem.v1.MigrationJob.state:type_name -> tandem.v1.JobState
+	33, // 22: tandem.v1.MigrationJob.progress:type_name -> tandem.v1.Progress
+	8,  // 23: tandem.v1.MigrationJob.index_progress:type_name -> tandem.v1.IndexMigrationProgress
+	34, // 24: tandem.v1.MigrationJob.error:type_name -> tandem.v1.ErrorInfo
+	36, // 25: tandem.v1.MigrationJob.created_at:type_name -> google.protobuf.Timestamp
+	36, // 26: tandem.v1.MigrationJob.started_at:type_name -> google.protobuf.Timestamp
+	36, // 27: tandem.v1.MigrationJob.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 28: tandem.v1.MigrationJob.updated_at:type_name -> google.protobuf.Timestamp
+	6,  // 29: tandem.v1.MigrationJob.cluster_metadata:type_name -> tandem.v1.ClusterMetadataResult
+	29, // 30: tandem.v1.CreateMigrationJobRequest.labels:type_name -> tandem.v1.CreateMigrationJobRequest.LabelsEntry
+	37, // 31: tandem.v1.CreateMigrationJobRequest.source:type_name -> tandem.v1.ClusterRef
+	37, // 32: tandem.v1.CreateMigrationJobRequest.target:type_name -> tandem.v1.ClusterRef
+	38, // 33: tandem.v1.CreateMigrationJobRequest.indices:type_name -> tandem.v1.IndexFilter
+	7,  // 34: tandem.v1.CreateMigrationJobRequest.options:type_name -> tandem.v1.MigrationOptions
+	10, // 35: tandem.v1.CreateMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	10, // 36: tandem.v1.GetMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	39, // 37: tandem.v1.ListMigrationJobsRequest.states:type_name -> tandem.v1.JobState
+	30, // 38: tandem.v1.ListMigrationJobsRequest.labels:type_name -> tandem.v1.ListMigrationJobsRequest.LabelsEntry
+	10, // 39: tandem.v1.ListMigrationJobsResponse.jobs:type_name -> tandem.v1.MigrationJob
+	10, // 40: tandem.v1.PauseMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	10, // 41: tandem.v1.ResumeMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	10, // 42: tandem.v1.CancelMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	31, // 43: tandem.v1.WatchMigrationJobRequest.update_interval:type_name -> google.protobuf.Duration
+	10, // 44: tandem.v1.WatchMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	40, // 45: tandem.v1.WatchMigrationJobResponse.event:type_name -> tandem.v1.Event
+	35, // 46: tandem.v1.ListMigrationPartitionsRequest.states:type_name -> tandem.v1.PartitionState
+	9,  // 47: tandem.v1.ListMigrationPartitionsResponse.partitions:type_name -> tandem.v1.MigrationPartition
+	11, // 48: tandem.v1.MigrationService.CreateMigrationJob:input_type -> tandem.v1.CreateMigrationJobRequest
+	13, // 49: tandem.v1.MigrationService.GetMigrationJob:input_type -> tandem.v1.GetMigrationJobRequest
+	15, // 50: tandem.v1.MigrationService.ListMigrationJobs:input_type -> tandem.v1.ListMigrationJobsRequest
+	17, // 51: tandem.v1.MigrationService.PauseMigrationJob:input_type -> tandem.v1.PauseMigrationJobRequest
+	19, // 52: tandem.v1.MigrationService.ResumeMigrationJob:input_type -> tandem.v1.ResumeMigrationJobRequest
+	21, // 53: tandem.v1.MigrationService.CancelMigrationJob:input_type -> tandem.v1.CancelMigrationJobRequest
+	23, // 54: tandem.v1.MigrationService.WatchMigrationJob:input_type -> tandem.v1.WatchMigrationJobRequest
+	25, // 55: tandem.v1.MigrationService.ListMigrationPartitions:input_type -> tandem.v1.ListMigrationPartitionsRequest
+	12, // 56: tandem.v1.MigrationService.CreateMigrationJob:output_type -> tandem.v1.CreateMigrationJobResponse
+	14, // 57: tandem.v1.MigrationService.GetMigrationJob:output_type -> tandem.v1.GetMigrationJobResponse
+	16, // 58: tandem.v1.MigrationService.ListMigrationJobs:output_type -> tandem.v1.ListMigrationJobsResponse
+	18, // 59: tandem.v1.MigrationService.PauseMigrationJob:output_type -> tandem.v1.PauseMigrationJobResponse
+	20, // 60: tandem.v1.MigrationService.ResumeMigrationJob:output_type -> tandem.v1.ResumeMigrationJobResponse
+	22, // 61: tandem.v1.MigrationService.CancelMigrationJob:output_type -> tandem.v1.CancelMigrationJobResponse
+	24, // 62: tandem.v1.MigrationService.WatchMigrationJob:output_type -> tandem.v1.WatchMigrationJobResponse
+	26, // 63: tandem.v1.MigrationService.ListMigrationPartitions:output_type -> tandem.v1.ListMigrationPartitionsResponse
+	56, // [56:64] is the sub-list for method output_type
+	48, // [48:56] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_migration_proto_init() }
@@ -2226,7 +2476,7 @@ func file_tandem_v1_migration_proto_init() {
 		return
 	}
 	file_tandem_v1_common_proto_init()
-	file_tandem_v1_migration_proto_msgTypes[18].OneofWrappers = []any{
+	file_tandem_v1_migration_proto_msgTypes[19].OneofWrappers = []any{
 		(*WatchMigrationJobResponse_Job)(nil),
 		(*WatchMigrationJobResponse_Event)(nil),
 	}
@@ -2235,8 +2485,8 @@ func file_tandem_v1_migration_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_migration_proto_rawDesc), len(file_tandem_v1_migration_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   25,
+			NumEnums:      5,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -109,6 +109,74 @@ documents.
 """
 Global___ExistingIndexPolicy: _TypeAlias = ExistingIndexPolicy  # noqa: Y015
 
+class _ClusterMetadataKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClusterMetadataKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClusterMetadataKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLUSTER_METADATA_KIND_UNSPECIFIED: _ClusterMetadataKind.ValueType  # 0
+    """Not set. Never returned."""
+    CLUSTER_METADATA_KIND_LEGACY_TEMPLATE: _ClusterMetadataKind.ValueType  # 1
+    """A legacy index template (`_template`)."""
+    CLUSTER_METADATA_KIND_INDEX_TEMPLATE: _ClusterMetadataKind.ValueType  # 2
+    """A composable index template (`_index_template`)."""
+    CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE: _ClusterMetadataKind.ValueType  # 3
+    """A component template (`_component_template`)."""
+    CLUSTER_METADATA_KIND_INGEST_PIPELINE: _ClusterMetadataKind.ValueType  # 4
+    """An ingest pipeline (`_ingest/pipeline`)."""
+
+class ClusterMetadataKind(_ClusterMetadataKind, metaclass=_ClusterMetadataKindEnumTypeWrapper):
+    """Kind of a piece of cluster-level metadata a migration job copies."""
+
+CLUSTER_METADATA_KIND_UNSPECIFIED: ClusterMetadataKind.ValueType  # 0
+"""Not set. Never returned."""
+CLUSTER_METADATA_KIND_LEGACY_TEMPLATE: ClusterMetadataKind.ValueType  # 1
+"""A legacy index template (`_template`)."""
+CLUSTER_METADATA_KIND_INDEX_TEMPLATE: ClusterMetadataKind.ValueType  # 2
+"""A composable index template (`_index_template`)."""
+CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE: ClusterMetadataKind.ValueType  # 3
+"""A component template (`_component_template`)."""
+CLUSTER_METADATA_KIND_INGEST_PIPELINE: ClusterMetadataKind.ValueType  # 4
+"""An ingest pipeline (`_ingest/pipeline`)."""
+Global___ClusterMetadataKind: _TypeAlias = ClusterMetadataKind  # noqa: Y015
+
+class _ClusterMetadataOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClusterMetadataOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClusterMetadataOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLUSTER_METADATA_OUTCOME_UNSPECIFIED: _ClusterMetadataOutcome.ValueType  # 0
+    """Not set. Never returned."""
+    CLUSTER_METADATA_OUTCOME_COPIED: _ClusterMetadataOutcome.ValueType  # 1
+    """Created on the target as the source holds it."""
+    CLUSTER_METADATA_OUTCOME_REWRITTEN: _ClusterMetadataOutcome.ValueType  # 2
+    """Created on the target, rewritten for its version (see detail)."""
+    CLUSTER_METADATA_OUTCOME_KEPT_EXISTING: _ClusterMetadataOutcome.ValueType  # 3
+    """The target already has one of that name: kept, not overwritten."""
+    CLUSTER_METADATA_OUTCOME_REFUSED: _ClusterMetadataOutcome.ValueType  # 4
+    """Not carried over (see detail): the target cannot express it or refused
+    it.
+    """
+
+class ClusterMetadataOutcome(_ClusterMetadataOutcome, metaclass=_ClusterMetadataOutcomeEnumTypeWrapper):
+    """What happened to one piece of cluster-level metadata."""
+
+CLUSTER_METADATA_OUTCOME_UNSPECIFIED: ClusterMetadataOutcome.ValueType  # 0
+"""Not set. Never returned."""
+CLUSTER_METADATA_OUTCOME_COPIED: ClusterMetadataOutcome.ValueType  # 1
+"""Created on the target as the source holds it."""
+CLUSTER_METADATA_OUTCOME_REWRITTEN: ClusterMetadataOutcome.ValueType  # 2
+"""Created on the target, rewritten for its version (see detail)."""
+CLUSTER_METADATA_OUTCOME_KEPT_EXISTING: ClusterMetadataOutcome.ValueType  # 3
+"""The target already has one of that name: kept, not overwritten."""
+CLUSTER_METADATA_OUTCOME_REFUSED: ClusterMetadataOutcome.ValueType  # 4
+"""Not carried over (see detail): the target cannot express it or refused
+it.
+"""
+Global___ClusterMetadataOutcome: _TypeAlias = ClusterMetadataOutcome  # noqa: Y015
+
 class _IndexMigrationPhase:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -178,6 +246,7 @@ class MetadataCopyOptions(_message.Message):
     IF_EXISTS_FIELD_NUMBER: _builtins.int
     SETTINGS_OVERRIDES_FIELD_NUMBER: _builtins.int
     EXCLUDED_SETTINGS_FIELD_NUMBER: _builtins.int
+    COPY_INGEST_PIPELINES_FIELD_NUMBER: _builtins.int
     skip_settings: _builtins.bool
     """Do not copy index settings. By default settings are copied, minus
     non-portable ones (uuid, creation date, version, routing allocation,
@@ -191,10 +260,21 @@ class MetadataCopyOptions(_message.Message):
     """Do not copy aliases. By default aliases are copied."""
     copy_templates: _builtins.bool
     """Also copy the index templates (legacy and composable) whose patterns
-    match the selected indices.
+    match a selected index, and the component templates those composable
+    templates are composed of. Each is reported in
+    MigrationJob.cluster_metadata: copied (rewritten for the target's
+    version where needed), kept because the target already has one of that
+    name, or refused with the reason (for example composable templates
+    towards Elasticsearch 6).
     """
     if_exists: Global___ExistingIndexPolicy.ValueType
     """What to do when a target index already exists."""
+    copy_ingest_pipelines: _builtins.bool
+    """Also copy every ingest pipeline, so writes naming a pipeline work on
+    the target after cutover. Reported in MigrationJob.cluster_metadata
+    like templates (a pipeline using a processor the target lacks is
+    refused, with the target's reason).
+    """
     @_builtins.property
     def settings_overrides(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Settings applied to target indices on creation, on top of the copied
@@ -217,14 +297,49 @@ class MetadataCopyOptions(_message.Message):
         if_exists: Global___ExistingIndexPolicy.ValueType = ...,
         settings_overrides: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         excluded_settings: _abc.Iterable[_builtins.str] | None = ...,
+        copy_ingest_pipelines: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy_templates", b"copy_templates", "excluded_settings", b"excluded_settings", "if_exists", b"if_exists", "settings_overrides", b"settings_overrides", "skip_aliases", b"skip_aliases", "skip_mappings", b"skip_mappings", "skip_settings", b"skip_settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy_ingest_pipelines", b"copy_ingest_pipelines", "copy_templates", b"copy_templates", "excluded_settings", b"excluded_settings", "if_exists", b"if_exists", "settings_overrides", b"settings_overrides", "skip_aliases", b"skip_aliases", "skip_mappings", b"skip_mappings", "skip_settings", b"skip_settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MetadataCopyOptions: _TypeAlias = MetadataCopyOptions  # noqa: Y015
+
+@_typing.final
+class ClusterMetadataResult(_message.Message):
+    """One piece of cluster-level metadata and what the job did with it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___ClusterMetadataKind.ValueType
+    """Kind."""
+    name: _builtins.str
+    """Name on the source (and on the target)."""
+    outcome: Global___ClusterMetadataOutcome.ValueType
+    """Outcome."""
+    detail: _builtins.str
+    """What was rewritten, or why it was refused."""
+    def __init__(
+        self,
+        *,
+        kind: Global___ClusterMetadataKind.ValueType = ...,
+        name: _builtins.str = ...,
+        outcome: Global___ClusterMetadataOutcome.ValueType = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "name", b"name", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterMetadataResult: _TypeAlias = ClusterMetadataResult  # noqa: Y015
 
 @_typing.final
 class MigrationOptions(_message.Message):
@@ -494,6 +609,7 @@ class MigrationJob(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CLUSTER_METADATA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Id of the job."""
     name: _builtins.str
@@ -558,6 +674,14 @@ class MigrationJob(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """Output only. Last change of state or progress."""
 
+    @_builtins.property
+    def cluster_metadata(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterMetadataResult]:
+        """Output only. Templates and pipelines the job was asked to copy, each
+        with its outcome, ordered by kind then name; filled once planned.
+        Nothing asked for is left out: what could not be carried over is
+        listed as REFUSED with the reason.
+        """
+
     def __init__(
         self,
         *,
@@ -579,10 +703,11 @@ class MigrationJob(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        cluster_metadata: _abc.Iterable[Global___ClusterMetadataResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "indices", b"indices", "options", b"options", "progress", b"progress", "source", b"source", "started_at", b"started_at", "target", b"target", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "docs_failed", b"docs_failed", "docs_skipped_newer", b"docs_skipped_newer", "error", b"error", "finished_at", b"finished_at", "id", b"id", "index_progress", b"index_progress", "indices", b"indices", "labels", b"labels", "name", b"name", "options", b"options", "progress", b"progress", "source", b"source", "started_at", b"started_at", "state", b"state", "target", b"target", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_metadata", b"cluster_metadata", "created_at", b"created_at", "docs_failed", b"docs_failed", "docs_skipped_newer", b"docs_skipped_newer", "error", b"error", "finished_at", b"finished_at", "id", b"id", "index_progress", b"index_progress", "indices", b"indices", "labels", b"labels", "name", b"name", "options", b"options", "progress", b"progress", "source", b"source", "started_at", b"started_at", "state", b"state", "target", b"target", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -164,6 +164,123 @@ export function existingIndexPolicyToJSON(object: ExistingIndexPolicy): string {
   }
 }
 
+/** Kind of a piece of cluster-level metadata a migration job copies. */
+export enum ClusterMetadataKind {
+  /** CLUSTER_METADATA_KIND_UNSPECIFIED - Not set. Never returned. */
+  CLUSTER_METADATA_KIND_UNSPECIFIED = 0,
+  /** CLUSTER_METADATA_KIND_LEGACY_TEMPLATE - A legacy index template (`_template`). */
+  CLUSTER_METADATA_KIND_LEGACY_TEMPLATE = 1,
+  /** CLUSTER_METADATA_KIND_INDEX_TEMPLATE - A composable index template (`_index_template`). */
+  CLUSTER_METADATA_KIND_INDEX_TEMPLATE = 2,
+  /** CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE - A component template (`_component_template`). */
+  CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE = 3,
+  /** CLUSTER_METADATA_KIND_INGEST_PIPELINE - An ingest pipeline (`_ingest/pipeline`). */
+  CLUSTER_METADATA_KIND_INGEST_PIPELINE = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function clusterMetadataKindFromJSON(object: any): ClusterMetadataKind {
+  switch (object) {
+    case 0:
+    case "CLUSTER_METADATA_KIND_UNSPECIFIED":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_UNSPECIFIED;
+    case 1:
+    case "CLUSTER_METADATA_KIND_LEGACY_TEMPLATE":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_LEGACY_TEMPLATE;
+    case 2:
+    case "CLUSTER_METADATA_KIND_INDEX_TEMPLATE":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_INDEX_TEMPLATE;
+    case 3:
+    case "CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE;
+    case 4:
+    case "CLUSTER_METADATA_KIND_INGEST_PIPELINE":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_INGEST_PIPELINE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ClusterMetadataKind.UNRECOGNIZED;
+  }
+}
+
+export function clusterMetadataKindToJSON(object: ClusterMetadataKind): string {
+  switch (object) {
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_UNSPECIFIED:
+      return "CLUSTER_METADATA_KIND_UNSPECIFIED";
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_LEGACY_TEMPLATE:
+      return "CLUSTER_METADATA_KIND_LEGACY_TEMPLATE";
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_INDEX_TEMPLATE:
+      return "CLUSTER_METADATA_KIND_INDEX_TEMPLATE";
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE:
+      return "CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE";
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_INGEST_PIPELINE:
+      return "CLUSTER_METADATA_KIND_INGEST_PIPELINE";
+    case ClusterMetadataKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** What happened to one piece of cluster-level metadata. */
+export enum ClusterMetadataOutcome {
+  /** CLUSTER_METADATA_OUTCOME_UNSPECIFIED - Not set. Never returned. */
+  CLUSTER_METADATA_OUTCOME_UNSPECIFIED = 0,
+  /** CLUSTER_METADATA_OUTCOME_COPIED - Created on the target as the source holds it. */
+  CLUSTER_METADATA_OUTCOME_COPIED = 1,
+  /** CLUSTER_METADATA_OUTCOME_REWRITTEN - Created on the target, rewritten for its version (see detail). */
+  CLUSTER_METADATA_OUTCOME_REWRITTEN = 2,
+  /** CLUSTER_METADATA_OUTCOME_KEPT_EXISTING - The target already has one of that name: kept, not overwritten. */
+  CLUSTER_METADATA_OUTCOME_KEPT_EXISTING = 3,
+  /**
+   * CLUSTER_METADATA_OUTCOME_REFUSED - Not carried over (see detail): the target cannot express it or refused
+   * it.
+   */
+  CLUSTER_METADATA_OUTCOME_REFUSED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function clusterMetadataOutcomeFromJSON(object: any): ClusterMetadataOutcome {
+  switch (object) {
+    case 0:
+    case "CLUSTER_METADATA_OUTCOME_UNSPECIFIED":
+      return ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_UNSPECIFIED;
+    case 1:
+    case "CLUSTER_METADATA_OUTCOME_COPIED":
+      return ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_COPIED;
+    case 2:
+    case "CLUSTER_METADATA_OUTCOME_REWRITTEN":
+      return ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_REWRITTEN;
+    case 3:
+    case "CLUSTER_METADATA_OUTCOME_KEPT_EXISTING":
+      return ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_KEPT_EXISTING;
+    case 4:
+    case "CLUSTER_METADATA_OUTCOME_REFUSED":
+      return ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_REFUSED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ClusterMetadataOutcome.UNRECOGNIZED;
+  }
+}
+
+export function clusterMetadataOutcomeToJSON(object: ClusterMetadataOutcome): string {
+  switch (object) {
+    case ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_UNSPECIFIED:
+      return "CLUSTER_METADATA_OUTCOME_UNSPECIFIED";
+    case ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_COPIED:
+      return "CLUSTER_METADATA_OUTCOME_COPIED";
+    case ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_REWRITTEN:
+      return "CLUSTER_METADATA_OUTCOME_REWRITTEN";
+    case ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_KEPT_EXISTING:
+      return "CLUSTER_METADATA_OUTCOME_KEPT_EXISTING";
+    case ClusterMetadataOutcome.CLUSTER_METADATA_OUTCOME_REFUSED:
+      return "CLUSTER_METADATA_OUTCOME_REFUSED";
+    case ClusterMetadataOutcome.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Phase of one index within a migration job. */
 export enum IndexMigrationPhase {
   /** INDEX_MIGRATION_PHASE_UNSPECIFIED - Not set. Never returned. */
@@ -245,7 +362,12 @@ export interface MetadataCopyOptions {
   skipAliases: boolean;
   /**
    * Also copy the index templates (legacy and composable) whose patterns
-   * match the selected indices.
+   * match a selected index, and the component templates those composable
+   * templates are composed of. Each is reported in
+   * MigrationJob.cluster_metadata: copied (rewritten for the target's
+   * version where needed), kept because the target already has one of that
+   * name, or refused with the reason (for example composable templates
+   * towards Elasticsearch 6).
    */
   copyTemplates: boolean;
   /** What to do when a target index already exists. */
@@ -260,11 +382,30 @@ export interface MetadataCopyOptions {
    * copied.
    */
   excludedSettings: string[];
+  /**
+   * Also copy every ingest pipeline, so writes naming a pipeline work on
+   * the target after cutover. Reported in MigrationJob.cluster_metadata
+   * like templates (a pipeline using a processor the target lacks is
+   * refused, with the target's reason).
+   */
+  copyIngestPipelines: boolean;
 }
 
 export interface MetadataCopyOptions_SettingsOverridesEntry {
   key: string;
   value: string;
+}
+
+/** One piece of cluster-level metadata and what the job did with it. */
+export interface ClusterMetadataResult {
+  /** Kind. */
+  kind: ClusterMetadataKind;
+  /** Name on the source (and on the target). */
+  name: string;
+  /** Outcome. */
+  outcome: ClusterMetadataOutcome;
+  /** What was rewritten, or why it was refused. */
+  detail: string;
 }
 
 /** Tuning and behaviour of a migration job. */
@@ -448,7 +589,16 @@ export interface MigrationJob {
     | Date
     | undefined;
   /** Output only. Last change of state or progress. */
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /**
+   * Output only. Templates and pipelines the job was asked to copy, each
+   * with its outcome, ordered by kind then name; filled once planned.
+   * Nothing asked for is left out: what could not be carried over is
+   * listed as REFUSED with the reason.
+   */
+  clusterMetadata: ClusterMetadataResult[];
 }
 
 export interface MigrationJob_LabelsEntry {
@@ -658,6 +808,7 @@ function createBaseMetadataCopyOptions(): MetadataCopyOptions {
     ifExists: 0,
     settingsOverrides: {},
     excludedSettings: [],
+    copyIngestPipelines: false,
   };
 }
 
@@ -683,6 +834,9 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
     });
     for (const v of message.excludedSettings) {
       writer.uint32(58).string(v!);
+    }
+    if (message.copyIngestPipelines !== false) {
+      writer.uint32(64).bool(message.copyIngestPipelines);
     }
     return writer;
   },
@@ -759,6 +913,14 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
             message.excludedSettings.push(reader.string());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.copyIngestPipelines = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -830,6 +992,11 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
         : globalThis.Array.isArray(object?.excluded_settings)
         ? object.excluded_settings.map((e: any) => globalThis.String(e))
         : [],
+      copyIngestPipelines: isSet(object.copyIngestPipelines)
+        ? globalThis.Boolean(object.copyIngestPipelines)
+        : isSet(object.copy_ingest_pipelines)
+        ? globalThis.Boolean(object.copy_ingest_pipelines)
+        : false,
     };
   },
 
@@ -862,6 +1029,9 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
     if (message.excludedSettings?.length) {
       obj.excludedSettings = message.excludedSettings;
     }
+    if (message.copyIngestPipelines !== false) {
+      obj.copyIngestPipelines = message.copyIngestPipelines;
+    }
     return obj;
   },
 
@@ -883,6 +1053,7 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
         return acc;
       }, {});
     message.excludedSettings = object.excludedSettings?.map((e) => e) || [];
+    message.copyIngestPipelines = object.copyIngestPipelines ?? false;
     return message;
   },
 };
@@ -972,6 +1143,123 @@ export const MetadataCopyOptions_SettingsOverridesEntry: MessageFns<MetadataCopy
     const message = createBaseMetadataCopyOptions_SettingsOverridesEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseClusterMetadataResult(): ClusterMetadataResult {
+  return { kind: 0, name: "", outcome: 0, detail: "" };
+}
+
+export const ClusterMetadataResult: MessageFns<ClusterMetadataResult> = {
+  encode(message: ClusterMetadataResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(24).int32(message.outcome);
+    }
+    if (message.detail !== "") {
+      writer.uint32(34).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClusterMetadataResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClusterMetadataResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ClusterMetadataResult {
+    return {
+      kind: isSet(object.kind) ? clusterMetadataKindFromJSON(object.kind) : 0,
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      outcome: isSet(object.outcome) ? clusterMetadataOutcomeFromJSON(object.outcome) : 0,
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+    };
+  },
+
+  toJSON(message: ClusterMetadataResult): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = clusterMetadataKindToJSON(message.kind);
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = clusterMetadataOutcomeToJSON(message.outcome);
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ClusterMetadataResult>, I>>(base?: I): ClusterMetadataResult {
+    return ClusterMetadataResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClusterMetadataResult>, I>>(object: I): ClusterMetadataResult {
+    const message = createBaseClusterMetadataResult();
+    message.kind = object.kind ?? 0;
+    message.name = object.name ?? "";
+    message.outcome = object.outcome ?? 0;
+    message.detail = object.detail ?? "";
     return message;
   },
 };
@@ -1806,6 +2094,7 @@ function createBaseMigrationJob(): MigrationJob {
     startedAt: undefined,
     finishedAt: undefined,
     updatedAt: undefined,
+    clusterMetadata: [],
   };
 }
 
@@ -1864,6 +2153,9 @@ export const MigrationJob: MessageFns<MigrationJob> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(146).fork()).join();
+    }
+    for (const v of message.clusterMetadata) {
+      ClusterMetadataResult.encode(v!, writer.uint32(154).fork()).join();
     }
     return writer;
   },
@@ -2028,6 +2320,14 @@ export const MigrationJob: MessageFns<MigrationJob> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.clusterMetadata.push(ClusterMetadataResult.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2105,6 +2405,11 @@ export const MigrationJob: MessageFns<MigrationJob> = {
         : isSet(object.updated_at)
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
+      clusterMetadata: globalThis.Array.isArray(object?.clusterMetadata)
+        ? object.clusterMetadata.map((e: any) => ClusterMetadataResult.fromJSON(e))
+        : globalThis.Array.isArray(object?.cluster_metadata)
+        ? object.cluster_metadata.map((e: any) => ClusterMetadataResult.fromJSON(e))
+        : [],
     };
   },
 
@@ -2170,6 +2475,9 @@ export const MigrationJob: MessageFns<MigrationJob> = {
     if (message.updatedAt !== undefined) {
       obj.updatedAt = message.updatedAt.toISOString();
     }
+    if (message.clusterMetadata?.length) {
+      obj.clusterMetadata = message.clusterMetadata.map((e) => ClusterMetadataResult.toJSON(e));
+    }
     return obj;
   },
 
@@ -2216,6 +2524,7 @@ export const MigrationJob: MessageFns<MigrationJob> = {
     message.startedAt = object.startedAt ?? undefined;
     message.finishedAt = object.finishedAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.clusterMetadata = object.clusterMetadata?.map((e) => ClusterMetadataResult.fromPartial(e)) || [];
     return message;
   },
 };
