@@ -100,6 +100,13 @@ pub struct CreateArgs {
     /// Copy into indices that already exist on the target (default: fail).
     #[arg(long)]
     pub reuse_existing: bool,
+    /// Also copy the index templates matching a selected index (and the
+    /// component templates they use); each is reported with its outcome.
+    #[arg(long)]
+    pub copy_templates: bool,
+    /// Also copy every ingest pipeline; each is reported with its outcome.
+    #[arg(long)]
+    pub copy_ingest_pipelines: bool,
     /// Idempotency key: the same key returns the same job.
     #[arg(long, default_value = "")]
     pub request_id: String,
@@ -221,10 +228,19 @@ pub async fn run(
 }
 
 fn create_request(args: CreateArgs) -> CreateMigrationJobRequest {
-    let metadata = args.reuse_existing.then(|| MetadataCopyOptions {
-        if_exists: ExistingIndexPolicy::Reuse as i32,
-        ..Default::default()
-    });
+    let metadata =
+        (args.reuse_existing || args.copy_templates || args.copy_ingest_pipelines).then(|| {
+            MetadataCopyOptions {
+                if_exists: if args.reuse_existing {
+                    ExistingIndexPolicy::Reuse
+                } else {
+                    ExistingIndexPolicy::Fail
+                } as i32,
+                copy_templates: args.copy_templates,
+                copy_ingest_pipelines: args.copy_ingest_pipelines,
+                ..Default::default()
+            }
+        });
     CreateMigrationJobRequest {
         request_id: args.request_id,
         name: args.name,
@@ -354,6 +370,12 @@ fn job_json(job: &MigrationJob) -> Value {
             "docs_total": i.progress.as_ref().map(|p| p.docs_total),
             "warnings": i.warnings,
         })).collect::<Vec<_>>(),
+        "cluster_metadata": job.cluster_metadata.iter().map(|m| json!({
+            "kind": metadata_kind(m),
+            "name": m.name,
+            "outcome": metadata_outcome(m),
+            "detail": m.detail,
+        })).collect::<Vec<_>>(),
         "error": job.error.as_ref().map(|e| json!({"reason": e.reason, "message": e.message})),
         "created_at": time(job.created_at.as_ref()),
         "finished_at": time(job.finished_at.as_ref()),
@@ -411,4 +433,42 @@ fn print_job(job: &MigrationJob, output: Output) {
             &rows,
         );
     }
+    if !job.cluster_metadata.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = job
+            .cluster_metadata
+            .iter()
+            .map(|m| {
+                vec![
+                    metadata_kind(m),
+                    m.name.clone(),
+                    metadata_outcome(m),
+                    if m.detail.is_empty() {
+                        "-".into()
+                    } else {
+                        m.detail.clone()
+                    },
+                ]
+            })
+            .collect();
+        print_table(&["KIND", "NAME", "OUTCOME", "DETAIL"], &rows);
+    }
+}
+
+fn metadata_kind(m: &tandem_client::v1::ClusterMetadataResult) -> String {
+    let kind = tandem_client::v1::ClusterMetadataKind::try_from(m.kind).unwrap_or_default();
+    enum_name(
+        kind.as_str_name()
+            .trim_start_matches("CLUSTER_METADATA_KIND_"),
+    )
+}
+
+fn metadata_outcome(m: &tandem_client::v1::ClusterMetadataResult) -> String {
+    let outcome =
+        tandem_client::v1::ClusterMetadataOutcome::try_from(m.outcome).unwrap_or_default();
+    enum_name(
+        outcome
+            .as_str_name()
+            .trim_start_matches("CLUSTER_METADATA_OUTCOME_"),
+    )
 }
