@@ -1209,3 +1209,276 @@ async fn a_document_recreated_below_the_targets_version_is_copied_above_it() {
     delete_index(&es7, &index).await;
     delete_index(&os2, &index).await;
 }
+
+/// The job's cluster-metadata line for `kind` `name`, if any.
+fn metadata_result<'a>(
+    job: &'a pb::MigrationJob,
+    kind: pb::ClusterMetadataKind,
+    name: &str,
+) -> Option<&'a pb::ClusterMetadataResult> {
+    job.cluster_metadata
+        .iter()
+        .find(|m| m.kind == kind as i32 && m.name == name)
+}
+
+fn outcome(result: Option<&pb::ClusterMetadataResult>) -> pb::ClusterMetadataOutcome {
+    result
+        .and_then(|m| pb::ClusterMetadataOutcome::try_from(m.outcome).ok())
+        .unwrap_or_default()
+}
+
+fn copy_metadata(templates: bool, pipelines: bool) -> pb::MigrationOptions {
+    pb::MigrationOptions {
+        metadata: Some(pb::MetadataCopyOptions {
+            copy_templates: templates,
+            copy_ingest_pipelines: pipelines,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn expect_ok(method: Method, url: String, body: serde_json::Value) {
+    let (status, answer) = call(method, url.clone(), Some(body)).await;
+    assert!((200..300).contains(&status), "{url}: {status} {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templates_and_pipelines_are_copied_from_es6_to_os2_and_reported() {
+    let (es6, os2) = (url("es6"), url("os2"));
+    let index = unique_index("mig-tpl");
+    let template = format!("{index}-tpl");
+    let unrelated = format!("{index}-other");
+    let pipeline = format!("{index}-pipe");
+    let kept = format!("{index}-kept");
+    expect_ok(
+        Method::PUT,
+        format!("{es6}/_template/{template}"),
+        json!({
+            "index_patterns": [format!("{index}*")],
+            "settings": { "number_of_shards": 1 },
+            "mappings": { "_doc": { "properties": { "n": { "type": "long" } } } },
+        }),
+    )
+    .await;
+    expect_ok(
+        Method::PUT,
+        format!("{es6}/_template/{unrelated}"),
+        json!({ "index_patterns": [format!("nomatch-{index}*")], "settings": {} }),
+    )
+    .await;
+    for name in [&pipeline, &kept] {
+        expect_ok(
+            Method::PUT,
+            format!("{es6}/_ingest/pipeline/{name}"),
+            json!({ "processors": [{ "set": { "field": "copied", "value": "yes" } }] }),
+        )
+        .await;
+    }
+    // The target already holds a pipeline of that name: it must be kept.
+    expect_ok(
+        Method::PUT,
+        format!("{os2}/_ingest/pipeline/{kept}"),
+        json!({ "description": "the target's own", "processors": [] }),
+    )
+    .await;
+    create_index(&es6, &index, json!({})).await;
+    load(&es6, &index, Some("_doc"), 0..20).await;
+
+    let cp = control_plane("migration_templates").await;
+    let mut client = cp.migrations().await;
+    let job = create(
+        &mut client,
+        request("es6", "os2", &index, copy_metadata(true, true)),
+    )
+    .await;
+    let job = wait_for(&mut client, &job.id, "copy with metadata", |j| {
+        !matches!(state(j), pb::JobState::Pending | pb::JobState::Running)
+    })
+    .await;
+    assert_eq!(state(&job), pb::JobState::Succeeded, "{:?}", job.error);
+
+    let legacy = metadata_result(&job, pb::ClusterMetadataKind::LegacyTemplate, &template);
+    assert_eq!(
+        outcome(legacy),
+        pb::ClusterMetadataOutcome::Rewritten,
+        "{legacy:?}"
+    );
+    assert!(
+        metadata_result(&job, pb::ClusterMetadataKind::LegacyTemplate, &unrelated).is_none(),
+        "a template matching no selected index is not copied"
+    );
+    assert_eq!(
+        outcome(metadata_result(
+            &job,
+            pb::ClusterMetadataKind::IngestPipeline,
+            &pipeline
+        )),
+        pb::ClusterMetadataOutcome::Copied
+    );
+    assert_eq!(
+        outcome(metadata_result(
+            &job,
+            pb::ClusterMetadataKind::IngestPipeline,
+            &kept
+        )),
+        pb::ClusterMetadataOutcome::KeptExisting
+    );
+
+    // On the target: the template is typeless, the pipeline runs there.
+    let (status, copied) = call(Method::GET, format!("{os2}/_template/{template}"), None).await;
+    assert_eq!(status, 200, "{copied}");
+    assert_eq!(
+        copied[&template]["mappings"]["properties"]["n"]["type"],
+        json!("long"),
+        "{copied}"
+    );
+    let (status, _) = call(Method::GET, format!("{os2}/_template/{unrelated}"), None).await;
+    assert_eq!(status, 404);
+    let (status, simulated) = call(
+        Method::POST,
+        format!("{os2}/_ingest/pipeline/{pipeline}/_simulate"),
+        Some(json!({ "docs": [{ "_source": { "a": 1 } }] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{simulated}");
+    assert_eq!(
+        simulated["docs"][0]["doc"]["_source"]["copied"],
+        json!("yes")
+    );
+    let (_, own) = call(Method::GET, format!("{os2}/_ingest/pipeline/{kept}"), None).await;
+    assert_eq!(own[&kept]["description"], json!("the target's own"));
+    assert_index_equal(&es6, &os2, &index).await;
+
+    for cluster in [&es6, &os2] {
+        for name in [&template, &unrelated] {
+            call(Method::DELETE, format!("{cluster}/_template/{name}"), None).await;
+        }
+        for name in [&pipeline, &kept] {
+            call(
+                Method::DELETE,
+                format!("{cluster}/_ingest/pipeline/{name}"),
+                None,
+            )
+            .await;
+        }
+        delete_index(cluster, &index).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn composable_templates_are_copied_where_the_target_has_them_and_refused_by_name_elsewhere() {
+    let (es7, os2, es6) = (url("es7"), url("os2"), url("es6"));
+    let index = unique_index("mig-itpl");
+    let component = format!("{index}-comp");
+    let template = format!("{index}-itpl");
+    expect_ok(
+        Method::PUT,
+        format!("{es7}/_component_template/{component}"),
+        json!({ "template": { "settings": { "number_of_replicas": 0 } } }),
+    )
+    .await;
+    expect_ok(
+        Method::PUT,
+        format!("{es7}/_index_template/{template}"),
+        json!({
+            "index_patterns": [format!("{index}*")],
+            "composed_of": [component],
+            "priority": 500,
+            "template": { "mappings": { "properties": { "n": { "type": "long" } } } },
+        }),
+    )
+    .await;
+    create_index(&es7, &index, json!({})).await;
+    load(&es7, &index, None, 0..10).await;
+
+    let cp = control_plane("migration_composable").await;
+    let mut client = cp.migrations().await;
+
+    // Towards OpenSearch: both are created, the component first.
+    let job = create(
+        &mut client,
+        request("es7", "os2", &index, copy_metadata(true, false)),
+    )
+    .await;
+    let job = wait_for(&mut client, &job.id, "copy to os2", |j| {
+        !matches!(state(j), pb::JobState::Pending | pb::JobState::Running)
+    })
+    .await;
+    assert_eq!(state(&job), pb::JobState::Succeeded, "{:?}", job.error);
+    for (kind, name) in [
+        (pb::ClusterMetadataKind::ComponentTemplate, &component),
+        (pb::ClusterMetadataKind::IndexTemplate, &template),
+    ] {
+        let result = metadata_result(&job, kind, name);
+        assert_eq!(
+            outcome(result),
+            pb::ClusterMetadataOutcome::Copied,
+            "{result:?}"
+        );
+    }
+    let (status, copied) = call(
+        Method::GET,
+        format!("{os2}/_index_template/{template}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{copied}");
+    assert_eq!(
+        copied["index_templates"][0]["index_template"]["composed_of"],
+        json!([component])
+    );
+
+    // Towards Elasticsearch 6: nothing can hold them; both are named.
+    let job = create(
+        &mut client,
+        request("es7", "es6", &index, copy_metadata(true, false)),
+    )
+    .await;
+    let job = wait_for(&mut client, &job.id, "copy to es6", |j| {
+        !matches!(state(j), pb::JobState::Pending | pb::JobState::Running)
+    })
+    .await;
+    assert_eq!(state(&job), pb::JobState::Succeeded, "{:?}", job.error);
+    for (kind, name) in [
+        (pb::ClusterMetadataKind::ComponentTemplate, &component),
+        (pb::ClusterMetadataKind::IndexTemplate, &template),
+    ] {
+        let result = metadata_result(&job, kind, name);
+        assert_eq!(
+            outcome(result),
+            pb::ClusterMetadataOutcome::Refused,
+            "{result:?}"
+        );
+        assert!(result.unwrap().detail.contains("composable"), "{result:?}");
+    }
+    assert_index_equal(&es7, &es6, &index).await;
+
+    call(
+        Method::DELETE,
+        format!("{os2}/_index_template/{template}"),
+        None,
+    )
+    .await;
+    call(
+        Method::DELETE,
+        format!("{os2}/_component_template/{component}"),
+        None,
+    )
+    .await;
+    call(
+        Method::DELETE,
+        format!("{es7}/_index_template/{template}"),
+        None,
+    )
+    .await;
+    call(
+        Method::DELETE,
+        format!("{es7}/_component_template/{component}"),
+        None,
+    )
+    .await;
+    for cluster in [&es7, &os2, &es6] {
+        delete_index(cluster, &index).await;
+    }
+}
