@@ -682,8 +682,8 @@ fn truncate(text: &str, max: usize) -> &str {
 
 /// The `GET /` banner as a registration stores it.
 fn parse_root(body: &[u8]) -> Result<tandem_es::RootInfo, String> {
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e})"))?;
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("no JSON body with a version.number: {e}"))?;
     tandem_es::RootInfo::parse(&json).map_err(|e| e.to_string())
 }
 

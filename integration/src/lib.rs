@@ -418,3 +418,4 @@ pub mod gateway;
 pub mod postgres;
 pub mod relay;
 pub mod secured;
+pub mod workflow;

@@ -21,6 +21,10 @@ use tandem_integration::controlplane::{
 };
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
 use tandem_integration::unique_index;
+use tandem_integration::workflow::{
+    drained, drained_since, get_task as get, task_direction as direction, task_state as state,
+    wait_task,
+};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::agent_stream_request::Payload as Up;
 use tandem_proto::v1::agent_stream_response::Payload as Down;
@@ -94,68 +98,6 @@ fn create(name: &str, gateway: &str, start_paused: bool) -> pb::CreateTaskReques
         gateway_ids: vec![gateway.to_string()],
         start_paused,
         ..Default::default()
-    }
-}
-
-async fn get(tasks: &mut Tasks, id: &str) -> pb::ReplicationTask {
-    tasks
-        .get_task(pb::GetTaskRequest {
-            task_id: id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-}
-
-/// Polls GetTask until `done` holds.
-async fn wait_task(
-    tasks: &mut Tasks,
-    id: &str,
-    what: &str,
-    done: impl Fn(&pb::ReplicationTask) -> bool,
-) -> pb::ReplicationTask {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let task = get(tasks, id).await;
-        if done(&task) {
-            return task;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task never became {what}: {task:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn state(task: &pb::ReplicationTask) -> pb::TaskState {
-    pb::TaskState::try_from(task.state).unwrap()
-}
-
-fn direction(task: &pb::ReplicationTask) -> pb::ReplicationDirection {
-    pb::ReplicationDirection::try_from(task.direction).unwrap()
-}
-
-fn drained(task: &pb::ReplicationTask) -> bool {
-    !task.gateways.is_empty()
-        && task
-            .gateways
-            .iter()
-            .all(|g| g.connected && g.in_sync && g.lag_records == 0)
-}
-
-/// Drained as reported by heartbeats received after `since` (earlier ones
-/// may predate the writes being waited for).
-fn drained_since(since: std::time::SystemTime) -> impl Fn(&pb::ReplicationTask) -> bool {
-    move |task| {
-        drained(task)
-            && task.gateways.iter().all(|g| {
-                g.reported_at
-                    .and_then(|t| std::time::SystemTime::try_from(t).ok())
-                    .is_some_and(|at| at > since + Duration::from_millis(50))
-            })
     }
 }
 
