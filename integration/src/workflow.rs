@@ -5,10 +5,10 @@
 use std::time::{Duration, SystemTime};
 
 use tandem_client::AuthenticatedChannel;
+use tandem_client::v1 as pb;
 use tandem_client::v1::compare_service_client::CompareServiceClient;
 use tandem_client::v1::migration_service_client::MigrationServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
-use tandem_client::v1 as pb;
 
 /// How long a step may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(180);
