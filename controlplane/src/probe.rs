@@ -709,14 +709,14 @@ pub fn parse_version_info(body: &[u8]) -> Option<VersionInfo> {
 fn version_warnings(version: &VersionInfo) -> Vec<String> {
     let name = version.distribution.display_name();
     let supported = match version.distribution {
-        Distribution::Elasticsearch => (5..=8).contains(&version.major),
-        Distribution::OpenSearch => (1..=2).contains(&version.major),
+        Distribution::Elasticsearch => (5..=9).contains(&version.major),
+        Distribution::OpenSearch => (1..=3).contains(&version.major),
     };
     let mut warnings = Vec::new();
     if !supported {
         let range = match version.distribution {
-            Distribution::Elasticsearch => "5.x to 8.x",
-            Distribution::OpenSearch => "1.x and 2.x",
+            Distribution::Elasticsearch => "5.x to 9.x",
+            Distribution::OpenSearch => "1.x to 3.x",
         };
         warnings.push(format!(
             "{name} {} is not supported (supported: {range})",
@@ -800,7 +800,7 @@ mod tests {
         assert!(
             parse_root(b"<html>hello</html>")
                 .unwrap_err()
-                .contains("not JSON")
+                .contains("no JSON body")
         );
         assert!(
             parse_root(br#"{"status":"ok"}"#)
