@@ -91,7 +91,7 @@ expect "$out" '"n":3'
 echo "_search: ok"
 
 plugins="$(req GET '/_nodes/plugins')"
-if [[ "$plugins" == *PainlessPlugin* || "$plugins" == *'"lang-painless"'* ]]; then
+if [[ "$plugins" == *PainlessPlugin* || "$plugins" == *PainlessModulePlugin* || "$plugins" == *'"lang-painless"'* ]]; then
     if [[ "$major" -ge 7 ]]; then up="/$IDX/_update/1?refresh=true"; else up="/$IDX/$T/1/_update?refresh=true"; fi
     expect "$(req POST "$up" '{"script":{"source":"ctx._source.n += params.k","lang":"painless","params":{"k":41}}}')" '"result":"updated"'
     expect "$(req GET "/$IDX/$T/1")" '"n":42'
@@ -102,7 +102,7 @@ else
     echo "scripts: no (painless not loaded)"
 fi
 
-if [[ "$plugins" == *ReindexPlugin* || "$plugins" == *'"reindex"'* ]]; then
+if [[ "$plugins" == *ReindexPlugin* || "$plugins" == *ReindexModulePlugin* || "$plugins" == *'"reindex"'* ]]; then
     expect "$(req POST "/_reindex?refresh=true" "{\"source\":{\"index\":\"$IDX\"},\"dest\":{\"index\":\"$IDX-copy\"}}")" '"created":2'
     expect "$(req GET "/$IDX-copy/_count")" '"count":2'
     echo "_reindex (local): ok"
