@@ -2,7 +2,8 @@
 # Smoke test against a running node: smoke.sh <url>
 # GET / for the version, create index with mapping, index with refresh, GET, _bulk with
 # external_gte versions, _search, scripted _update (when painless is loaded), local _reindex
-# (when the reindex module is loaded), scroll, snapshot into an fs repository under path.repo;
+# (when the reindex module is loaded), scroll, a best_compression index, snapshot into an fs
+# repository under path.repo;
 # on Elasticsearch 8+ also the X-Elastic-Product header and the REST compatibility media type
 # (compatible-with=<major>, and compatible-with=8 on 9).
 # Exits non-zero on the first unexpected answer. Works for ES 5.6 / 6.8 / 7.x / 8.x / 9.x and
@@ -117,6 +118,14 @@ sid="$(printf '%s' "$out" | sed -n 's/.*"_scroll_id" *: *"\([^"]*\)".*/\1/p')"
 expect "$(req POST /_search/scroll "{\"scroll\":\"1m\",\"scroll_id\":\"$sid\"}")" '"hits"'
 ALLOW_ERR=1 req DELETE /_search/scroll "{\"scroll_id\":\"$sid\"}" >/dev/null
 echo "scroll: ok"
+
+# best_compression: zstd stored fields on Elasticsearch 8.14+ (native libzstd), DEFLATE elsewhere
+expect "$(req PUT "/$IDX-bc$cq" "{\"settings\":{\"number_of_shards\":1,\"number_of_replicas\":0,\"index.codec\":\"best_compression\"}}")" '"acknowledged":true'
+expect "$(req PUT "/$IDX-bc/$T/1?refresh=true" '{"title":"compressed","n":7}')" '"result":"created"'
+req POST "/$IDX-bc/_flush?force=true" >/dev/null
+expect "$(req GET "/$IDX-bc/$T/1")" '"n":7'
+req DELETE "/$IDX-bc" >/dev/null
+echo "index.codec=best_compression (write, refresh, flush, read): ok"
 
 expect "$(req PUT "/_snapshot/smoke-$$" '{"type":"fs","settings":{"location":"smoke-repo"}}')" '"acknowledged":true'
 expect "$(req PUT "/_snapshot/smoke-$$/s1?wait_for_completion=true" "{\"indices\":\"$IDX\"}")" '"state":"SUCCESS"'

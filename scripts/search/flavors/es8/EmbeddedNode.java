@@ -1,5 +1,9 @@
 package tandem.search;
 
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -15,7 +19,10 @@ import org.elasticsearch.node.InternalSettingsPreparer;
 import org.elasticsearch.plugins.Plugin;
 import org.elasticsearch.transport.TransportService;
 
-/** Elasticsearch 8.x embedded node (see ClasspathNode / ClasspathPluginsService). */
+/**
+ * Elasticsearch 8.x / 9.x embedded node (see ClasspathNode / ClasspathPluginsService); the es9
+ * flavor compiles this same file.
+ */
 final class EmbeddedNode {
 
     /** Each row: alternative class names of one classpath plugin; the first that loads is used. */
@@ -43,10 +50,41 @@ final class EmbeddedNode {
         s.put("reindex.remote.whitelist", "127.0.0.1:*, localhost:*");
     }
 
+    /**
+     * Elasticsearch loads libzstd (the stored-fields compression of {@code index.codec:
+     * best_compression} since 8.14) from {@code $ES_HOME/lib/platform/<os>-<arch>}, which only
+     * the distributions ship; embedded, that path is unset and native access is disabled (9.x) or
+     * found through JNA's search path (8.x on Java 17). Point {@code es.nativelibs.path} at a
+     * directory holding a link to the system's libzstd (Debian/Ubuntu: package libzstd1).
+     */
+    private static void nativeLibraries(Path home) throws IOException {
+        if (System.getProperty("es.nativelibs.path") != null) {
+            return;
+        }
+        Path dir = home.resolve("lib").resolve("native");
+        Files.createDirectories(dir);
+        System.setProperty("es.nativelibs.path", dir.toString());
+        String arch = System.getProperty("os.arch").equals("amd64") ? "x86_64" : System.getProperty("os.arch");
+        Path link = dir.resolve(System.mapLibraryName("zstd"));
+        for (String candidate : new String[] {
+            "/usr/lib/" + arch + "-linux-gnu/libzstd.so.1", "/lib/" + arch + "-linux-gnu/libzstd.so.1",
+            "/usr/lib64/libzstd.so.1", "/usr/lib/libzstd.so.1", "/usr/local/lib/libzstd.so.1"}) {
+            Path lib = Paths.get(candidate);
+            if (Files.isReadable(lib)) {
+                Files.deleteIfExists(link);
+                Files.createSymbolicLink(link, lib);
+                Launcher.log("native zstd: " + lib);
+                return;
+            }
+        }
+        Launcher.log("no system libzstd found: indices with index.codec=best_compression will fail to write");
+    }
+
     static Launcher.Handle launch(Map<String, String> settings, List<Class<?>> pluginClasses) throws Exception {
         // Elasticsearch's own logging facade (org.elasticsearch.logging) over log4j; the distribution's
         // bootstrap does this, log4j itself is configured by -Dlog4j.configurationFile (node.sh).
         LogConfigurator.configureESLogging();
+        nativeLibraries(Paths.get(settings.get("path.home")));
         List<Class<? extends Plugin>> plugins = new ArrayList<>();
         for (Class<?> c : pluginClasses) {
             plugins.add(c.asSubclass(Plugin.class));
