@@ -12,8 +12,8 @@
 #
 # Environment knobs (all optional):
 #   TANDEM_CACHE                   cache root (default ~/.cache/tandem); launcher builds go to $TANDEM_CACHE/search/
-#   TANDEM_SEARCH_JAVA_HOME        JDK to use (default: JAVA_HOME / java on PATH, preferring a JDK 17 if
-#                                  that one is newer than 21)
+#   TANDEM_SEARCH_JAVA_HOME        JDK to use (default: the first of JAVA_HOME, java on PATH, /usr/lib/jvm/*
+#                                  in the flavor's range, flavors/<flavor>/java: "MIN" or "MIN-MAX", default 17-21)
 #   TANDEM_SEARCH_XMS / _XMX       heap (default 256m / 512m)
 #   TANDEM_SEARCH_JAVA_OPTS        extra JVM options (appended)
 #   TANDEM_SEARCH_START_TIMEOUT    seconds to wait for yellow health (default 180)
@@ -34,7 +34,7 @@ usage() {
     exit 2
 }
 
-FLAVOR_ORDER=(es7 os2 es6 es5 es710) # most important first; any other flavors/<name>/ follow
+FLAVOR_ORDER=(es7 os2 es8 os3 os1 es9 es6 es5 es710) # most important first; any other flavors/<name>/ follow
 
 flavor_list() {
     local f d seen=" "
@@ -56,32 +56,79 @@ java_major() { # $1 = java binary
     "$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p' | head -n1 | sed 's/^1\.//'
 }
 
-pick_java_home() {
+# JDK range of a flavor: flavors/<flavor>/java holds "MIN" or "MIN-MAX" (Java feature versions).
+# MIN is required; MAX is preferred (a newer JDK is used only when none in range is installed).
+# Without the file: 17-21.
+java_range() { # flavor -> "min max"
+    local spec="17-21" f="$HERE/flavors/$1/java"
+    [[ -f "$f" ]] && spec="$(sed -e 's/#.*//' "$f" | tr -d ' \t\r' | grep -v '^$' | head -n1)"
+    [[ "$spec" =~ ^([0-9]+)(-([0-9]+))?$ ]] || die "bad JDK range '$spec' in $f (want MIN or MIN-MAX)"
+    printf '%s %s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]:-999}"
+}
+
+# Candidate JDKs, best first: JAVA_HOME, the java on PATH, then the installed ones
+# (/usr/lib/jvm/*, newest first), each once.
+jdk_candidates() {
+    local j seen=" "
+    {
+        [[ -n "${JAVA_HOME:-}" ]] && printf '%s\n' "$JAVA_HOME"
+        if j="$(command -v java 2>/dev/null)"; then dirname "$(dirname "$(readlink -f "$j")")"; fi
+        ls -d /usr/lib/jvm/*/ 2>/dev/null | sort -rV
+    } | while read -r j; do
+        j="$(readlink -f "$j" 2>/dev/null || true)"
+        [[ -n "$j" && -x "$j/bin/java" && -x "$j/bin/javac" && "$seen" != *" $j "* ]] || continue
+        seen+="$j "
+        printf '%s\n' "$j"
+    done
+}
+
+pick_java_home() { # flavor
+    local min max jh m fallback="" fallback_m=999
+    read -r min max <<<"$(java_range "$1")"
     if [[ -n "${TANDEM_SEARCH_JAVA_HOME:-}" ]]; then
+        m="$(java_major "$TANDEM_SEARCH_JAVA_HOME/bin/java" || echo 0)"
+        [[ "$m" =~ ^[0-9]+$ ]] && ((m >= min)) ||
+            die "TANDEM_SEARCH_JAVA_HOME=$TANDEM_SEARCH_JAVA_HOME is Java ${m:-?}, flavor $1 needs Java $min or newer"
         printf '%s\n' "$TANDEM_SEARCH_JAVA_HOME"
         return
     fi
-    local jh="" j
-    if [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
-        jh="$JAVA_HOME"
-    elif j="$(command -v java 2>/dev/null)"; then
-        jh="$(dirname "$(dirname "$(readlink -f "$j")")")"
-    fi
-    # Elasticsearch 7 / OpenSearch 2 run on 17..21; if the default JDK is newer, prefer a 17 if installed.
-    if [[ -z "$jh" || "$(java_major "$jh/bin/java" || echo 0)" -gt 21 ]]; then
-        for j in /usr/lib/jvm/java-17-openjdk-* /usr/lib/jvm/temurin-17-* /usr/lib/jvm/java-21-openjdk-*; do
-            if [[ -x "$j/bin/java" && -x "$j/bin/javac" ]]; then
-                jh="$j"
-                break
-            fi
-        done
-    fi
-    [[ -n "$jh" && -x "$jh/bin/java" ]] || die "no java found (set TANDEM_SEARCH_JAVA_HOME)"
-    printf '%s\n' "$jh"
+    while read -r jh; do
+        m="$(java_major "$jh/bin/java" || echo 0)"
+        [[ "$m" =~ ^[0-9]+$ ]] && ((m >= min)) || continue
+        if ((m <= max)); then
+            printf '%s\n' "$jh"
+            return
+        fi
+        # newer than preferred: remember the oldest such JDK in case nothing in range is installed
+        if ((m < fallback_m)); then fallback="$jh" fallback_m="$m"; fi
+    done < <(jdk_candidates)
+    [[ -n "$fallback" ]] && { printf '%s\n' "$fallback"; return; }
+    die "flavor $1 needs a JDK (java + javac) of version $min or newer; none found (set TANDEM_SEARCH_JAVA_HOME)"
 }
 
-sources_of() { # flavor -> java sources to compile
-    printf '%s\n' "$HERE/java/Launcher.java" "$HERE/flavors/$1/EmbeddedNode.java"
+# Flavor JVM options: flavors/<flavor>/jvm.options, one option a line, optionally prefixed with
+# a Java version range as in the distributions' jvm.options ("9-22:-Dx=y", "17-:...", "21:...").
+flavor_jvm_options() { # flavor major
+    local f="$HERE/flavors/$1/jvm.options" line lo hi opt
+    [[ -f "$f" ]] || return 0
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        line="${line%%#*}"
+        line="$(printf '%s' "$line" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')"
+        [[ -n "$line" ]] || continue
+        if [[ "$line" =~ ^([0-9]+)(-([0-9]*))?:(.+)$ ]]; then
+            lo="${BASH_REMATCH[1]}" opt="${BASH_REMATCH[4]}"
+            if [[ -z "${BASH_REMATCH[2]}" ]]; then hi="$lo"; else hi="${BASH_REMATCH[3]:-999}"; fi
+            ((${2:-0} >= lo && ${2:-0} <= hi)) || continue
+        else
+            opt="$line"
+        fi
+        printf '%s\n' "$opt"
+    done <"$f"
+}
+
+sources_of() { # flavor -> java sources to compile: the launcher and every *.java of the flavor
+    printf '%s\n' "$HERE/java/Launcher.java"
+    ls "$HERE/flavors/$1/"*.java | LC_ALL=C sort
 }
 
 classpath_ok() { # $1 = build dir: every jar on the cached classpath still exists
@@ -103,6 +150,7 @@ build() {
         {
             echo "format=$BUILD_FORMAT"
             cat "$fdir/pom.xml"
+            cat "$fdir/java" 2>/dev/null || true
             sources_of "$flavor" | while read -r src; do cat "$src"; done
             "$jh/bin/java" -version 2>&1
         } | sha256sum | cut -c1-16
@@ -208,7 +256,9 @@ cmd_status() {
 cmd_build() {
     [[ $# -eq 1 ]] || usage
     check_flavor "$1"
-    build "$1" "$(pick_java_home)" >/dev/null
+    local jh
+    jh="$(pick_java_home "$1")"
+    build "$1" "$jh" >/dev/null
     log "launcher for $1 is built"
 }
 
@@ -246,7 +296,7 @@ cmd_start() {
     fi
     echo "$flavor" >"$state/flavor"
 
-    jh="$(pick_java_home)"
+    jh="$(pick_java_home "$flavor")"
     major="$(java_major "$jh/bin/java")"
     bdir="$(build "$flavor" "$jh")"
     mkdir -p "$state/tmp"
@@ -262,10 +312,9 @@ cmd_start() {
         "-Dlog4j.configurationFile=$HERE/log4j2.properties"
         -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true -Dlog4j2.formatMsgNoLookups=true
     )
-    # Same as the distributions' jvm.options: keep JDK 8 style date/locale data (removed in JDK 23).
-    if [[ "$major" =~ ^[0-9]+$ ]] && ((major >= 9 && major < 23)); then
-        opts+=(-Djava.locale.providers=SPI,COMPAT)
-    fi
+    # Per-flavor options (e.g. the locale providers the distribution's jvm.options set).
+    mapfile -t extra < <(flavor_jvm_options "$flavor" "$major")
+    opts+=("${extra[@]}")
     if [[ -n "${TANDEM_SEARCH_JAVA_OPTS:-}" ]]; then
         read -r -a extra <<<"$TANDEM_SEARCH_JAVA_OPTS"
         opts+=("${extra[@]}")

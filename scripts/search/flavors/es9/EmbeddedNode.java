@@ -1,0 +1,1 @@
+../es8/EmbeddedNode.java
