@@ -116,6 +116,13 @@ impl ClusterVersion {
         }
     }
 
+    /// Whether searches may sort on `_id`: not on Elasticsearch 8+, where
+    /// `indices.id_field_data.enabled` is off by default (sort on
+    /// `_shard_doc` within a point in time instead).
+    pub fn sorts_on_id(&self) -> bool {
+        !(self.distribution == Distribution::Elasticsearch && self.major >= 8)
+    }
+
     /// Whether point in time plus `search_after` is available for reading
     /// a whole index: Elasticsearch 7.10+, OpenSearch 2.4+.
     pub fn supports_pit(&self) -> bool {
@@ -333,6 +340,14 @@ mod tests {
         assert_eq!(es6.default_doc_type(), Some("_doc"));
         assert_eq!(es7.default_doc_type(), None);
         assert_eq!(os1.default_doc_type(), None);
+    }
+
+    #[test]
+    fn sorting_on_id_ends_with_elasticsearch_8() {
+        assert!(ClusterVersion::elasticsearch(7, 17).sorts_on_id());
+        assert!(ClusterVersion::opensearch(3, 8).sorts_on_id());
+        assert!(!ClusterVersion::elasticsearch(8, 19).sorts_on_id());
+        assert!(!ClusterVersion::elasticsearch(9, 5).sorts_on_id());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! and after each of 4, 6 and 7 both clusters hold exactly the same
 //! documents (an independent full scan).
 //!
-//! CI runs the pairs named by the tests below; `scripts/matrix.sh` runs
+//! CI runs the pairs named by the tests below: every major of es6, es7,
+//! es8, os1, os2, os3 takes part, and the cutover and rollback of each
+//! pair replay in both directions; `scripts/matrix.sh` runs
 //! every pair of the flavors it starts through
 //! `version_matrix_pairs_from_the_environment` (`TANDEM_MATRIX_PAIRS`,
 //! e.g. `es6:os2,os2:es6`).
@@ -250,6 +252,36 @@ async fn seed_workflow(source: &str, target: &str) {
 
 fn pb_duration(seconds: i64) -> tandem_client::prost_types::Duration {
     tandem_client::prost_types::Duration { seconds, nanos: 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn es7_to_es8() {
+    seed_workflow("es7", "es8").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn es6_to_es8() {
+    seed_workflow("es6", "es8").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn es8_to_os2() {
+    seed_workflow("es8", "os2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn os2_to_os3() {
+    seed_workflow("os2", "os3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn es7_to_os3() {
+    seed_workflow("es7", "os3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn os1_to_os2() {
+    seed_workflow("os1", "os2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

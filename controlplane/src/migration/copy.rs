@@ -1,6 +1,6 @@
 //! Copying the documents of one partition (index × slice).
 //!
-//! Reading: point in time plus `search_after`, sorted by `_id`, or sliced
+//! Reading: point in time plus `search_after`, sorted by `_id` (`_shard_doc` on Elasticsearch 8+), or sliced
 //! scroll. Every hit carries its `_version` (`"version": true`).
 //!
 //! Writing: `_bulk` index actions built by the replayer's own builder
@@ -18,7 +18,10 @@
 //!
 //! Checkpoints, after every batch:
 //!
-//! - point in time: the PIT id and the last sort values. `_id` order is the
+//! - point in time: the PIT id and the last sort values. Sorted by `_id`
+//!   (`_shard_doc` on Elasticsearch 8+, which refuses sorting on `_id` by
+//!   default: there an expired point in time restarts the slice, as an
+//!   expired scroll does). `_id` order is the
 //!   same in any point in time, so when the PIT expired (long pause, dead
 //!   worker) a new one is opened and the copy resumes after the last `_id`:
 //!   nothing is redone. Documents created meanwhile with a smaller `_id`
@@ -226,7 +229,7 @@ async fn restarted_event(lease: &Lease, partition: &PartitionRecord) {
                 tandem_proto::v1::EventSeverity::Info,
                 codes::PARTITION_RESTARTED,
                 format!(
-                    "the scroll of slice {} cannot continue; the slice restarts from its first document",
+                    "the scroll or point in time of slice {} cannot continue; the slice restarts from its first document",
                     partition.slice_id
                 ),
             )
@@ -350,7 +353,7 @@ impl Reader<'_> {
     async fn next_pit(
         &mut self,
         pit_id: Option<String>,
-        search_after: Option<Value>,
+        mut search_after: Option<Value>,
     ) -> Result<Vec<Hit>, JobFailure> {
         let mut pit_id = match pit_id {
             Some(id) => id,
@@ -358,11 +361,17 @@ impl Reader<'_> {
         };
         let mut reopened = false;
         loop {
+            let by_id = self.source.version.es().sorts_on_id();
+            let sort = if by_id {
+                json!([{ "_id": "asc" }])
+            } else {
+                json!(["_shard_doc"])
+            };
             let mut body = json!({
                 "size": self.batch,
                 "version": true,
                 "pit": { "id": pit_id, "keep_alive": self.keep_alive },
-                "sort": [{ "_id": "asc" }],
+                "sort": sort,
                 "track_total_hits": false,
             });
             if let Some(slice) = self.slice_json() {
@@ -381,7 +390,8 @@ impl Reader<'_> {
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
                 // An expired point in time: open another and resume after
-                // the same `_id`.
+                // the same `_id`; a `_shard_doc` position means nothing in
+                // another point in time, so that slice starts over.
                 if !reopened
                     && (answer.status.as_u16() == 404
                         || answer.reason().contains("point in time")
@@ -390,6 +400,10 @@ impl Reader<'_> {
                 {
                     reopened = true;
                     pit_id = self.open_pit().await?;
+                    if !by_id {
+                        self.restarted = true;
+                        search_after = None;
+                    }
                     continue;
                 }
                 return Err(self.source.refused(&Method::POST, "/_search", &answer));
