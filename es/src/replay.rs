@@ -60,12 +60,17 @@ impl ReplayTarget {
     }
 
     /// The `_type` to send for a document of `index`: `None` on typeless
-    /// backups; otherwise the op's own type, else the index's known type,
-    /// else `_doc` (6.x) / `doc` (5.x).
+    /// backups; otherwise the op's own type (unless it starts with `_` on a
+    /// 5.x backup), else the index's known type, else `_doc` (6.x) / `doc`
+    /// (5.x).
     pub fn doc_type_for<'a>(&'a self, index: &str, op_type: Option<&'a str>) -> Option<&'a str> {
         if !self.version.has_mapping_types() {
             return None;
         }
+        // 5.x refuses type names starting with `_` (`_doc` written on 6.x
+        // and later): those documents take the index's type there.
+        let op_type = op_type
+            .filter(|t| !(self.version.uses_underscored_bulk_params() && t.starts_with('_')));
         op_type
             .or_else(|| self.index_types.get(index).map(String::as_str))
             .or(self.version.default_doc_type())
@@ -692,6 +697,22 @@ mod tests {
 
     fn body(ops: &[ReplicationOp], target: &ReplayTarget) -> String {
         String::from_utf8(build_replay_bulk(ops, target).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn documents_typed_doc_on_6_and_later_take_the_index_type_on_5() {
+        let es5 = ReplayTarget::new(ClusterVersion::elasticsearch(5, 6));
+        assert_eq!(es5.doc_type_for("tweets", Some("_doc")), Some("doc"));
+        assert_eq!(es5.doc_type_for("tweets", Some("tweet")), Some("tweet"));
+        let es5 = es5.with_index_type("tweets", "tweet");
+        assert_eq!(es5.doc_type_for("tweets", Some("_doc")), Some("tweet"));
+        let es6 = ReplayTarget::new(ClusterVersion::elasticsearch(6, 8));
+        assert_eq!(es6.doc_type_for("tweets", Some("_doc")), Some("_doc"));
+        let body = body(
+            &[index_op(Some("_doc"), None)],
+            &ReplayTarget::new(ClusterVersion::elasticsearch(5, 6)),
+        );
+        assert!(body.contains(r#""_type":"doc""#), "{body}");
     }
 
     #[test]

@@ -305,6 +305,13 @@ pub enum MappingChange {
     TypeRemoved(String),
     /// A typeless mapping was wrapped in this type for a typed target.
     WrappedIn(String),
+    /// A type the target refuses (`_doc` on 5.x) took the target's name.
+    Renamed {
+        /// The source's type.
+        from: String,
+        /// The target's.
+        to: String,
+    },
 }
 
 /// Rewrites a mapping object (the value of `mappings`) in place for a
@@ -346,6 +353,20 @@ pub fn mapping_for_target(
             let inner = std::mem::take(mapping);
             mapping.insert(ty.clone(), Value::Object(inner));
             Ok(MappingChange::WrappedIn(ty))
+        }
+        // `_doc` (6.x) towards a target whose type may not start with `_`
+        // (5.x: `wrap_type` is `doc` there).
+        (Some(types), false)
+            if types.len() == 1
+                && types[0].starts_with('_')
+                && types[0] != "_default_"
+                && wrap_type.is_some_and(|w| !w.starts_with('_')) =>
+        {
+            let from = types[0].clone();
+            let to = wrap_type.unwrap_or_default().to_owned();
+            let inner = mapping.remove(&from).unwrap_or_default();
+            mapping.insert(to.clone(), inner);
+            Ok(MappingChange::Renamed { from, to })
         }
         _ => Ok(MappingChange::Unchanged),
     }
@@ -502,6 +523,24 @@ mod tests {
         );
         assert_eq!(
             mapping_for_target(&mut Map::new(), false, None),
+            Ok(MappingChange::Unchanged)
+        );
+
+        let mut underscored = object(json!({"_doc": {"properties": {}}}));
+        assert_eq!(
+            mapping_for_target(&mut underscored, false, Some("doc")),
+            Ok(MappingChange::Renamed {
+                from: "_doc".into(),
+                to: "doc".into()
+            })
+        );
+        assert_eq!(
+            Value::Object(underscored),
+            json!({"doc": {"properties": {}}})
+        );
+        let mut kept = object(json!({"_doc": {"properties": {}}}));
+        assert_eq!(
+            mapping_for_target(&mut kept, false, Some("_doc")),
             Ok(MappingChange::Unchanged)
         );
 

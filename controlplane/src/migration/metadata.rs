@@ -356,6 +356,9 @@ fn rewrite_mappings(
         Ok(tandem_es::MappingChange::WrappedIn(ty)) => {
             warnings.push(format!("mapping wrapped in type {ty:?}"))
         }
+        Ok(tandem_es::MappingChange::Renamed { from, to }) => warnings.push(format!(
+            "mapping type {from:?} renamed {to:?} (the target refuses names starting with `_`)"
+        )),
         Err(tandem_es::MultipleMappingTypes { types }) => {
             return Err(JobFailure::permanent(
                 codes::MULTIPLE_MAPPING_TYPES,
