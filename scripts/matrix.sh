@@ -14,6 +14,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export TANDEM_STATE=${TANDEM_STATE:-$ROOT/.tandem-matrix}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TANDEM_CACHE:-$HOME/.cache/tandem}/target}
 flavors=("$@")
 if [[ ${#flavors[@]} -eq 0 ]]; then
   mapfile -t flavors < <("$ROOT/scripts/search/node.sh" flavors | awk '{print $1}')

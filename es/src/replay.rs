@@ -60,20 +60,27 @@ impl ReplayTarget {
     }
 
     /// The `_type` to send for a document of `index`: `None` on typeless
-    /// backups; otherwise the op's own type (unless it starts with `_` on a
-    /// 5.x backup), else the index's known type, else `_doc` (6.x) / `doc`
-    /// (5.x).
+    /// backups; on 6.x the index's known type, else the op's own; on 5.x
+    /// the op's own type (unless it starts with `_`), else the index's;
+    /// else `_doc` (6.x) / `doc` (5.x).
     pub fn doc_type_for<'a>(&'a self, index: &str, op_type: Option<&'a str>) -> Option<&'a str> {
         if !self.version.has_mapping_types() {
             return None;
         }
-        // 5.x refuses type names starting with `_` (`_doc` written on 6.x
-        // and later): those documents take the index's type there.
-        let op_type = op_type
-            .filter(|t| !(self.version.uses_underscored_bulk_params() && t.starts_with('_')));
-        op_type
-            .or_else(|| self.index_types.get(index).map(String::as_str))
-            .or(self.version.default_doc_type())
+        let index_type = self.index_types.get(index).map(String::as_str);
+        if self.version.uses_underscored_bulk_params() {
+            // 5.x allows several types per index, but refuses names
+            // starting with `_` (`_doc` written on 6.x and later): those
+            // documents take the index's type there.
+            op_type
+                .filter(|t| !t.starts_with('_'))
+                .or(index_type)
+                .or(self.version.default_doc_type())
+        } else {
+            // 6.x indices hold exactly one type: a document recorded with
+            // another (`doc` from a 5.x primary) must take the index's.
+            index_type.or(op_type).or(self.version.default_doc_type())
+        }
     }
 }
 
@@ -708,6 +715,12 @@ mod tests {
         assert_eq!(es5.doc_type_for("tweets", Some("_doc")), Some("tweet"));
         let es6 = ReplayTarget::new(ClusterVersion::elasticsearch(6, 8));
         assert_eq!(es6.doc_type_for("tweets", Some("_doc")), Some("_doc"));
+        assert_eq!(es6.doc_type_for("tweets", Some("doc")), Some("doc"));
+        // A 6.x index holds one type: documents recorded on 5.x as `doc`
+        // take it.
+        let es6 = es6.with_index_type("tweets", "_doc");
+        assert_eq!(es6.doc_type_for("tweets", Some("doc")), Some("_doc"));
+        assert_eq!(es6.doc_type_for("other", Some("doc")), Some("doc"));
         let body = body(
             &[index_op(Some("_doc"), None)],
             &ReplayTarget::new(ClusterVersion::elasticsearch(5, 6)),
@@ -739,14 +752,15 @@ mod tests {
                 "{\"delete\":{\"_index\":\"tweets\",\"_type\":\"_doc\",\"_id\":\"2\",\"version\":5,\"version_type\":\"external_gte\"}}\n",
             )
         );
-        // A known index type is used when the op has none; the op's wins.
+        // A known index type is used whatever the op says: a 6.x index
+        // holds one type, and refuses documents of another.
         let target = target.with_index_type("tweets", "tweet");
         let out = body(
             &[index_op(None, None), index_op(Some("other"), None)],
             &target,
         );
         assert!(out.starts_with("{\"index\":{\"_index\":\"tweets\",\"_type\":\"tweet\","));
-        assert!(out.contains("\"_type\":\"other\""));
+        assert!(!out.contains("\"_type\":\"other\""), "{out}");
     }
 
     #[test]

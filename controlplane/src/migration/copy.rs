@@ -326,28 +326,7 @@ impl Reader<'_> {
     }
 
     async fn open_pit(&self) -> Result<String, JobFailure> {
-        let source = self.source;
-        let index = encode_path_segment(self.index);
-        let opensearch = source.version.distribution == crate::probe::Distribution::OpenSearch;
-        let path = if opensearch {
-            format!(
-                "/{index}/_search/point_in_time?keep_alive={}",
-                self.keep_alive
-            )
-        } else {
-            format!("/{index}/_pit?keep_alive={}", self.keep_alive)
-        };
-        let body = source.expect(Method::POST, &path, None).await?;
-        body["pit_id"]
-            .as_str()
-            .or_else(|| body["id"].as_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                JobFailure::transient(
-                    codes::UPSTREAM_PROTOCOL_ERROR,
-                    format!("opening a point in time on {}: no id in {body}", self.index),
-                )
-            })
+        open_point_in_time(self.source, self.index, &self.keep_alive).await
     }
 
     async fn next_pit(
@@ -487,21 +466,7 @@ impl Reader<'_> {
         let result = match &self.position {
             Checkpoint::PointInTime {
                 pit_id: Some(id), ..
-            } => {
-                if source.version.distribution == crate::probe::Distribution::OpenSearch {
-                    source
-                        .call(
-                            Method::DELETE,
-                            "/_search/point_in_time",
-                            Some(&json!({ "pit_id": [id] })),
-                        )
-                        .await
-                } else {
-                    source
-                        .call(Method::DELETE, "/_pit", Some(&json!({ "id": id })))
-                        .await
-                }
-            }
+            } => close_point_in_time(source, id).await,
             Checkpoint::Scroll {
                 scroll_id: Some(id),
             } => {
@@ -519,6 +484,58 @@ impl Reader<'_> {
             tracing::debug!(index = %self.index, error = %err, "cannot free a search context");
         }
     }
+}
+
+/// Opens a point in time on `index` (the path differs on OpenSearch).
+async fn open_point_in_time(
+    source: &SearchClient,
+    index: &str,
+    keep_alive: &str,
+) -> Result<String, JobFailure> {
+    let encoded = encode_path_segment(index);
+    let path = if source.version.distribution == crate::probe::Distribution::OpenSearch {
+        format!("/{encoded}/_search/point_in_time?keep_alive={keep_alive}")
+    } else {
+        format!("/{encoded}/_pit?keep_alive={keep_alive}")
+    };
+    let body = source.expect(Method::POST, &path, None).await?;
+    body["pit_id"]
+        .as_str()
+        .or_else(|| body["id"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            JobFailure::transient(
+                codes::UPSTREAM_PROTOCOL_ERROR,
+                format!("opening a point in time on {index}: no id in {body}"),
+            )
+        })
+}
+
+/// Frees a point in time.
+async fn close_point_in_time(source: &SearchClient, id: &str) -> Result<Answer, JobFailure> {
+    if source.version.distribution == crate::probe::Distribution::OpenSearch {
+        source
+            .call(
+                Method::DELETE,
+                "/_search/point_in_time",
+                Some(&json!({ "pit_id": [id] })),
+            )
+            .await
+    } else {
+        source
+            .call(Method::DELETE, "/_pit", Some(&json!({ "id": id })))
+            .await
+    }
+}
+
+/// Whether `source` opens a point in time on `index`: its version may
+/// have the API while the build lacks it (an Elasticsearch 7.10+ without
+/// x-pack answers `_pit` as a document write). The point in time opened to
+/// check is freed at once.
+pub async fn point_in_time_works(source: &SearchClient, index: &str) -> Result<(), JobFailure> {
+    let id = open_point_in_time(source, index, "1m").await?;
+    let _ = close_point_in_time(source, &id).await;
+    Ok(())
 }
 
 /// The documents of a page, `_source` bytes as the source returned them.

@@ -263,8 +263,28 @@ impl JobHandler for MigrationHandler {
         let spec = spec_of(job)?;
         let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
         let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
-        let point_in_time = use_pit(&spec, &source)?;
+        let mut point_in_time = use_pit(&spec, &source)?;
         let selected = metadata::select(&source, &spec.indices).await?;
+        let mut read_warning = None;
+        if point_in_time
+            && let Some(first) = selected.first()
+            && let Err(refused) = copy::point_in_time_works(&source, &first.name).await
+        {
+            if spec.read_mode == ReadMode::PointInTime {
+                return Err(JobFailure::permanent(
+                    codes::POINT_IN_TIME_UNSUPPORTED,
+                    format!(
+                        "the source ({}) refused a point in time: {}; use READ_STRATEGY_SCROLL",
+                        source.version.number, refused.message
+                    ),
+                ));
+            }
+            point_in_time = false;
+            read_warning = Some(format!(
+                "the source refused a point in time ({}); documents are read with sliced scroll",
+                refused.message
+            ));
+        }
         if !spec.metadata.reuse_existing {
             let mut existing = Vec::new();
             for index in &selected {
@@ -310,6 +330,7 @@ impl JobHandler for MigrationHandler {
             )
             .await?;
             let mut warnings = outcome.warnings;
+            warnings.extend(read_warning.clone());
             if outcome.reused {
                 warnings.push("target index existed: its settings and mappings were kept".into());
             }

@@ -85,6 +85,7 @@ impl<C: Cluster> Replication<C> {
         let roles = self.roles.swap(&hold).map_err(CutoverError::Precondition)?;
         *self.versions.lock() = VersionCache::default();
         self.gc_done.lock().clear();
+        self.index_types.lock().clear();
         self.samples.clear();
         self.suspects.lock().clear();
         drop(hold);

@@ -158,6 +158,8 @@ pub struct Replication<C = Upstream> {
     repaired: Notify,
     status: Mutex<ReplayStatus>,
     gc_done: Mutex<HashSet<String>>,
+    /// Mapping types of typed (5.x/6.x) backup indices, learned once.
+    index_types: Mutex<std::collections::HashMap<String, String>>,
     versions: Mutex<VersionCache>,
     /// Documents of writes in flight, noted before forwarding.
     pub inflight: InflightJournal,
@@ -320,6 +322,7 @@ impl<C: Cluster> Replication<C> {
             repaired: Notify::new(),
             status: Mutex::new(ReplayStatus::default()),
             gc_done: Mutex::new(HashSet::new()),
+            index_types: Mutex::new(std::collections::HashMap::new()),
             versions: Mutex::new(VersionCache::default()),
         }))
     }

@@ -40,6 +40,7 @@ impl<C: Cluster> Replication<C> {
                             continue;
                         }
                     };
+                    let target = self.with_index_types(target, &records).await;
                     if let Err(Interrupted::Paused) =
                         self.apply_records(&mut reader, records, &target).await
                     {
@@ -65,6 +66,66 @@ impl<C: Cluster> Replication<C> {
                 }
             }
         }
+    }
+
+    /// On a typed backup (5.x/6.x), adds the mapping type of every index
+    /// the records write to, read once per index (`GET /{index}/_mapping`):
+    /// a 6.x index holds one type, and documents recorded under another
+    /// name (`doc` on a 5.x primary, `_doc` on 6.x+) must take it. An index
+    /// that does not exist yet is asked again later.
+    pub(super) async fn with_index_types(
+        &self,
+        mut target: ReplayTarget,
+        records: &[crate::queue::Record],
+    ) -> ReplayTarget {
+        if !target.version.has_mapping_types() {
+            return target;
+        }
+        let mut indices: Vec<String> = records
+            .iter()
+            .filter_map(|r| ReplicationOp::decode(&r.payload).ok())
+            .filter(|op| DocKey::of(op).is_some())
+            .filter_map(|op| op.index().map(|i| i.into_owned()))
+            .collect();
+        indices.sort();
+        indices.dedup();
+        for index in indices {
+            let known = self.index_types.lock().get(&index).cloned();
+            let doc_type = match known {
+                Some(doc_type) => Some(doc_type),
+                None => self.backup_index_type(&index).await,
+            };
+            if let Some(doc_type) = doc_type {
+                self.index_types
+                    .lock()
+                    .insert(index.clone(), doc_type.clone());
+                target = target.with_index_type(index, doc_type);
+            }
+        }
+        target
+    }
+
+    /// The mapping type of `index` on the backup, when it exists and has
+    /// one.
+    async fn backup_index_type(&self, index: &str) -> Option<String> {
+        let path = format!("/{}/_mapping", tandem_es::uri::encode_path_segment(index));
+        let (status, body) = self
+            .backup_request(&Method::GET, &path, Vec::new())
+            .await
+            .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let answer: Value = serde_json::from_slice(&body).ok()?;
+        answer
+            .as_object()?
+            .values()
+            .next()?
+            .get("mappings")?
+            .as_object()?
+            .keys()
+            .find(|t| *t != "_default_")
+            .cloned()
     }
 
     /// Applies every op of `records` in order, acknowledging as it goes.
@@ -287,8 +348,10 @@ impl<C: Cluster> Replication<C> {
                     // created again under the same name, may have lowered
                     // the backup's `index.gc_deletes`: raise it again
                     // before the next document batch.
+                    // The same holds for a typed backup's index types.
                     if matches!(op, ReplicationOp::IndexMeta { .. }) {
                         self.gc_done.lock().clear();
+                        self.index_types.lock().clear();
                     }
                     return Ok(());
                 }
