@@ -86,33 +86,31 @@ pub async fn run_migration(
     client: &mut MigrationServiceClient<AuthenticatedChannel>,
     request: pb::CreateMigrationJobRequest,
 ) -> pb::MigrationJob {
-    let job = client
+    let id = client
         .create_migration_job(request)
         .await
         .unwrap_or_else(|e| panic!("create migration job: {e:?}"))
         .into_inner()
         .job
-        .expect("a job");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let job = client
-            .get_migration_job(pb::GetMigrationJobRequest {
-                job_id: job.id.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("get migration job: {e:?}"))
-            .into_inner()
-            .job
-            .expect("a job");
-        if job_finished(job.state) {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "migration job never ended: {job:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .expect("a job")
+        .id;
+    until_finished(
+        "migration job",
+        |job: &pb::MigrationJob| job.state,
+        || {
+            let (mut client, id) = (client.clone(), id.clone());
+            async move {
+                client
+                    .get_migration_job(pb::GetMigrationJobRequest { job_id: id })
+                    .await
+                    .unwrap_or_else(|e| panic!("get migration job: {e:?}"))
+                    .into_inner()
+                    .job
+                    .expect("a job")
+            }
+        },
+    )
+    .await
 }
 
 /// Creates a comparison job and waits until it ends; returns it.
@@ -120,30 +118,48 @@ pub async fn run_comparison(
     client: &mut CompareServiceClient<AuthenticatedChannel>,
     request: pb::CreateCompareJobRequest,
 ) -> pb::CompareJob {
-    let job = client
+    let id = client
         .create_compare_job(request)
         .await
         .unwrap_or_else(|e| panic!("create comparison job: {e:?}"))
         .into_inner()
         .job
-        .expect("a job");
+        .expect("a job")
+        .id;
+    until_finished(
+        "comparison job",
+        |job: &pb::CompareJob| job.state,
+        || {
+            let (mut client, id) = (client.clone(), id.clone());
+            async move {
+                client
+                    .get_compare_job(pb::GetCompareJobRequest { job_id: id })
+                    .await
+                    .unwrap_or_else(|e| panic!("get comparison job: {e:?}"))
+                    .into_inner()
+                    .job
+                    .expect("a job")
+            }
+        },
+    )
+    .await
+}
+
+/// Polls `get` until the job it returns is terminal; fails after [`WAIT`].
+async fn until_finished<J: std::fmt::Debug, F: std::future::Future<Output = J>>(
+    what: &str,
+    state: impl Fn(&J) -> i32,
+    mut get: impl FnMut() -> F,
+) -> J {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let job = client
-            .get_compare_job(pb::GetCompareJobRequest {
-                job_id: job.id.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("get comparison job: {e:?}"))
-            .into_inner()
-            .job
-            .expect("a job");
-        if job_finished(job.state) {
+        let job = get().await;
+        if job_finished(state(&job)) {
             return job;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "comparison job never ended: {job:#?}"
+            "{what} never ended: {job:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
