@@ -134,7 +134,7 @@ pub async fn copy(
                 }
             }
         }
-        for (name, body) in legacy_templates(source).await? {
+        for (name, body) in keyed(source, "/_template").await? {
             let patterns = match (&body["index_patterns"], &body["template"]) {
                 (Value::Null, single) => single.clone(),
                 (patterns, _) => patterns.clone(),
@@ -299,11 +299,6 @@ async fn keyed(source: &SearchClient, path: &str) -> Result<Vec<(String, Value)>
         Value::Object(map) => map.into_iter().collect(),
         _ => Vec::new(),
     })
-}
-
-/// Legacy templates of the source, as `PUT` bodies.
-async fn legacy_templates(source: &SearchClient) -> Result<Vec<(String, Value)>, JobFailure> {
-    keyed(source, "/_template").await
 }
 
 #[cfg(test)]
