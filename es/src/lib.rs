@@ -48,6 +48,7 @@
 pub mod bulk;
 pub mod by_query;
 pub mod classify;
+pub mod data_stream;
 pub mod docstate;
 pub mod json;
 pub mod nodes;

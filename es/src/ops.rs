@@ -858,6 +858,9 @@ fn accepted_meta(
                     .collect::<Vec<_>>()
                     .join("&")
             });
+            // A data stream's rollover is recorded with its new backing
+            // index too: the replayer brings the backup's stream to that
+            // generation (see `crate::data_stream`).
             let path = with_query(
                 format!(
                     "/{first_segment}/_rollover/{}",

@@ -24,6 +24,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::classify::{MetaKind, RequestClass, classify, normalize_type};
+use super::data_stream::stream_of_backing_index;
 use super::json::{ObjectOr, Scalar, SingleKey, compact, push_str};
 use super::ops::ReplicationOp;
 use super::uri::{self, encode_path_segment};
@@ -109,6 +110,23 @@ pub enum ReplayError {
         /// Document id.
         id: String,
     },
+    /// A document of a data stream at a version above 1 was updated in
+    /// place on the primary (`if_seq_no` into a backing index): the
+    /// backup accepts creates only through the stream, so the update
+    /// cannot be replayed (see [`crate::data_stream`]).
+    #[error(
+        "document [{id}] of data stream backing index [{index}] was updated (version {version}): \
+         data streams accept only creates through the stream, so the update cannot be replayed; \
+         compare the stream and repair it by hand"
+    )]
+    DataStreamUpdate {
+        /// Backing index.
+        index: String,
+        /// Document id.
+        id: String,
+        /// The primary's version.
+        version: i64,
+    },
 }
 
 /// Builds the NDJSON `_bulk` body that applies `ops` (index and delete ops
@@ -133,6 +151,19 @@ pub fn build_replay_bulk<'a>(
                 let source = compact(source);
                 if memchr::memchr(b'\n', &source).is_some() {
                     return Err(ReplayError::MultiLineSource { id: id.clone() });
+                }
+                if let Some(stream) = stream_of_backing_index(index) {
+                    if *version > 1 {
+                        return Err(ReplayError::DataStreamUpdate {
+                            index: index.clone(),
+                            id: id.clone(),
+                            version: *version,
+                        });
+                    }
+                    push_stream_create(&mut buf, target, stream, id, routing.as_deref());
+                    buf.extend_from_slice(&source);
+                    buf.push(b'\n');
+                    continue;
                 }
                 push_action(
                     &mut buf,
@@ -171,6 +202,32 @@ pub fn build_replay_bulk<'a>(
         }
     }
     Ok(buf)
+}
+
+/// The action line of a `create` through data stream `stream`: no type
+/// (data streams exist from 7.9, typeless) and no version (a data stream
+/// accepts only internal versioning for creates).
+fn push_stream_create(
+    buf: &mut Vec<u8>,
+    target: &ReplayTarget,
+    stream: &str,
+    id: &str,
+    routing: Option<&str>,
+) {
+    buf.extend_from_slice(b"{\"create\":{\"_index\":");
+    push_str(buf, stream);
+    buf.extend_from_slice(b",\"_id\":");
+    push_str(buf, id);
+    if let Some(r) = routing {
+        let key: &[u8] = if target.version.uses_underscored_bulk_params() {
+            b",\"_routing\":"
+        } else {
+            b",\"routing\":"
+        };
+        buf.extend_from_slice(key);
+        push_str(buf, r);
+    }
+    buf.extend_from_slice(b"}}\n");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -387,7 +444,17 @@ pub fn parse_bulk_response_for_replay(body: &[u8]) -> Result<Vec<ItemOutcome>, s
                     .and_then(Scalar::as_u64)
                     .and_then(|s| u16::try_from(s).ok())
                     .unwrap_or(0);
-                outcome(action == "delete", status, &body.error.unwrap_or_default())
+                let error = body.error.unwrap_or_default();
+                if action == "create"
+                    && status == 409
+                    && error.error_type.as_deref() == Some("version_conflict_engine_exception")
+                {
+                    // Replay sends `create` only through a data stream
+                    // (see `crate::data_stream`): the document is already
+                    // there, and data-stream documents are append-only.
+                    return ItemOutcome::Applied;
+                }
+                outcome(action == "delete", status, &error)
             }
             _ => ItemOutcome::Failed {
                 status: 0,
@@ -726,6 +793,82 @@ mod tests {
             &ReplayTarget::new(ClusterVersion::elasticsearch(5, 6)),
         );
         assert!(body.contains(r#""_type":"doc""#), "{body}");
+    }
+
+    #[test]
+    fn documents_of_a_data_stream_are_created_through_the_stream() {
+        let target = ReplayTarget::new(ClusterVersion::opensearch(2, 19));
+        let created = ReplicationOp::Index {
+            index: ".ds-logs-app-000002".into(),
+            doc_type: Some("_doc".into()),
+            id: "a1".into(),
+            routing: Some("r".into()),
+            version: 1,
+            seq_no: Some(4),
+            primary_term: Some(1),
+            source: Bytes::from_static(br#"{"@timestamp":"2026-12-08T00:00:00Z"}"#),
+        };
+        let deleted = ReplicationOp::Delete {
+            index: ".ds-logs-app-000001".into(),
+            doc_type: None,
+            id: "a0".into(),
+            routing: None,
+            version: 2,
+        };
+        assert_eq!(
+            body(&[created.clone(), deleted], &target),
+            concat!(
+                "{\"create\":{\"_index\":\"logs-app\",\"_id\":\"a1\",\"routing\":\"r\"}}\n",
+                "{\"@timestamp\":\"2026-12-08T00:00:00Z\"}\n",
+                "{\"delete\":{\"_index\":\".ds-logs-app-000001\",\"_id\":\"a0\",\"version\":2,\"version_type\":\"external_gte\"}}\n",
+            )
+        );
+        let updated = match created {
+            ReplicationOp::Index {
+                index,
+                doc_type,
+                id,
+                routing,
+                seq_no,
+                primary_term,
+                source,
+                ..
+            } => ReplicationOp::Index {
+                index,
+                doc_type,
+                id,
+                routing,
+                version: 3,
+                seq_no,
+                primary_term,
+                source,
+            },
+            _ => unreachable!(),
+        };
+        let refused = build_replay_bulk([&updated], &target).unwrap_err();
+        assert!(matches!(
+            refused,
+            ReplayError::DataStreamUpdate { version: 3, .. }
+        ));
+        assert!(
+            refused.to_string().contains(".ds-logs-app-000002"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_create_the_backup_already_holds_counts_as_applied() {
+        let answer = br#"{"errors":true,"items":[
+            {"create":{"_index":".ds-l-000001","_id":"a","status":409,"error":{"type":"version_conflict_engine_exception","reason":"[a]: version conflict, document already exists (current version [1])"}}},
+            {"create":{"_index":".ds-l-000001","_id":"b","status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}},
+            {"index":{"_index":"i","_id":"c","status":409,"error":{"type":"version_conflict_engine_exception","reason":"[c]: version conflict, current version [4] is higher or equal to the one provided [2]"}}}]}"#;
+        let outcomes = parse_bulk_response_for_replay(answer).unwrap();
+        assert_eq!(outcomes[0], ItemOutcome::Applied);
+        assert!(matches!(
+            outcomes[1],
+            ItemOutcome::Failed { status: 400, .. }
+        ));
+        assert!(matches!(outcomes[2], ItemOutcome::VersionConflict { .. }));
     }
 
     #[test]

@@ -173,6 +173,11 @@ const (
 	ClusterMetadataKind_CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE ClusterMetadataKind = 3
 	// An ingest pipeline (`_ingest/pipeline`).
 	ClusterMetadataKind_CLUSTER_METADATA_KIND_INGEST_PIPELINE ClusterMetadataKind = 4
+	// A data stream (`_data_stream`).
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_DATA_STREAM ClusterMetadataKind = 5
+	// An index lifecycle policy: ILM (`_ilm/policy`) on Elasticsearch, ISM
+	// (`_plugins/_ism/policies`) on OpenSearch.
+	ClusterMetadataKind_CLUSTER_METADATA_KIND_LIFECYCLE_POLICY ClusterMetadataKind = 6
 )
 
 // Enum value maps for ClusterMetadataKind.
@@ -183,6 +188,8 @@ var (
 		2: "CLUSTER_METADATA_KIND_INDEX_TEMPLATE",
 		3: "CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE",
 		4: "CLUSTER_METADATA_KIND_INGEST_PIPELINE",
+		5: "CLUSTER_METADATA_KIND_DATA_STREAM",
+		6: "CLUSTER_METADATA_KIND_LIFECYCLE_POLICY",
 	}
 	ClusterMetadataKind_value = map[string]int32{
 		"CLUSTER_METADATA_KIND_UNSPECIFIED":        0,
@@ -190,6 +197,8 @@ var (
 		"CLUSTER_METADATA_KIND_INDEX_TEMPLATE":     2,
 		"CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE": 3,
 		"CLUSTER_METADATA_KIND_INGEST_PIPELINE":    4,
+		"CLUSTER_METADATA_KIND_DATA_STREAM":        5,
+		"CLUSTER_METADATA_KIND_LIFECYCLE_POLICY":   6,
 	}
 )
 
@@ -380,8 +389,25 @@ type MetadataCopyOptions struct {
 	// like templates (a pipeline using a processor the target lacks is
 	// refused, with the target's reason).
 	CopyIngestPipelines bool `protobuf:"varint,8,opt,name=copy_ingest_pipelines,json=copyIngestPipelines,proto3" json:"copy_ingest_pipelines,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Also copy the data streams the index selection names (by stream name),
+	// with their documents. Each stream is re-created on the target (its
+	// composable template must exist there: see copy_templates) and rolled
+	// over to the source's generation, so later rollovers through the
+	// gateway create backing indices of the same names on both sides.
+	// Documents are created through the stream and land in the target's
+	// write index: the source's split of documents between backing indices
+	// is not reproduced. Reported in MigrationJob.cluster_metadata. A stream
+	// the selection names while this is off is reported as refused, never
+	// skipped silently.
+	CopyDataStreams bool `protobuf:"varint,9,opt,name=copy_data_streams,json=copyDataStreams,proto3" json:"copy_data_streams,omitempty"`
+	// Also copy index lifecycle policies: ILM policies between Elasticsearch
+	// clusters, ISM policies between OpenSearch clusters. A policy towards
+	// the other distribution is refused by name (the two models differ:
+	// phases and actions against states and transitions), as is any policy
+	// when the target lacks the API.
+	CopyLifecyclePolicies bool `protobuf:"varint,10,opt,name=copy_lifecycle_policies,json=copyLifecyclePolicies,proto3" json:"copy_lifecycle_policies,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *MetadataCopyOptions) Reset() {
@@ -466,6 +492,20 @@ func (x *MetadataCopyOptions) GetExcludedSettings() []string {
 func (x *MetadataCopyOptions) GetCopyIngestPipelines() bool {
 	if x != nil {
 		return x.CopyIngestPipelines
+	}
+	return false
+}
+
+func (x *MetadataCopyOptions) GetCopyDataStreams() bool {
+	if x != nil {
+		return x.CopyDataStreams
+	}
+	return false
+}
+
+func (x *MetadataCopyOptions) GetCopyLifecyclePolicies() bool {
+	if x != nil {
+		return x.CopyLifecyclePolicies
 	}
 	return false
 }
@@ -2143,7 +2183,7 @@ var File_tandem_v1_migration_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x19tandem/v1/migration.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xf3\x03\n" +
+	"\x19tandem/v1/migration.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xd7\x04\n" +
 	"\x13MetadataCopyOptions\x12#\n" +
 	"\rskip_settings\x18\x01 \x01(\bR\fskipSettings\x12#\n" +
 	"\rskip_mappings\x18\x02 \x01(\bR\fskipMappings\x12!\n" +
@@ -2152,7 +2192,10 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\tif_exists\x18\x05 \x01(\x0e2\x1e.tandem.v1.ExistingIndexPolicyR\bifExists\x12d\n" +
 	"\x12settings_overrides\x18\x06 \x03(\v25.tandem.v1.MetadataCopyOptions.SettingsOverridesEntryR\x11settingsOverrides\x12+\n" +
 	"\x11excluded_settings\x18\a \x03(\tR\x10excludedSettings\x122\n" +
-	"\x15copy_ingest_pipelines\x18\b \x01(\bR\x13copyIngestPipelines\x1aD\n" +
+	"\x15copy_ingest_pipelines\x18\b \x01(\bR\x13copyIngestPipelines\x12*\n" +
+	"\x11copy_data_streams\x18\t \x01(\bR\x0fcopyDataStreams\x126\n" +
+	"\x17copy_lifecycle_policies\x18\n" +
+	" \x01(\bR\x15copyLifecyclePolicies\x1aD\n" +
 	"\x16SettingsOverridesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
@@ -2311,13 +2354,15 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\x13ExistingIndexPolicy\x12%\n" +
 	"!EXISTING_INDEX_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEXISTING_INDEX_POLICY_FAIL\x10\x01\x12\x1f\n" +
-	"\x1bEXISTING_INDEX_POLICY_REUSE\x10\x02*\xea\x01\n" +
+	"\x1bEXISTING_INDEX_POLICY_REUSE\x10\x02*\xbd\x02\n" +
 	"\x13ClusterMetadataKind\x12%\n" +
 	"!CLUSTER_METADATA_KIND_UNSPECIFIED\x10\x00\x12)\n" +
 	"%CLUSTER_METADATA_KIND_LEGACY_TEMPLATE\x10\x01\x12(\n" +
 	"$CLUSTER_METADATA_KIND_INDEX_TEMPLATE\x10\x02\x12,\n" +
 	"(CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE\x10\x03\x12)\n" +
-	"%CLUSTER_METADATA_KIND_INGEST_PIPELINE\x10\x04*\xe1\x01\n" +
+	"%CLUSTER_METADATA_KIND_INGEST_PIPELINE\x10\x04\x12%\n" +
+	"!CLUSTER_METADATA_KIND_DATA_STREAM\x10\x05\x12*\n" +
+	"&CLUSTER_METADATA_KIND_LIFECYCLE_POLICY\x10\x06*\xe1\x01\n" +
 	"\x16ClusterMetadataOutcome\x12(\n" +
 	"$CLUSTER_METADATA_OUTCOME_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fCLUSTER_METADATA_OUTCOME_COPIED\x10\x01\x12&\n" +

@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tandem_es::uri::encode_path_segment;
 use tandem_es::{ClusterVersion, Distribution, ReplayTarget, ReplicationOp, replay_request};
 
@@ -27,6 +27,8 @@ use crate::jobs::JobFailure;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// An ILM or ISM policy (before the templates whose settings name it).
+    LifecyclePolicy,
     /// `_component_template`.
     ComponentTemplate,
     /// `_index_template`.
@@ -35,6 +37,8 @@ pub enum Kind {
     LegacyTemplate,
     /// `_ingest/pipeline`.
     IngestPipeline,
+    /// `_data_stream` (after its template).
+    DataStream,
 }
 
 impl Kind {
@@ -45,6 +49,8 @@ impl Kind {
             Kind::IndexTemplate => "_index_template",
             Kind::LegacyTemplate => "_template",
             Kind::IngestPipeline => "_ingest/pipeline",
+            Kind::DataStream => "_data_stream",
+            Kind::LifecyclePolicy => "_ilm/policy",
         };
         format!("/{base}/{}", encode_path_segment(name))
     }
@@ -84,6 +90,8 @@ pub struct Wanted {
     pub templates: bool,
     /// Every ingest pipeline.
     pub pipelines: bool,
+    /// Every ILM / ISM policy.
+    pub policies: bool,
 }
 
 /// Whether `version` has composable and component templates
@@ -106,6 +114,12 @@ pub async fn copy(
     indices: &[String],
 ) -> Result<Vec<ItemResult>, JobFailure> {
     let mut todo: Vec<(Kind, String, Value)> = Vec::new();
+    let source_distribution = source.version.es().distribution;
+    if wanted.policies {
+        for (name, body) in policies(source).await? {
+            todo.push((Kind::LifecyclePolicy, name, body));
+        }
+    }
     if wanted.templates {
         let source_version = source.version.es();
         if has_composable_templates(&source_version) {
@@ -152,7 +166,10 @@ pub async fn copy(
     todo.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let mut report = Vec::with_capacity(todo.len());
     for (kind, name, body) in todo {
-        report.push(copy_one(target, kind, &name, body).await?);
+        report.push(match kind {
+            Kind::LifecyclePolicy => copy_policy(target, source_distribution, &name, body).await?,
+            _ => copy_one(target, kind, &name, body).await?,
+        });
     }
     Ok(report)
 }
@@ -246,6 +263,144 @@ async fn copy_one(
     })
 }
 
+/// Where `distribution` keeps lifecycle policies: ILM (x-pack) on
+/// Elasticsearch, ISM (the index-management plugin) on OpenSearch.
+fn policy_base(distribution: Distribution) -> &'static str {
+    match distribution {
+        Distribution::Elasticsearch => "/_ilm/policy",
+        Distribution::OpenSearch => "/_plugins/_ism/policies",
+    }
+}
+
+/// The name of the policy API of `distribution`, for reports.
+fn policy_api(distribution: Distribution) -> &'static str {
+    match distribution {
+        Distribution::Elasticsearch => "ILM",
+        Distribution::OpenSearch => "ISM",
+    }
+}
+
+/// Whether an answer means "no such API here" (no x-pack, no ISM plugin):
+/// no handler for the path, or the path read as an index name.
+fn no_such_api(status: u16) -> bool {
+    matches!(status, 400 | 404 | 405)
+}
+
+/// The source's lifecycle policies, each as the body that creates it;
+/// none when the source has no policy API.
+async fn policies(source: &SearchClient) -> Result<Vec<(String, Value)>, JobFailure> {
+    let distribution = source.version.es().distribution;
+    let path = match distribution {
+        Distribution::Elasticsearch => policy_base(distribution).to_owned(),
+        Distribution::OpenSearch => format!("{}?size=10000", policy_base(distribution)),
+    };
+    let answer = source.call(Method::GET, &path, None).await?;
+    if no_such_api(answer.status.as_u16()) {
+        return Ok(Vec::new());
+    }
+    if !answer.ok() {
+        return Err(source.refused(&Method::GET, &path, &answer));
+    }
+    Ok(parse_policies(distribution, &answer.body))
+}
+
+/// The policies of a listing: `{"<name>": {"policy": {..}, "version": ..}}`
+/// for ILM, `{"policies": [{"_id": .., "policy": {..}}]}` for ISM (whose
+/// read-only fields are removed: the target assigns them).
+fn parse_policies(distribution: Distribution, body: &Value) -> Vec<(String, Value)> {
+    let mut found: Vec<(String, Value)> = match distribution {
+        Distribution::Elasticsearch => body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, entry)| (name.clone(), json!({ "policy": entry["policy"] })))
+            .collect(),
+        Distribution::OpenSearch => body["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry["_id"].as_str()?.to_owned();
+                let mut policy = entry["policy"].as_object()?.clone();
+                for read_only in ["policy_id", "last_updated_time", "schema_version"] {
+                    policy.remove(read_only);
+                }
+                Some((name, json!({ "policy": policy })))
+            })
+            .collect(),
+    };
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Creates one lifecycle policy on the target unless it has one of that
+/// name; refused towards the other distribution or a target without the
+/// API.
+async fn copy_policy(
+    target: &SearchClient,
+    source_distribution: Distribution,
+    name: &str,
+    body: Value,
+) -> Result<ItemResult, JobFailure> {
+    let result = |outcome, detail: String| ItemResult {
+        kind: Kind::LifecyclePolicy,
+        name: name.to_owned(),
+        outcome,
+        detail,
+    };
+    let distribution = target.version.es().distribution;
+    if distribution != source_distribution {
+        return Ok(result(
+            Outcome::Refused,
+            format!(
+                "an {} policy cannot be expressed as {}: the models differ (ILM phases and actions, ISM states and transitions); recreate it on the target by hand",
+                policy_api(source_distribution),
+                policy_api(distribution)
+            ),
+        ));
+    }
+    let path = format!(
+        "{}/{}",
+        policy_base(distribution),
+        encode_path_segment(name)
+    );
+    let existing = target.call(Method::GET, &path, None).await?;
+    match existing.status.as_u16() {
+        _ if existing.ok() => {
+            return Ok(result(
+                Outcome::KeptExisting,
+                "the target already has one of that name; it was not overwritten".into(),
+            ));
+        }
+        404 if existing.body["error"]["type"] != "index_not_found_exception" => {}
+        status if no_such_api(status) => {
+            return Ok(result(
+                Outcome::Refused,
+                format!(
+                    "the target ({}) has no {} API (answered {status}: {})",
+                    target.version.number,
+                    policy_api(distribution),
+                    existing.reason()
+                ),
+            ));
+        }
+        _ => return Err(target.refused(&Method::GET, &path, &existing)),
+    }
+    let created = target.call(Method::PUT, &path, Some(&body)).await?;
+    Ok(if created.ok() {
+        result(Outcome::Copied, String::new())
+    } else {
+        result(
+            Outcome::Refused,
+            format!(
+                "the target answered {}: {}",
+                created.status.as_u16(),
+                created.reason()
+            ),
+        )
+    })
+}
+
 /// Whether one of `patterns` (a string or an array of them) matches one of
 /// `indices`.
 fn matches_any(patterns: &Value, indices: &[String]) -> bool {
@@ -313,6 +468,29 @@ mod tests {
         assert!(matches_any(&json!("users"), &indices));
         assert!(!matches_any(&json!(["metrics-*"]), &indices));
         assert!(!matches_any(&Value::Null, &indices));
+    }
+
+    #[test]
+    fn policies_are_read_from_ilm_and_ism_listings() {
+        let ilm = json!({"hot-warm": {"version": 3, "modified_date": "2026-01-01",
+            "policy": {"phases": {"hot": {"actions": {"rollover": {"max_size": "5gb"}}}}}}});
+        assert_eq!(
+            parse_policies(Distribution::Elasticsearch, &ilm),
+            [(
+                "hot-warm".to_owned(),
+                json!({"policy": {"phases": {"hot": {"actions": {"rollover": {"max_size": "5gb"}}}}}})
+            )]
+        );
+        let ism = json!({"total_policies": 1, "policies": [{"_id": "delete-old", "_seq_no": 1,
+            "policy": {"policy_id": "delete-old", "last_updated_time": 1, "schema_version": 17,
+                "description": "d", "default_state": "hot", "states": []}}]});
+        assert_eq!(
+            parse_policies(Distribution::OpenSearch, &ism),
+            [(
+                "delete-old".to_owned(),
+                json!({"policy": {"description": "d", "default_state": "hot", "states": []}})
+            )]
+        );
     }
 
     #[test]

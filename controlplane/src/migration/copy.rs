@@ -764,12 +764,19 @@ fn copy_op(spec: &MigrationSpec, target: &ReplayTarget, index: &str, hit: &Hit) 
                 }
                 _ => spec.type_rewrite.target_type(&target.version).to_owned(),
             });
+    // A document of a data stream is created through the target's stream,
+    // which takes no version (`tandem_es::data_stream`): it is written
+    // once, as the source holds it now.
+    let version = match tandem_es::data_stream::stream_of_backing_index(index) {
+        Some(_) => 1,
+        None => hit.version,
+    };
     ReplicationOp::Index {
         index: index.to_owned(),
         doc_type,
         id: hit.id.clone(),
         routing: hit.routing.clone(),
-        version: hit.version,
+        version,
         seq_no: None,
         primary_term: None,
         source: bytes::Bytes::copy_from_slice(hit.source.as_bytes()),

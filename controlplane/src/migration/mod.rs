@@ -27,6 +27,7 @@
 
 pub mod cluster_metadata;
 pub mod copy;
+pub mod data_streams;
 pub mod hits;
 pub mod metadata;
 pub mod search;
@@ -129,6 +130,12 @@ pub struct MetadataSpec {
     /// Copy every ingest pipeline.
     #[serde(default)]
     pub copy_ingest_pipelines: bool,
+    /// Copy the data streams the selection names, with their documents.
+    #[serde(default)]
+    pub copy_data_streams: bool,
+    /// Copy ILM / ISM policies.
+    #[serde(default)]
+    pub copy_lifecycle_policies: bool,
 }
 
 /// What a migration job does: its `spec` in the jobs table.
@@ -264,11 +271,23 @@ impl JobHandler for MigrationHandler {
         let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
         let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
         let mut point_in_time = use_pit(&spec, &source)?;
-        let selected = metadata::select(&source, &spec.indices).await?;
+        let mut selected = metadata::select(&source, &spec.indices).await?;
+        let streams = data_streams::select(&source, &spec.indices).await?;
+        // Backing indices (selected with hidden indices) go with their
+        // stream, never as plain indices.
+        selected
+            .retain(|index| tandem_es::data_stream::stream_of_backing_index(&index.name).is_none());
         let mut read_warning = None;
+        let first_unit = selected.first().map(|i| &i.name).or_else(|| {
+            streams
+                .iter()
+                .filter(|_| spec.metadata.copy_data_streams)
+                .flat_map(|s| s.backing_indices.first())
+                .next()
+        });
         if point_in_time
-            && let Some(first) = selected.first()
-            && let Err(refused) = copy::point_in_time_works(&source, &first.name).await
+            && let Some(first) = first_unit
+            && let Err(refused) = copy::point_in_time_works(&source, first).await
         {
             if spec.read_mode == ReadMode::PointInTime {
                 return Err(JobFailure::permanent(
@@ -306,12 +325,37 @@ impl JobHandler for MigrationHandler {
         }
         // Templates first: indices the target creates later (rollover,
         // auto-created) already find them.
-        let names: Vec<String> = selected.iter().map(|i| i.name.clone()).collect();
+        // A data stream's template matches the stream's name.
+        let names: Vec<String> = selected
+            .iter()
+            .map(|i| i.name.clone())
+            .chain(streams.iter().map(|s| s.name.clone()))
+            .collect();
         let wanted = cluster_metadata::Wanted {
             templates: spec.metadata.copy_templates,
             pipelines: spec.metadata.copy_ingest_pipelines,
+            policies: spec.metadata.copy_lifecycle_policies,
         };
-        let cluster_metadata = cluster_metadata::copy(&source, &target, wanted, &names).await?;
+        let mut cluster_metadata = cluster_metadata::copy(&source, &target, wanted, &names).await?;
+        // Streams after their templates; their backing indices are copy
+        // units whose documents go through the target's stream.
+        let mut backing = Vec::new();
+        for stream in &streams {
+            if !spec.metadata.copy_data_streams {
+                cluster_metadata.push(data_streams::not_asked(stream));
+                continue;
+            }
+            let item = data_streams::recreate(&target, stream).await?;
+            if item.outcome != cluster_metadata::Outcome::Refused {
+                backing.extend(
+                    stream
+                        .backing_indices
+                        .iter()
+                        .map(|index| (stream.name.clone(), index.clone())),
+                );
+            }
+            cluster_metadata.push(item);
+        }
         let mut plan = MigrationPlan {
             source_version: source.version.number.clone(),
             target_version: target.version.number.clone(),
@@ -351,6 +395,25 @@ impl JobHandler for MigrationHandler {
                 name: index.name,
                 docs_total,
                 slices,
+                warnings,
+            });
+        }
+        for (stream, index) in backing {
+            let docs_total = metadata::count(&source, &index).await?;
+            partitions.push(NewPartition {
+                unit: index.clone(),
+                slice_id: 0,
+                slice_count: 1,
+                docs_total,
+            });
+            let mut warnings = vec![format!(
+                "backing index of data stream {stream}: its documents are created through the target's stream"
+            )];
+            warnings.extend(read_warning.clone());
+            plan.indices.push(IndexPlan {
+                name: index,
+                docs_total,
+                slices: 1,
                 warnings,
             });
         }

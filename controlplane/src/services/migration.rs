@@ -583,5 +583,7 @@ fn check_metadata(options: Option<&pb::MetadataCopyOptions>) -> Result<MetadataS
         excluded_settings: options.excluded_settings,
         copy_templates: options.copy_templates,
         copy_ingest_pipelines: options.copy_ingest_pipelines,
+        copy_data_streams: options.copy_data_streams,
+        copy_lifecycle_policies: options.copy_lifecycle_policies,
     })
 }

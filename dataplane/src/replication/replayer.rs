@@ -152,6 +152,14 @@ impl<C: Cluster> Replication<C> {
                 }
             };
             match op {
+                ReplicationOp::Delete { ref index, .. }
+                    if tandem_es::data_stream::stream_of_backing_index(index).is_some() =>
+                {
+                    // Earlier writes first: the lookup must see them.
+                    self.flush(&mut group, target).await?;
+                    let located = self.locate_in_stream(op).await?;
+                    group.push((record.offset, located));
+                }
                 ReplicationOp::Index { .. } | ReplicationOp::Delete { .. } => {
                     group.push((record.offset, op));
                 }
@@ -220,6 +228,75 @@ impl<C: Cluster> Replication<C> {
             self.pause_aware_sleep(self.backoff(attempt)).await?;
             attempt += 1;
         }
+    }
+
+    /// A delete recorded in a data stream's backing index, sent to the
+    /// backing index that holds the document on the backup (a copied
+    /// document sits in the backup's write index, see
+    /// `tandem_es::data_stream`); unchanged when no backing index holds it
+    /// or the backup has no such stream.
+    pub(super) async fn locate_in_stream(
+        &self,
+        op: ReplicationOp,
+    ) -> Result<ReplicationOp, Interrupted> {
+        let ReplicationOp::Delete {
+            index,
+            doc_type,
+            id,
+            routing,
+            version,
+        } = op
+        else {
+            return Ok(op);
+        };
+        let Some(stream) = tandem_es::data_stream::stream_of_backing_index(&index) else {
+            return Ok(ReplicationOp::Delete {
+                index,
+                doc_type,
+                id,
+                routing,
+                version,
+            });
+        };
+        let (path, body) = tandem_es::data_stream::locate_request(stream, &id);
+        let mut attempt = 0;
+        let located = loop {
+            let result = async {
+                let header =
+                    build_header(&Method::POST, &path, true).map_err(anyhow::Error::msg)?;
+                let response = self
+                    .backup()
+                    .exchange(header, Bytes::from(body.clone()))
+                    .await?;
+                match response.header.status.as_u16() {
+                    404 => Ok(None),
+                    s if (200..300).contains(&s) => {
+                        tandem_es::data_stream::located_index(&response.body)
+                            .map_err(anyhow::Error::msg)
+                    }
+                    s => Err(anyhow::anyhow!(
+                        "{s}: {}",
+                        String::from_utf8_lossy(&response.body)
+                    )),
+                }
+            }
+            .await;
+            match result {
+                Ok(located) => break located,
+                Err(err) => self.note_error(format!(
+                    "locating [{id}] in data stream [{stream}] on the backup: {err:#}"
+                )),
+            }
+            self.pause_aware_sleep(self.backoff(attempt)).await?;
+            attempt += 1;
+        };
+        Ok(ReplicationOp::Delete {
+            index: located.unwrap_or(index),
+            doc_type,
+            id,
+            routing,
+            version,
+        })
     }
 
     /// Applies a group of index/delete ops with one `_bulk` per attempt,
@@ -583,6 +660,11 @@ impl<C: Cluster> Replication<C> {
                 Err(outcome) => outcome,
             },
             ReplicationOp::QueryScoped { .. } => self.by_query_once(op, target).await,
+            ReplicationOp::IndexMeta { .. }
+                if let Some((stream, generation)) = tandem_es::data_stream::stream_rollover(op) =>
+            {
+                self.roll_stream_to(&stream, generation).await
+            }
             ReplicationOp::IndexMeta { .. } => {
                 let request = match replay_request(op, target) {
                     Ok(request) => request,
@@ -608,6 +690,51 @@ impl<C: Cluster> Replication<C> {
                         reason: err.to_string(),
                     },
                 }
+            }
+        }
+    }
+
+    /// Replays a data stream's rollover: rolls the backup's stream over
+    /// until it reaches `generation`, not at all when it is there already
+    /// (see `tandem_es::data_stream`).
+    async fn roll_stream_to(&self, stream: &str, generation: u64) -> ItemOutcome {
+        let encoded = tandem_es::uri::encode_path_segment(stream);
+        let describe = format!("/_data_stream/{encoded}");
+        let rollover = format!("/{encoded}/_rollover");
+        let answer_outcome = |status: u16, body: &Bytes, what: &str| {
+            let reason = format!(
+                "{what} data stream [{stream}] on the backup: {}",
+                String::from_utf8_lossy(body)
+            );
+            if status == 429 || status >= 500 || status == 0 {
+                ItemOutcome::Retryable { status, reason }
+            } else {
+                ItemOutcome::Failed { status, reason }
+            }
+        };
+        // Each rollover adds one generation: bounded by the gap.
+        loop {
+            let current = match self
+                .backup_request(&Method::GET, &describe, Vec::new())
+                .await
+            {
+                Ok((200, body)) => match tandem_es::data_stream::generation_of(&body) {
+                    Some(current) => current,
+                    None => return answer_outcome(200, &body, "reading"),
+                },
+                Ok((status, body)) => return answer_outcome(status, &body, "reading"),
+                Err(reason) => return ItemOutcome::Retryable { status: 0, reason },
+            };
+            if current >= generation {
+                return ItemOutcome::Applied;
+            }
+            match self
+                .backup_request(&Method::POST, &rollover, Vec::new())
+                .await
+            {
+                Ok((status, _)) if (200..300).contains(&status) => {}
+                Ok((status, body)) => return answer_outcome(status, &body, "rolling over"),
+                Err(reason) => return ItemOutcome::Retryable { status: 0, reason },
             }
         }
     }

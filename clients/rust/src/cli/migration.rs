@@ -107,6 +107,15 @@ pub struct CreateArgs {
     /// Also copy every ingest pipeline; each is reported with its outcome.
     #[arg(long)]
     pub copy_ingest_pipelines: bool,
+    /// Also copy the data streams the selection names, with their
+    /// documents (the stream's template must exist on the target: see
+    /// --copy-templates); each is reported with its outcome.
+    #[arg(long)]
+    pub copy_data_streams: bool,
+    /// Also copy ILM (Elasticsearch) or ISM (OpenSearch) policies; a
+    /// policy the target cannot express is reported as refused.
+    #[arg(long)]
+    pub copy_lifecycle_policies: bool,
     /// Idempotency key: the same key returns the same job.
     #[arg(long, default_value = "")]
     pub request_id: String,
@@ -228,18 +237,22 @@ pub async fn run(
 }
 
 fn create_request(args: CreateArgs) -> CreateMigrationJobRequest {
-    let metadata =
-        (args.reuse_existing || args.copy_templates || args.copy_ingest_pipelines).then(|| {
-            MetadataCopyOptions {
-                if_exists: if args.reuse_existing {
-                    ExistingIndexPolicy::Reuse
-                } else {
-                    ExistingIndexPolicy::Fail
-                } as i32,
-                copy_templates: args.copy_templates,
-                copy_ingest_pipelines: args.copy_ingest_pipelines,
-                ..Default::default()
-            }
+    let metadata = (args.reuse_existing
+        || args.copy_templates
+        || args.copy_ingest_pipelines
+        || args.copy_data_streams
+        || args.copy_lifecycle_policies)
+        .then(|| MetadataCopyOptions {
+            if_exists: if args.reuse_existing {
+                ExistingIndexPolicy::Reuse
+            } else {
+                ExistingIndexPolicy::Fail
+            } as i32,
+            copy_templates: args.copy_templates,
+            copy_ingest_pipelines: args.copy_ingest_pipelines,
+            copy_data_streams: args.copy_data_streams,
+            copy_lifecycle_policies: args.copy_lifecycle_policies,
+            ..Default::default()
         });
     CreateMigrationJobRequest {
         request_id: args.request_id,

@@ -68,6 +68,8 @@ fn cluster_metadata_result(item: &ItemResult) -> pb::ClusterMetadataResult {
             Kind::IndexTemplate => pb::ClusterMetadataKind::IndexTemplate,
             Kind::ComponentTemplate => pb::ClusterMetadataKind::ComponentTemplate,
             Kind::IngestPipeline => pb::ClusterMetadataKind::IngestPipeline,
+            Kind::DataStream => pb::ClusterMetadataKind::DataStream,
+            Kind::LifecyclePolicy => pb::ClusterMetadataKind::LifecyclePolicy,
         } as i32,
         name: item.name.clone(),
         outcome: match item.outcome {
@@ -106,6 +108,8 @@ fn options(spec: &MigrationSpec, job: &JobRecord) -> pb::MigrationOptions {
             skip_aliases: spec.metadata.skip_aliases,
             copy_templates: spec.metadata.copy_templates,
             copy_ingest_pipelines: spec.metadata.copy_ingest_pipelines,
+            copy_data_streams: spec.metadata.copy_data_streams,
+            copy_lifecycle_policies: spec.metadata.copy_lifecycle_policies,
             if_exists: if spec.metadata.reuse_existing {
                 pb::ExistingIndexPolicy::Reuse
             } else {

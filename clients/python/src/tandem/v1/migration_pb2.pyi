@@ -125,6 +125,12 @@ class _ClusterMetadataKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_C
     """A component template (`_component_template`)."""
     CLUSTER_METADATA_KIND_INGEST_PIPELINE: _ClusterMetadataKind.ValueType  # 4
     """An ingest pipeline (`_ingest/pipeline`)."""
+    CLUSTER_METADATA_KIND_DATA_STREAM: _ClusterMetadataKind.ValueType  # 5
+    """A data stream (`_data_stream`)."""
+    CLUSTER_METADATA_KIND_LIFECYCLE_POLICY: _ClusterMetadataKind.ValueType  # 6
+    """An index lifecycle policy: ILM (`_ilm/policy`) on Elasticsearch, ISM
+    (`_plugins/_ism/policies`) on OpenSearch.
+    """
 
 class ClusterMetadataKind(_ClusterMetadataKind, metaclass=_ClusterMetadataKindEnumTypeWrapper):
     """Kind of a piece of cluster-level metadata a migration job copies."""
@@ -139,6 +145,12 @@ CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE: ClusterMetadataKind.ValueType  # 3
 """A component template (`_component_template`)."""
 CLUSTER_METADATA_KIND_INGEST_PIPELINE: ClusterMetadataKind.ValueType  # 4
 """An ingest pipeline (`_ingest/pipeline`)."""
+CLUSTER_METADATA_KIND_DATA_STREAM: ClusterMetadataKind.ValueType  # 5
+"""A data stream (`_data_stream`)."""
+CLUSTER_METADATA_KIND_LIFECYCLE_POLICY: ClusterMetadataKind.ValueType  # 6
+"""An index lifecycle policy: ILM (`_ilm/policy`) on Elasticsearch, ISM
+(`_plugins/_ism/policies`) on OpenSearch.
+"""
 Global___ClusterMetadataKind: _TypeAlias = ClusterMetadataKind  # noqa: Y015
 
 class _ClusterMetadataOutcome:
@@ -247,6 +259,8 @@ class MetadataCopyOptions(_message.Message):
     SETTINGS_OVERRIDES_FIELD_NUMBER: _builtins.int
     EXCLUDED_SETTINGS_FIELD_NUMBER: _builtins.int
     COPY_INGEST_PIPELINES_FIELD_NUMBER: _builtins.int
+    COPY_DATA_STREAMS_FIELD_NUMBER: _builtins.int
+    COPY_LIFECYCLE_POLICIES_FIELD_NUMBER: _builtins.int
     skip_settings: _builtins.bool
     """Do not copy index settings. By default settings are copied, minus
     non-portable ones (uuid, creation date, version, routing allocation,
@@ -275,6 +289,25 @@ class MetadataCopyOptions(_message.Message):
     like templates (a pipeline using a processor the target lacks is
     refused, with the target's reason).
     """
+    copy_data_streams: _builtins.bool
+    """Also copy the data streams the index selection names (by stream name),
+    with their documents. Each stream is re-created on the target (its
+    composable template must exist there: see copy_templates) and rolled
+    over to the source's generation, so later rollovers through the
+    gateway create backing indices of the same names on both sides.
+    Documents are created through the stream and land in the target's
+    write index: the source's split of documents between backing indices
+    is not reproduced. Reported in MigrationJob.cluster_metadata. A stream
+    the selection names while this is off is reported as refused, never
+    skipped silently.
+    """
+    copy_lifecycle_policies: _builtins.bool
+    """Also copy index lifecycle policies: ILM policies between Elasticsearch
+    clusters, ISM policies between OpenSearch clusters. A policy towards
+    the other distribution is refused by name (the two models differ:
+    phases and actions against states and transitions), as is any policy
+    when the target lacks the API.
+    """
     @_builtins.property
     def settings_overrides(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Settings applied to target indices on creation, on top of the copied
@@ -298,10 +331,12 @@ class MetadataCopyOptions(_message.Message):
         settings_overrides: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         excluded_settings: _abc.Iterable[_builtins.str] | None = ...,
         copy_ingest_pipelines: _builtins.bool = ...,
+        copy_data_streams: _builtins.bool = ...,
+        copy_lifecycle_policies: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy_ingest_pipelines", b"copy_ingest_pipelines", "copy_templates", b"copy_templates", "excluded_settings", b"excluded_settings", "if_exists", b"if_exists", "settings_overrides", b"settings_overrides", "skip_aliases", b"skip_aliases", "skip_mappings", b"skip_mappings", "skip_settings", b"skip_settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy_data_streams", b"copy_data_streams", "copy_ingest_pipelines", b"copy_ingest_pipelines", "copy_lifecycle_policies", b"copy_lifecycle_policies", "copy_templates", b"copy_templates", "excluded_settings", b"excluded_settings", "if_exists", b"if_exists", "settings_overrides", b"settings_overrides", "skip_aliases", b"skip_aliases", "skip_mappings", b"skip_mappings", "skip_settings", b"skip_settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -176,6 +176,13 @@ export enum ClusterMetadataKind {
   CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE = 3,
   /** CLUSTER_METADATA_KIND_INGEST_PIPELINE - An ingest pipeline (`_ingest/pipeline`). */
   CLUSTER_METADATA_KIND_INGEST_PIPELINE = 4,
+  /** CLUSTER_METADATA_KIND_DATA_STREAM - A data stream (`_data_stream`). */
+  CLUSTER_METADATA_KIND_DATA_STREAM = 5,
+  /**
+   * CLUSTER_METADATA_KIND_LIFECYCLE_POLICY - An index lifecycle policy: ILM (`_ilm/policy`) on Elasticsearch, ISM
+   * (`_plugins/_ism/policies`) on OpenSearch.
+   */
+  CLUSTER_METADATA_KIND_LIFECYCLE_POLICY = 6,
   UNRECOGNIZED = -1,
 }
 
@@ -196,6 +203,12 @@ export function clusterMetadataKindFromJSON(object: any): ClusterMetadataKind {
     case 4:
     case "CLUSTER_METADATA_KIND_INGEST_PIPELINE":
       return ClusterMetadataKind.CLUSTER_METADATA_KIND_INGEST_PIPELINE;
+    case 5:
+    case "CLUSTER_METADATA_KIND_DATA_STREAM":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_DATA_STREAM;
+    case 6:
+    case "CLUSTER_METADATA_KIND_LIFECYCLE_POLICY":
+      return ClusterMetadataKind.CLUSTER_METADATA_KIND_LIFECYCLE_POLICY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -215,6 +228,10 @@ export function clusterMetadataKindToJSON(object: ClusterMetadataKind): string {
       return "CLUSTER_METADATA_KIND_COMPONENT_TEMPLATE";
     case ClusterMetadataKind.CLUSTER_METADATA_KIND_INGEST_PIPELINE:
       return "CLUSTER_METADATA_KIND_INGEST_PIPELINE";
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_DATA_STREAM:
+      return "CLUSTER_METADATA_KIND_DATA_STREAM";
+    case ClusterMetadataKind.CLUSTER_METADATA_KIND_LIFECYCLE_POLICY:
+      return "CLUSTER_METADATA_KIND_LIFECYCLE_POLICY";
     case ClusterMetadataKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -389,6 +406,27 @@ export interface MetadataCopyOptions {
    * refused, with the target's reason).
    */
   copyIngestPipelines: boolean;
+  /**
+   * Also copy the data streams the index selection names (by stream name),
+   * with their documents. Each stream is re-created on the target (its
+   * composable template must exist there: see copy_templates) and rolled
+   * over to the source's generation, so later rollovers through the
+   * gateway create backing indices of the same names on both sides.
+   * Documents are created through the stream and land in the target's
+   * write index: the source's split of documents between backing indices
+   * is not reproduced. Reported in MigrationJob.cluster_metadata. A stream
+   * the selection names while this is off is reported as refused, never
+   * skipped silently.
+   */
+  copyDataStreams: boolean;
+  /**
+   * Also copy index lifecycle policies: ILM policies between Elasticsearch
+   * clusters, ISM policies between OpenSearch clusters. A policy towards
+   * the other distribution is refused by name (the two models differ:
+   * phases and actions against states and transitions), as is any policy
+   * when the target lacks the API.
+   */
+  copyLifecyclePolicies: boolean;
 }
 
 export interface MetadataCopyOptions_SettingsOverridesEntry {
@@ -809,6 +847,8 @@ function createBaseMetadataCopyOptions(): MetadataCopyOptions {
     settingsOverrides: {},
     excludedSettings: [],
     copyIngestPipelines: false,
+    copyDataStreams: false,
+    copyLifecyclePolicies: false,
   };
 }
 
@@ -837,6 +877,12 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
     }
     if (message.copyIngestPipelines !== false) {
       writer.uint32(64).bool(message.copyIngestPipelines);
+    }
+    if (message.copyDataStreams !== false) {
+      writer.uint32(72).bool(message.copyDataStreams);
+    }
+    if (message.copyLifecyclePolicies !== false) {
+      writer.uint32(80).bool(message.copyLifecyclePolicies);
     }
     return writer;
   },
@@ -921,6 +967,22 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
             message.copyIngestPipelines = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.copyDataStreams = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.copyLifecyclePolicies = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -997,6 +1059,16 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
         : isSet(object.copy_ingest_pipelines)
         ? globalThis.Boolean(object.copy_ingest_pipelines)
         : false,
+      copyDataStreams: isSet(object.copyDataStreams)
+        ? globalThis.Boolean(object.copyDataStreams)
+        : isSet(object.copy_data_streams)
+        ? globalThis.Boolean(object.copy_data_streams)
+        : false,
+      copyLifecyclePolicies: isSet(object.copyLifecyclePolicies)
+        ? globalThis.Boolean(object.copyLifecyclePolicies)
+        : isSet(object.copy_lifecycle_policies)
+        ? globalThis.Boolean(object.copy_lifecycle_policies)
+        : false,
     };
   },
 
@@ -1032,6 +1104,12 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
     if (message.copyIngestPipelines !== false) {
       obj.copyIngestPipelines = message.copyIngestPipelines;
     }
+    if (message.copyDataStreams !== false) {
+      obj.copyDataStreams = message.copyDataStreams;
+    }
+    if (message.copyLifecyclePolicies !== false) {
+      obj.copyLifecyclePolicies = message.copyLifecyclePolicies;
+    }
     return obj;
   },
 
@@ -1054,6 +1132,8 @@ export const MetadataCopyOptions: MessageFns<MetadataCopyOptions> = {
       }, {});
     message.excludedSettings = object.excludedSettings?.map((e) => e) || [];
     message.copyIngestPipelines = object.copyIngestPipelines ?? false;
+    message.copyDataStreams = object.copyDataStreams ?? false;
+    message.copyLifecyclePolicies = object.copyLifecyclePolicies ?? false;
     return message;
   },
 };
