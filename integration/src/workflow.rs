@@ -1,6 +1,7 @@
 //! Steps of the operator's workflow, shared by the tests that walk it:
-//! waiting on a task's state and lag, running a migration job and a
-//! comparison job to their end.
+//! a paused task set up in front of two clusters, waiting on a task's
+//! state and lag, running a migration job and a comparison job to their
+//! end, cutover and rollback.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,6 +10,10 @@ use tandem_client::v1 as pb;
 use tandem_client::v1::compare_service_client::CompareServiceClient;
 use tandem_client::v1::migration_service_client::MigrationServiceClient;
 use tandem_client::v1::replication_service_client::ReplicationServiceClient;
+
+use crate::controlplane::{ControlPlaneApi, InProcessControlPlane, create_task_once_registered};
+use crate::fresh_database;
+use crate::gateway::{GatewayOptions, TestGateway};
 
 /// How long a step may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(180);
@@ -170,4 +175,162 @@ fn job_finished(state: i32) -> bool {
         pb::JobState::try_from(state).unwrap_or_default(),
         pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled
     )
+}
+
+/// Steps 1 and 2 of the workflow, set up: a control plane on a fresh
+/// database with clusters `old` and `new` registered, a gateway in front of
+/// `old` replicating to `new`, and a task between them created paused, its
+/// gateway in sync. Writes through [`PausedTask::gateway`] are recorded
+/// until [`PausedTask::start_replay`].
+pub struct PausedTask {
+    /// The control plane.
+    pub cp: InProcessControlPlane,
+    /// The gateway.
+    pub gateway: TestGateway,
+    /// A ReplicationService client.
+    pub tasks: Tasks,
+    /// The task's id.
+    pub id: String,
+    _queue_dir: tempfile::TempDir,
+}
+
+impl PausedTask {
+    /// Sets it up; `name` (`[a-z0-9_]`) names the database, the gateway
+    /// and the task.
+    pub async fn start(name: &str, token: &str, old_url: &str, new_url: &str) -> PausedTask {
+        let database = fresh_database(name).await;
+        let cp =
+            InProcessControlPlane::start(InProcessControlPlane::config(&database, token)).await;
+        let mut clusters = cp.clusters().await;
+        for (cluster, url) in [("old", old_url), ("new", new_url)] {
+            clusters
+                .register_cluster(pb::RegisterClusterRequest {
+                    name: cluster.to_string(),
+                    endpoints: vec![url.to_string()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("register {cluster} ({url}): {e:?}"));
+        }
+        let queue_dir = tempfile::tempdir().expect("queue dir");
+        // Task and gateway names take `-` where database names take `_`.
+        let dashed = name.replace('_', "-");
+        let gateway_id = format!("gw-{dashed}");
+        let mut options = GatewayOptions::replicating(old_url, new_url, queue_dir.path());
+        options.paused = true;
+        options.extra_toml = cp.agent_section(&gateway_id);
+        let gateway = TestGateway::start_with(options).await;
+        let mut tasks = cp.tasks().await;
+        let task = create_task_once_registered(
+            &mut tasks,
+            pb::CreateTaskRequest {
+                name: dashed,
+                primary: by_name("old"),
+                backup: by_name("new"),
+                gateway_ids: vec![gateway_id],
+                start_paused: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let id = task.id;
+        wait_task(&mut tasks, &id, "in sync", |t| {
+            !t.gateways.is_empty() && t.gateways.iter().all(|g| g.in_sync)
+        })
+        .await;
+        PausedTask {
+            cp,
+            gateway,
+            tasks,
+            id,
+            _queue_dir: queue_dir,
+        }
+    }
+
+    /// StartTask, then waits until the recorded writes are replayed.
+    pub async fn start_replay(&mut self) {
+        self.tasks
+            .start_task(pb::StartTaskRequest {
+                task_id: self.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("start: {e:?}"));
+        self.wait_replayed("drained after start").await;
+    }
+
+    /// Waits until every write made so far is replayed (lag 0 reported
+    /// after this call).
+    pub async fn wait_replayed(&mut self, what: &str) {
+        let since = SystemTime::now();
+        wait_task(&mut self.tasks, &self.id, what, drained_since(since)).await;
+    }
+
+    /// Cuts over (`new` becomes the primary) and waits until the task
+    /// replays in the reversed direction.
+    pub async fn cutover(&mut self) {
+        self.tasks
+            .cutover(pb::CutoverRequest {
+                task_id: self.id.clone(),
+                max_lag: Some(seconds(60)),
+                hold_timeout: Some(seconds(10)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("cutover: {e:?}"));
+        self.wait_direction(pb::ReplicationDirection::Reversed, "new")
+            .await;
+    }
+
+    /// Rolls back (`old` is the primary again) and waits until the task
+    /// replays forward.
+    pub async fn rollback(&mut self) {
+        self.tasks
+            .rollback(pb::RollbackRequest {
+                task_id: self.id.clone(),
+                max_lag: Some(seconds(60)),
+                hold_timeout: Some(seconds(10)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("rollback: {e:?}"));
+        self.wait_direction(pb::ReplicationDirection::Forward, "old")
+            .await;
+    }
+
+    async fn wait_direction(&mut self, direction: pb::ReplicationDirection, primary: &str) {
+        let task = wait_task(&mut self.tasks, &self.id, "switched", |t| {
+            task_state(t) == pb::TaskState::Running && task_direction(t) == direction
+        })
+        .await;
+        assert_eq!(
+            task.primary.as_ref().map(|p| p.cluster_name.as_str()),
+            Some(primary)
+        );
+    }
+
+    /// Stops the task (nothing discarded), the gateway and the control
+    /// plane.
+    pub async fn finish(mut self) {
+        self.tasks
+            .stop_task(pb::StopTaskRequest {
+                task_id: self.id.clone(),
+                discard_unreplayed: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("stop: {e:?}"));
+        self.gateway.stop();
+        self.cp.stop().await;
+    }
+}
+
+/// A reference to the cluster registered as `name`.
+pub fn by_name(name: &str) -> Option<pb::ClusterRef> {
+    Some(pb::ClusterRef {
+        cluster_name: name.to_string(),
+        ..Default::default()
+    })
+}
+
+fn seconds(seconds: i64) -> tandem_client::prost_types::Duration {
+    tandem_client::prost_types::Duration { seconds, nanos: 0 }
 }

@@ -7,30 +7,17 @@
 //! both sides after each step (an independent full scan), and both
 //! streams are at the same generation. Refusals are named in the report.
 
-use std::time::SystemTime;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use tandem_integration::client::{bulk, call};
 use tandem_integration::compare::assert_index_equal;
-use tandem_integration::controlplane::{
-    ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
-};
-use tandem_integration::gateway::{GatewayOptions, TestGateway, replication_status};
-use tandem_integration::workflow::{
-    drained_since, run_migration, task_direction, task_state, wait_task,
-};
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
+use tandem_integration::gateway::replication_status;
+use tandem_integration::workflow::{PausedTask, by_name, run_migration};
 use tandem_integration::{env, fresh_database, unique_index};
 use tandem_proto::v1 as pb;
 
 const TOKEN: &str = "data-streams-test-token";
-
-fn by_name(name: &str) -> Option<pb::ClusterRef> {
-    Some(pb::ClusterRef {
-        cluster_name: name.to_string(),
-        ..Default::default()
-    })
-}
 
 /// A composable template making `prefix*` data streams.
 async fn stream_template(url: &str, prefix: &str) {
@@ -147,54 +134,20 @@ async fn a_data_stream_is_copied_replayed_and_cut_over() {
     create_docs(&old_url, &stream, 30..45, "existing", true).await;
     create_docs(&old_url, &stream, 0..10, "existing-auto", false).await;
 
-    let database = fresh_database("data_streams").await;
-    let cp = InProcessControlPlane::start(InProcessControlPlane::config(&database, TOKEN)).await;
-    let mut clusters = cp.clusters().await;
-    for (name, url) in [("old", &old_url), ("new", &new_url)] {
-        clusters
-            .register_cluster(pb::RegisterClusterRequest {
-                name: name.to_string(),
-                endpoints: vec![url.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("register {name}: {e:?}"));
-    }
-    let data = tempfile::tempdir().unwrap();
-    let gw = "gw-data-streams";
-    let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
-    options.paused = true;
-    options.extra_toml = cp.agent_section(gw);
-    let gateway = TestGateway::start_with(options).await;
-    let mut tasks = cp.tasks().await;
-    let task = create_task_once_registered(
-        &mut tasks,
-        pb::CreateTaskRequest {
-            name: "data-streams".into(),
-            primary: by_name("old"),
-            backup: by_name("new"),
-            gateway_ids: vec![gw.to_string()],
-            start_paused: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    let id = task.id.clone();
-    wait_task(&mut tasks, &id, "in sync", |t| {
-        !t.gateways.is_empty() && t.gateways.iter().all(|g| g.in_sync)
-    })
-    .await;
+    let mut task = PausedTask::start("data_streams", TOKEN, &old_url, &new_url).await;
+    let gateway = task.gateway.url.clone();
+    let admin = task.gateway.admin_url.clone();
 
     // Recorded while paused: creates into the stream, a rollover, deletes
     // of a document in the first generation and of a recorded one.
-    create_docs(&gateway.url, &stream, 0..20, "recorded", true).await;
-    create_docs(&gateway.url, &stream, 0..5, "recorded-auto", false).await;
-    rollover(&gateway.url, &stream).await;
-    create_docs(&gateway.url, &stream, 20..30, "recorded", true).await;
-    delete_doc(&gateway.url, &stream, "existing-3").await;
-    delete_doc(&gateway.url, &stream, "recorded-7").await;
+    create_docs(&gateway, &stream, 0..20, "recorded", true).await;
+    create_docs(&gateway, &stream, 0..5, "recorded-auto", false).await;
+    rollover(&gateway, &stream).await;
+    create_docs(&gateway, &stream, 20..30, "recorded", true).await;
+    delete_doc(&gateway, &stream, "existing-3").await;
+    delete_doc(&gateway, &stream, "recorded-7").await;
 
-    let mut migrations = cp.migrations().await;
+    let mut migrations = task.cp.migrations().await;
     let copy = run_migration(
         &mut migrations,
         pb::CreateMigrationJobRequest {
@@ -204,7 +157,7 @@ async fn a_data_stream_is_copied_replayed_and_cut_over() {
                 include: vec![format!("{prefix}*")],
                 ..Default::default()
             }),
-            task_id: id.clone(),
+            task_id: task.id.clone(),
             options: Some(pb::MigrationOptions {
                 metadata: Some(pb::MetadataCopyOptions {
                     copy_templates: true,
@@ -248,37 +201,23 @@ async fn a_data_stream_is_copied_replayed_and_cut_over() {
         );
     }
 
-    tasks
-        .start_task(pb::StartTaskRequest {
-            task_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("start: {e:?}"));
-    let since = SystemTime::now();
-    wait_task(&mut tasks, &id, "drained", drained_since(since)).await;
+    task.start_replay().await;
     // 45 + 10 existing, 25 + 10 recorded, 2 deleted.
     assert_eq!(assert_index_equal(&old_url, &new_url, &stream).await, 88);
     assert_eq!(
         stream_info(&new_url, &stream).await,
         (3, source_backing.clone())
     );
-    let status = replication_status(&gateway.admin_url).await;
+    let status = replication_status(&admin).await;
     assert_eq!(status["dead_letters"], 0, "{status}");
 
     // Writes after the start: creates, a rollover, a delete of a copied
     // document from the first generation.
-    create_docs(&gateway.url, &stream, 30..40, "live", true).await;
-    rollover(&gateway.url, &stream).await;
-    create_docs(&gateway.url, &stream, 40..45, "live", true).await;
-    delete_doc(&gateway.url, &stream, "existing-4").await;
-    let since = SystemTime::now();
-    wait_task(
-        &mut tasks,
-        &id,
-        "drained after live writes",
-        drained_since(since),
-    )
-    .await;
+    create_docs(&gateway, &stream, 30..40, "live", true).await;
+    rollover(&gateway, &stream).await;
+    create_docs(&gateway, &stream, 40..45, "live", true).await;
+    delete_doc(&gateway, &stream, "existing-4").await;
+    task.wait_replayed("drained after live writes").await;
     assert_eq!(assert_index_equal(&old_url, &new_url, &stream).await, 102);
     let (generation, backing) = stream_info(&old_url, &stream).await;
     assert_eq!(generation, 4);
@@ -286,51 +225,16 @@ async fn a_data_stream_is_copied_replayed_and_cut_over() {
 
     // Cutover: the new cluster's stream takes the writes, replayed to the
     // old one.
-    let hold = Some(prost_types::Duration {
-        seconds: 10,
-        nanos: 0,
-    });
-    let max_lag = Some(prost_types::Duration {
-        seconds: 60,
-        nanos: 0,
-    });
-    tasks
-        .cutover(pb::CutoverRequest {
-            task_id: id.clone(),
-            max_lag,
-            hold_timeout: hold,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("cutover: {e:?}"));
-    wait_task(&mut tasks, &id, "cut over", |t| {
-        task_state(t) == pb::TaskState::Running
-            && task_direction(t) == pb::ReplicationDirection::Reversed
-    })
-    .await;
-    create_docs(&gateway.url, &stream, 45..60, "reversed", true).await;
-    create_docs(&gateway.url, &stream, 0..3, "reversed-auto", false).await;
-    delete_doc(&gateway.url, &stream, "live-31").await;
-    let since = SystemTime::now();
-    wait_task(
-        &mut tasks,
-        &id,
-        "drained after cutover",
-        drained_since(since),
-    )
-    .await;
+    task.cutover().await;
+    create_docs(&gateway, &stream, 45..60, "reversed", true).await;
+    create_docs(&gateway, &stream, 0..3, "reversed-auto", false).await;
+    delete_doc(&gateway, &stream, "live-31").await;
+    task.wait_replayed("drained after cutover").await;
     assert_eq!(assert_index_equal(&new_url, &old_url, &stream).await, 119);
-    let status = replication_status(&gateway.admin_url).await;
+    let status = replication_status(&admin).await;
     assert_eq!(status["dead_letters"], 0, "{status}");
 
-    tasks
-        .stop_task(pb::StopTaskRequest {
-            task_id: id,
-            discard_unreplayed: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("stop: {e:?}"));
-    gateway.stop();
+    task.finish().await;
     for url in [&old_url, &new_url] {
         call(Method::DELETE, format!("{url}/_data_stream/{stream}"), None).await;
         call(

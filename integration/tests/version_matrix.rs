@@ -20,29 +20,15 @@
 //! `version_matrix_pairs_from_the_environment` (`TANDEM_MATRIX_PAIRS`,
 //! e.g. `es6:os2,os2:es6`).
 
-use std::time::SystemTime;
-
 use serde_json::json;
 use tandem_integration::client::call;
 use tandem_integration::compare::assert_index_equal;
-use tandem_integration::controlplane::{
-    ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
-};
-use tandem_integration::gateway::{GatewayOptions, TestGateway};
-use tandem_integration::workflow::{
-    drained_since, run_comparison, run_migration, task_direction, task_state, wait_task,
-};
-use tandem_integration::{env, fresh_database, unique_index};
+use tandem_integration::controlplane::ControlPlaneApi;
+use tandem_integration::workflow::{PausedTask, by_name, run_comparison, run_migration};
+use tandem_integration::{env, unique_index};
 use tandem_proto::v1 as pb;
 
 const TOKEN: &str = "matrix-test-token";
-
-fn by_name(name: &str) -> Option<pb::ClusterRef> {
-    Some(pb::ClusterRef {
-        cluster_name: name.to_string(),
-        ..Default::default()
-    })
-}
 
 fn only(index: &str) -> Option<pb::IndexFilter> {
     Some(pb::IndexFilter {
@@ -96,65 +82,35 @@ async fn seed_workflow(source: &str, target: &str) {
         env.cluster(source).url.clone(),
         env.cluster(target).url.clone(),
     );
-    let database = fresh_database(&format!("matrix_{source}_{target}")).await;
-    let cp = InProcessControlPlane::start(InProcessControlPlane::config(&database, TOKEN)).await;
-    let mut clusters = cp.clusters().await;
-    for (name, url) in [("old", &old_url), ("new", &new_url)] {
-        clusters
-            .register_cluster(pb::RegisterClusterRequest {
-                name: name.to_string(),
-                endpoints: vec![url.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("register {name} ({url}): {e:?}"));
-    }
-
     // What the source held before the gateway was put in front of it.
     let index = unique_index(&format!("matrix-{source}-{target}"));
     let (old_doc, new_doc) = (doc_type(source), doc_type(target));
     write(&old_url, old_doc, &index, 0..40, "existing").await;
 
-    let data = tempfile::tempdir().unwrap();
-    let gw = format!("gw-matrix-{source}-{target}");
-    let mut options = GatewayOptions::replicating(&old_url, &new_url, data.path());
-    options.paused = true;
-    options.extra_toml = cp.agent_section(&gw);
-    let gateway = TestGateway::start_with(options).await;
-    let mut tasks = cp.tasks().await;
-    let task = create_task_once_registered(
-        &mut tasks,
-        pb::CreateTaskRequest {
-            name: format!("matrix-{source}-{target}"),
-            primary: by_name("old"),
-            backup: by_name("new"),
-            gateway_ids: vec![gw.clone()],
-            start_paused: true,
-            ..Default::default()
-        },
+    let mut task = PausedTask::start(
+        &format!("matrix_{source}_{target}"),
+        TOKEN,
+        &old_url,
+        &new_url,
     )
     .await;
-    let id = task.id.clone();
-    wait_task(&mut tasks, &id, "in sync", |t| {
-        !t.gateways.is_empty() && t.gateways.iter().all(|g| g.in_sync)
-    })
-    .await;
+    let gateway = task.gateway.url.clone();
 
     // Recorded while paused: creates, updates of documents the copy will
     // also carry, deletes.
-    write(&gateway.url, old_doc, &index, 30..60, "recorded").await;
+    write(&gateway, old_doc, &index, 30..60, "recorded").await;
     for i in [3, 31] {
-        delete(&gateway.url, old_doc, &index, i).await;
+        delete(&gateway, old_doc, &index, i).await;
     }
 
-    let mut migrations = cp.migrations().await;
+    let mut migrations = task.cp.migrations().await;
     let copy = run_migration(
         &mut migrations,
         pb::CreateMigrationJobRequest {
             source: by_name("old"),
             target: by_name("new"),
             indices: only(&index),
-            task_id: id.clone(),
+            task_id: task.id.clone(),
             ..Default::default()
         },
     )
@@ -166,17 +122,10 @@ async fn seed_workflow(source: &str, target: &str) {
         copy.error
     );
 
-    tasks
-        .start_task(pb::StartTaskRequest {
-            task_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("start: {e:?}"));
-    let since = SystemTime::now();
-    wait_task(&mut tasks, &id, "drained", drained_since(since)).await;
+    task.start_replay().await;
     assert_eq!(assert_index_equal(&old_url, &new_url, &index).await, 58);
 
-    let mut compare = cp.compare().await;
+    let mut compare = task.cp.compare().await;
     let comparison = run_comparison(
         &mut compare,
         pb::CreateCompareJobRequest {
@@ -195,77 +144,21 @@ async fn seed_workflow(source: &str, target: &str) {
         comparison.error
     );
 
-    let hold = Some(pb_duration(10));
-    let max_lag = Some(pb_duration(60));
-    tasks
-        .cutover(pb::CutoverRequest {
-            task_id: id.clone(),
-            max_lag,
-            hold_timeout: hold,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("cutover: {e:?}"));
-    let task = wait_task(&mut tasks, &id, "cut over", |t| {
-        task_state(t) == pb::TaskState::Running
-            && task_direction(t) == pb::ReplicationDirection::Reversed
-    })
-    .await;
-    assert_eq!(task.primary.as_ref().unwrap().cluster_name, "new");
-    write(&gateway.url, new_doc, &index, 50..70, "reversed").await;
-    delete(&gateway.url, new_doc, &index, 4).await;
-    let since = SystemTime::now();
-    wait_task(
-        &mut tasks,
-        &id,
-        "drained after cutover",
-        drained_since(since),
-    )
-    .await;
+    task.cutover().await;
+    write(&gateway, new_doc, &index, 50..70, "reversed").await;
+    delete(&gateway, new_doc, &index, 4).await;
+    task.wait_replayed("drained after cutover").await;
     assert_eq!(assert_index_equal(&new_url, &old_url, &index).await, 67);
 
-    tasks
-        .rollback(pb::RollbackRequest {
-            task_id: id.clone(),
-            max_lag,
-            hold_timeout: hold,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("rollback: {e:?}"));
-    let task = wait_task(&mut tasks, &id, "rolled back", |t| {
-        task_state(t) == pb::TaskState::Running
-            && task_direction(t) == pb::ReplicationDirection::Forward
-    })
-    .await;
-    assert_eq!(task.primary.as_ref().unwrap().cluster_name, "old");
-    write(&gateway.url, old_doc, &index, 65..75, "rolled back").await;
-    let since = SystemTime::now();
-    wait_task(
-        &mut tasks,
-        &id,
-        "drained after rollback",
-        drained_since(since),
-    )
-    .await;
+    task.rollback().await;
+    write(&gateway, old_doc, &index, 65..75, "rolled back").await;
+    task.wait_replayed("drained after rollback").await;
     assert_eq!(assert_index_equal(&old_url, &new_url, &index).await, 72);
 
-    tasks
-        .stop_task(pb::StopTaskRequest {
-            task_id: id,
-            discard_unreplayed: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("stop: {e:?}"));
-    gateway.stop();
+    task.finish().await;
     for url in [&old_url, &new_url] {
         call(reqwest::Method::DELETE, format!("{url}/{index}"), None).await;
     }
-    cp.stop().await;
-}
-
-fn pb_duration(seconds: i64) -> tandem_client::prost_types::Duration {
-    tandem_client::prost_types::Duration { seconds, nanos: 0 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
