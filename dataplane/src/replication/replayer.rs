@@ -237,28 +237,18 @@ impl<C: Cluster> Replication<C> {
     /// or the backup has no such stream.
     pub(super) async fn locate_in_stream(
         &self,
-        op: ReplicationOp,
+        mut op: ReplicationOp,
     ) -> Result<ReplicationOp, Interrupted> {
-        let ReplicationOp::Delete {
-            index,
-            doc_type,
-            id,
-            routing,
-            version,
-        } = op
-        else {
-            return Ok(op);
+        let (stream, id) = match &op {
+            ReplicationOp::Delete { index, id, .. } => {
+                match tandem_es::data_stream::stream_of_backing_index(index) {
+                    Some(stream) => (stream.to_owned(), id.clone()),
+                    None => return Ok(op),
+                }
+            }
+            _ => return Ok(op),
         };
-        let Some(stream) = tandem_es::data_stream::stream_of_backing_index(&index) else {
-            return Ok(ReplicationOp::Delete {
-                index,
-                doc_type,
-                id,
-                routing,
-                version,
-            });
-        };
-        let (path, body) = tandem_es::data_stream::locate_request(stream, &id);
+        let (path, body) = tandem_es::data_stream::locate_request(&stream, &id);
         let mut attempt = 0;
         let located = loop {
             let result = async {
@@ -290,13 +280,10 @@ impl<C: Cluster> Replication<C> {
             self.pause_aware_sleep(self.backoff(attempt)).await?;
             attempt += 1;
         };
-        Ok(ReplicationOp::Delete {
-            index: located.unwrap_or(index),
-            doc_type,
-            id,
-            routing,
-            version,
-        })
+        if let (Some(located), ReplicationOp::Delete { index, .. }) = (located, &mut op) {
+            *index = located;
+        }
+        Ok(op)
     }
 
     /// Applies a group of index/delete ops with one `_bulk` per attempt,
