@@ -20,8 +20,8 @@
 //!   That works for the writes the gateway records while both streams are
 //!   at one generation. A document the migration copy created sits in the
 //!   target's write index whichever backing index holds it on the source,
-//!   so a delete is first located through the stream ([`locate_request`],
-//!   [`located_index`]) and sent to the backing index that holds it;
+//!   so a delete is first located through the stream (after a refresh of
+//!   the stream: [`locate_request`], [`located_index`]) and sent to the backing index that holds it;
 //! * a rollover of a data stream is recorded with the backing index it
 //!   created, like any rollover, but replayed as "bring the backup's stream
 //!   to that generation" ([`stream_rollover`]): the backup's stream rolls

@@ -249,32 +249,38 @@ impl<C: Cluster> Replication<C> {
             _ => return Ok(op),
         };
         let (path, body) = tandem_es::data_stream::locate_request(&stream, &id);
+        // A search sees what a refresh made visible: the writes just
+        // replayed must be.
+        let refresh = format!("/{}/_refresh", tandem_es::uri::encode_path_segment(&stream));
         let mut attempt = 0;
         let located = loop {
             let result = async {
-                let header =
-                    build_header(&Method::POST, &path, true).map_err(anyhow::Error::msg)?;
-                let response = self
-                    .backup()
-                    .exchange(header, Bytes::from(body.clone()))
-                    .await?;
-                match response.header.status.as_u16() {
-                    404 => Ok(None),
-                    s if (200..300).contains(&s) => {
-                        tandem_es::data_stream::located_index(&response.body)
-                            .map_err(anyhow::Error::msg)
+                match self
+                    .backup_request(&Method::POST, &refresh, Vec::new())
+                    .await?
+                {
+                    (404, _) => return Ok(None),
+                    (s, _) if (200..300).contains(&s) => {}
+                    (s, answer) => {
+                        return Err(format!("{s}: {}", String::from_utf8_lossy(&answer)));
                     }
-                    s => Err(anyhow::anyhow!(
-                        "{s}: {}",
-                        String::from_utf8_lossy(&response.body)
-                    )),
+                }
+                match self
+                    .backup_request(&Method::POST, &path, body.clone())
+                    .await?
+                {
+                    (404, _) => Ok(None),
+                    (s, answer) if (200..300).contains(&s) => {
+                        tandem_es::data_stream::located_index(&answer)
+                    }
+                    (s, answer) => Err(format!("{s}: {}", String::from_utf8_lossy(&answer))),
                 }
             }
             .await;
             match result {
                 Ok(located) => break located,
                 Err(err) => self.note_error(format!(
-                    "locating [{id}] in data stream [{stream}] on the backup: {err:#}"
+                    "locating [{id}] in data stream [{stream}] on the backup: {err}"
                 )),
             }
             self.pause_aware_sleep(self.backoff(attempt)).await?;
