@@ -13,7 +13,7 @@ use tandem_integration::client::{bulk, call};
 use tandem_integration::compare::assert_index_equal;
 use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
 use tandem_integration::gateway::replication_status;
-use tandem_integration::workflow::{PausedTask, by_name, run_migration};
+use tandem_integration::workflow::{PausedTask, by_name, run_comparison, run_migration};
 use tandem_integration::{env, fresh_database, unique_index};
 use tandem_proto::v1 as pb;
 
@@ -100,6 +100,38 @@ async fn stream_info(url: &str, stream: &str) -> (u64, Vec<String>) {
         .filter_map(|i| i["index_name"].as_str().map(str::to_owned))
         .collect();
     (entry["generation"].as_u64().unwrap_or_default(), indices)
+}
+
+/// A comparison job over `{prefix}*` from `old` to `new`; its summary.
+async fn compare_streams(task: &PausedTask, prefix: &str) -> pb::CompareSummary {
+    let mut compare = task.cp.compare().await;
+    let job = run_comparison(
+        &mut compare,
+        pb::CreateCompareJobRequest {
+            source: by_name("old"),
+            target: by_name("new"),
+            indices: Some(pb::IndexFilter {
+                include: vec![format!("{prefix}*")],
+                ..Default::default()
+            }),
+            options: Some(pb::CompareOptions {
+                recheck_delay: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        pb::JobState::try_from(job.state).unwrap_or_default(),
+        pb::JobState::Succeeded,
+        "{:?}",
+        job.error
+    );
+    job.summary.unwrap_or_default()
 }
 
 fn metadata_line<'a>(
@@ -210,6 +242,18 @@ async fn a_data_stream_is_copied_replayed_and_cut_over() {
     );
     let status = replication_status(&admin).await;
     assert_eq!(status["dead_letters"], 0, "{status}");
+    // A comparison job compares the stream by its name.
+    let summary = compare_streams(&task, &prefix).await;
+    assert_eq!(
+        summary.outcome,
+        pb::CompareOutcome::Match as i32,
+        "{summary:?}"
+    );
+    assert_eq!(
+        (summary.indices_total, summary.source_docs),
+        (1, 88),
+        "{summary:?}"
+    );
 
     // Writes after the start: creates, a rollover, a delete of a copied
     // document from the first generation.
@@ -233,6 +277,16 @@ async fn a_data_stream_is_copied_replayed_and_cut_over() {
     assert_eq!(assert_index_equal(&new_url, &old_url, &stream).await, 119);
     let status = replication_status(&admin).await;
     assert_eq!(status["dead_letters"], 0, "{status}");
+
+    // A document only the new cluster holds is a difference the
+    // comparison names.
+    create_docs(&new_url, &stream, 0..1, "planted", true).await;
+    let summary = compare_streams(&task, &prefix).await;
+    assert_eq!(
+        (summary.outcome, summary.extra_in_target),
+        (pb::CompareOutcome::Mismatch as i32, 1),
+        "{summary:?}"
+    );
 
     task.finish().await;
     for url in [&old_url, &new_url] {

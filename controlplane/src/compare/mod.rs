@@ -68,8 +68,8 @@ use crate::jobs::{
     JobFailure, JobHandler, JobRecord, Lease, NewPartition, PartitionRecord, Plan, RunOutcome,
 };
 use crate::migration::IndexSelection;
-use crate::migration::metadata;
 use crate::migration::search::SearchClient;
+use crate::migration::{data_streams, metadata};
 
 /// The `kind` of comparison jobs.
 pub const KIND: &str = "compare";
@@ -298,6 +298,29 @@ pub fn spec_of(job: &JobRecord) -> Result<CompareSpec, JobFailure> {
     })
 }
 
+/// What `selection` names on `cluster`: its indices, and its data streams
+/// as a whole (read and searched by the stream's name, so the split of
+/// documents between backing indices does not count), never their backing
+/// indices one by one.
+async fn selected_names(
+    cluster: &SearchClient,
+    selection: &IndexSelection,
+) -> Result<Vec<String>, JobFailure> {
+    let mut names: Vec<String> = metadata::select(cluster, selection)
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|name| tandem_es::data_stream::stream_of_backing_index(name).is_none())
+        .collect();
+    names.extend(
+        data_streams::select(cluster, selection)
+            .await?
+            .into_iter()
+            .map(|s| s.name),
+    );
+    Ok(names)
+}
+
 /// The plan of `job`, when planned.
 pub fn plan_of(job: &JobRecord) -> Option<ComparePlan> {
     job.plan
@@ -315,12 +338,12 @@ impl JobHandler for CompareHandler {
         let spec = spec_of(job)?;
         let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
         let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
-        let in_source = metadata::select(&source, &spec.indices).await?;
-        let in_target = metadata::select(&target, &spec.indices).await?;
+        let in_source = selected_names(&source, &spec.indices).await?;
+        let in_target = selected_names(&target, &spec.indices).await?;
         let mut names: Vec<&str> = in_source
             .iter()
             .chain(&in_target)
-            .map(|i| i.name.as_str())
+            .map(String::as_str)
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -331,7 +354,7 @@ impl JobHandler for CompareHandler {
         };
         let mut partitions = Vec::new();
         for name in names {
-            let on_source = in_source.iter().any(|i| i.name == name);
+            let on_source = in_source.iter().any(|i| i == name);
             let source_docs = if on_source {
                 metadata::count(&source, name).await?
             } else {
@@ -340,7 +363,7 @@ impl JobHandler for CompareHandler {
             let index = IndexPlan {
                 name: name.to_string(),
                 in_source: on_source,
-                in_target: in_target.iter().any(|i| i.name == name),
+                in_target: in_target.iter().any(|i| i == name),
                 source_docs,
                 partitions: spec.partitions_for(source_docs),
             };
