@@ -416,6 +416,7 @@ pub mod compare;
 pub mod controlplane;
 pub mod gateway;
 pub mod postgres;
+pub mod pyclients;
 pub mod relay;
 pub mod secured;
 pub mod workflow;
