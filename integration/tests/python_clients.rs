@@ -16,75 +16,26 @@
 //!   OpenSearch 3;
 //! - opensearch-py 2.x against OpenSearch 2, backup OpenSearch 3.
 
-use std::time::SystemTime;
-
 use tandem_integration::client::call;
 use tandem_integration::compare::assert_index_equal;
-use tandem_integration::controlplane::{
-    ControlPlaneApi, InProcessControlPlane, create_task_once_registered,
-};
-use tandem_integration::gateway::{GatewayOptions, TestGateway};
 use tandem_integration::pyclients::PythonClient;
-use tandem_integration::workflow::{drained_since, wait_task};
-use tandem_integration::{env, fresh_database, unique_index};
-use tandem_proto::v1 as pb;
+use tandem_integration::workflow::PausedTask;
+use tandem_integration::{env, unique_index};
 
 const TOKEN: &str = "python-clients-test-token";
-
-fn by_name(name: &str) -> Option<pb::ClusterRef> {
-    Some(pb::ClusterRef {
-        cluster_name: name.to_string(),
-        ..Default::default()
-    })
-}
 
 /// `client` writes through a gateway in front of `primary` (a flavor) while
 /// a running task replays to `backup`; the backup converges.
 async fn client_writes_reach_the_backup(client: PythonClient, primary: &str, backup: &str) {
     let env = env();
     let (primary_url, backup_url) = (&env.cluster(primary).url, &env.cluster(backup).url);
-    let database = fresh_database(&format!("pyclients_{primary}_{backup}")).await;
-    let cp = InProcessControlPlane::start(InProcessControlPlane::config(&database, TOKEN)).await;
-    let mut clusters = cp.clusters().await;
-    for (name, url) in [("primary", primary_url), ("backup", backup_url)] {
-        clusters
-            .register_cluster(pb::RegisterClusterRequest {
-                name: name.to_string(),
-                endpoints: vec![url.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("register {name} ({url}): {e:?}"));
-    }
+    let name = format!("pyclients_{}_{primary}_{backup}", client.name());
+    let mut task = PausedTask::start(&name, TOKEN, primary_url, backup_url).await;
+    // Started before the client writes: its writes replay while it writes.
+    task.start_replay().await;
 
-    let data = tempfile::tempdir().unwrap();
-    let gw = format!("gw-{}-{primary}-{backup}", client.name());
-    let mut options = GatewayOptions::replicating(primary_url, backup_url, data.path());
-    options.paused = true;
-    options.extra_toml = cp.agent_section(&gw);
-    let gateway = TestGateway::start_with(options).await;
-    let mut tasks = cp.tasks().await;
-    let id = create_task_once_registered(
-        &mut tasks,
-        pb::CreateTaskRequest {
-            name: format!("{}-{primary}-{backup}", client.name()),
-            primary: by_name("primary"),
-            backup: by_name("backup"),
-            gateway_ids: vec![gw],
-            start_paused: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .id;
-    wait_task(&mut tasks, &id, "in sync", |t| {
-        !t.gateways.is_empty() && t.gateways.iter().all(|g| g.in_sync)
-    })
-    .await;
-
-    // The client's writes replay while it is still writing.
     let index = unique_index(&format!("{}-{primary}", client.name()));
-    let summary = client.drive(&gateway.url, &index).await;
+    let summary = client.drive(&task.gateway.url, &index).await;
     eprintln!("{} via the gateway: {summary}", client.name());
     assert_eq!(
         summary["server"]["number"],
@@ -95,23 +46,15 @@ async fn client_writes_reach_the_backup(client: PythonClient, primary: &str, bac
         .as_u64()
         .unwrap_or_else(|| panic!("no document count in {summary}"));
 
-    let since = SystemTime::now();
-    wait_task(&mut tasks, &id, "drained", drained_since(since)).await;
+    task.wait_replayed("drained after the client's writes")
+        .await;
     let equal = assert_index_equal(primary_url, backup_url, &index).await;
     assert_eq!(equal as u64, documents, "{summary}");
 
-    tasks
-        .stop_task(pb::StopTaskRequest {
-            task_id: id,
-            discard_unreplayed: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("stop: {e:?}"));
-    gateway.stop();
+    task.finish().await;
     for url in [primary_url, backup_url] {
         call(reqwest::Method::DELETE, format!("{url}/{index}"), None).await;
     }
-    cp.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
