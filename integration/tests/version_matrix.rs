@@ -30,7 +30,8 @@ use tandem_integration::controlplane::{
 };
 use tandem_integration::gateway::{GatewayOptions, TestGateway};
 use tandem_integration::workflow::{
-    drained_since, run_comparison, run_migration, task_direction, task_state, wait_task,
+    delete, drained_since, run_comparison, run_migration, task_direction, task_state, wait_task,
+    write,
 };
 use tandem_integration::{env, fresh_database, unique_index};
 use tandem_proto::v1 as pb;
@@ -60,33 +61,6 @@ fn doc_type(flavor: &str) -> &'static str {
     } else {
         "_doc"
     }
-}
-
-/// Writes `range` through `url` with `phase` in each document, asserting
-/// each write is accepted.
-async fn write(url: &str, doc: &str, index: &str, range: std::ops::Range<u32>, phase: &str) {
-    for i in range {
-        let (status, body) = call(
-            reqwest::Method::PUT,
-            format!("{url}/{index}/{doc}/{i}"),
-            Some(json!({ "i": i, "phase": phase })),
-        )
-        .await;
-        assert!(
-            status == 200 || status == 201,
-            "{phase} {i}: {status} {body}"
-        );
-    }
-}
-
-async fn delete(url: &str, doc: &str, index: &str, id: u32) {
-    let (status, body) = call(
-        reqwest::Method::DELETE,
-        format!("{url}/{index}/{doc}/{id}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "delete {id}: {body}");
 }
 
 /// The whole workflow from `source` to `target` (flavor names).
