@@ -22,7 +22,6 @@
 
 use std::time::SystemTime;
 
-use serde_json::json;
 use tandem_integration::client::call;
 use tandem_integration::compare::assert_index_equal;
 use tandem_integration::controlplane::{

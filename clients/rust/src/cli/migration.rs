@@ -26,8 +26,9 @@ type Client = MigrationServiceClient<AuthenticatedChannel>;
 #[derive(Debug, Subcommand)]
 pub enum MigrationCommand {
     /// Copy the existing indices (metadata, then documents with their
-    /// versions) from one cluster to another.
-    Create(CreateArgs),
+    /// versions) from one cluster to another, or restore a snapshot of
+    /// them (--snapshot).
+    Create(Box<CreateArgs>),
     /// Show one job with its per-index progress.
     Get {
         /// Job id.
@@ -145,7 +146,7 @@ pub async fn run(
         MigrationCommand::Create(args) => {
             let wait = args.wait;
             let job = client
-                .create_migration_job(create_request(args))
+                .create_migration_job(create_request(*args))
                 .await
                 .map_err(|s| rpc_error("CreateMigrationJob", s))?
                 .into_inner()
@@ -281,7 +282,7 @@ fn create_request(args: CreateArgs) -> CreateMigrationJobRequest {
             } else {
                 MigrationMode::Unspecified
             } as i32,
-            snapshot: args.snapshot.then(|| SnapshotOptions {
+            snapshot: args.snapshot.then_some(SnapshotOptions {
                 repository: args.repository,
                 source_location: args.repo_source_location,
                 target_location: args.repo_target_location,
