@@ -159,6 +159,11 @@ pub fn clusters() -> &'static [SearchCluster] {
 pub fn shared_repo() -> PathBuf {
     match std::env::var("TANDEM_TEST_SHARED_REPO") {
         Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ if std::env::var_os("TANDEM_TEST_CLUSTERS").is_some() => panic!(
+            "TANDEM_TEST_CLUSTERS is set but TANDEM_TEST_SHARED_REPO is not: start the nodes \
+             with `scripts/dev up` (it shares a snapshot directory between them) and source \
+             its env file"
+        ),
         _ => state_dir().join("shared-repo"),
     }
 }
