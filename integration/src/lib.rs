@@ -129,7 +129,8 @@ pub fn clusters() -> &'static [SearchCluster] {
                         Some(url) => url,
                         None => {
                             let dir = state_dir().join(&flavor);
-                            run_script(
+                            run_script_with(
+                                &[("TANDEM_SEARCH_SHARED_REPO", shared_repo().as_os_str())],
                                 "scripts/search/node.sh",
                                 &["start", &flavor, path_str(&dir)],
                             )?
@@ -148,6 +149,23 @@ pub fn clusters() -> &'static [SearchCluster] {
             })
             .collect()
     })
+}
+
+/// The directory every test search node lists in `path.repo`, where a
+/// snapshot written by one cluster is restored by another (snapshot-based
+/// backfill): `TANDEM_TEST_SHARED_REPO` with already running services
+/// (`scripts/dev up` writes it), else `<state>/shared-repo` of the nodes this
+/// process starts itself.
+pub fn shared_repo() -> PathBuf {
+    match std::env::var("TANDEM_TEST_SHARED_REPO") {
+        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ if std::env::var_os("TANDEM_TEST_CLUSTERS").is_some() => panic!(
+            "TANDEM_TEST_CLUSTERS is set but TANDEM_TEST_SHARED_REPO is not: start the nodes \
+             with `scripts/dev up` (it shares a snapshot directory between them) and source \
+             its env file"
+        ),
+        _ => state_dir().join("shared-repo"),
+    }
 }
 
 /// State directory for services this process starts itself, watched so the
@@ -242,7 +260,17 @@ fn path_str(path: &Path) -> &str {
 
 /// Runs a project script and returns the last line of its stdout.
 pub(crate) fn run_script(script: &str, args: &[&str]) -> anyhow::Result<String> {
+    run_script_with(&[], script, args)
+}
+
+/// [`run_script`] with extra environment variables.
+fn run_script_with(
+    envs: &[(&str, &std::ffi::OsStr)],
+    script: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
     let output = Command::new(repo_root().join(script))
+        .envs(envs.iter().copied())
         .args(args)
         .stderr(Stdio::inherit())
         .output()

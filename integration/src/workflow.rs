@@ -1,9 +1,12 @@
 //! Steps of the operator's workflow, shared by the tests that walk it:
-//! a paused task set up in front of two clusters, waiting on a task's
-//! state and lag, running a migration job and a comparison job to their
-//! end, cutover and rollback.
+//! a paused task set up in front of two clusters, writing and deleting
+//! documents through a gateway, waiting on a task's state and lag, running
+//! a migration job and a comparison job to their end, cutover and
+//! rollback.
 
 use std::time::{Duration, SystemTime};
+
+use serde_json::json;
 
 use tandem_client::AuthenticatedChannel;
 use tandem_client::v1 as pb;
@@ -86,6 +89,34 @@ pub fn drained_since(since: SystemTime) -> impl Fn(&pb::ReplicationTask) -> bool
     }
 }
 
+/// Writes `range` through `url` with `phase` in each document, asserting
+/// each write is accepted.
+pub async fn write(url: &str, doc: &str, index: &str, range: std::ops::Range<u32>, phase: &str) {
+    for i in range {
+        let (status, body) = crate::client::call(
+            reqwest::Method::PUT,
+            format!("{url}/{index}/{doc}/{i}"),
+            Some(json!({ "i": i, "phase": phase })),
+        )
+        .await;
+        assert!(
+            status == 200 || status == 201,
+            "{phase} {i}: {status} {body}"
+        );
+    }
+}
+
+/// Deletes document `id` through `url`, asserting it existed.
+pub async fn delete(url: &str, doc: &str, index: &str, id: u32) {
+    let (status, body) = crate::client::call(
+        reqwest::Method::DELETE,
+        format!("{url}/{index}/{doc}/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "delete {id}: {body}");
+}
+
 /// Creates a migration job and waits until it ends; returns it.
 pub async fn run_migration(
     client: &mut MigrationServiceClient<AuthenticatedChannel>,
@@ -99,11 +130,19 @@ pub async fn run_migration(
         .job
         .expect("a job")
         .id;
+    wait_migration(client, &id).await
+}
+
+/// Waits until migration job `id` ends; returns it.
+pub async fn wait_migration(
+    client: &mut MigrationServiceClient<AuthenticatedChannel>,
+    id: &str,
+) -> pb::MigrationJob {
     until_finished(
         "migration job",
         |job: &pb::MigrationJob| job.state,
         || {
-            let (mut client, id) = (client.clone(), id.clone());
+            let (mut client, id) = (client.clone(), id.to_string());
             async move {
                 client
                     .get_migration_job(pb::GetMigrationJobRequest { job_id: id })

@@ -20,11 +20,12 @@
 //! `version_matrix_pairs_from_the_environment` (`TANDEM_MATRIX_PAIRS`,
 //! e.g. `es6:os2,os2:es6`).
 
-use serde_json::json;
 use tandem_integration::client::call;
 use tandem_integration::compare::assert_index_equal;
 use tandem_integration::controlplane::ControlPlaneApi;
-use tandem_integration::workflow::{PausedTask, by_name, run_comparison, run_migration};
+use tandem_integration::workflow::{
+    PausedTask, by_name, delete, run_comparison, run_migration, write,
+};
 use tandem_integration::{env, unique_index};
 use tandem_proto::v1 as pb;
 
@@ -46,33 +47,6 @@ fn doc_type(flavor: &str) -> &'static str {
     } else {
         "_doc"
     }
-}
-
-/// Writes `range` through `url` with `phase` in each document, asserting
-/// each write is accepted.
-async fn write(url: &str, doc: &str, index: &str, range: std::ops::Range<u32>, phase: &str) {
-    for i in range {
-        let (status, body) = call(
-            reqwest::Method::PUT,
-            format!("{url}/{index}/{doc}/{i}"),
-            Some(json!({ "i": i, "phase": phase })),
-        )
-        .await;
-        assert!(
-            status == 200 || status == 201,
-            "{phase} {i}: {status} {body}"
-        );
-    }
-}
-
-async fn delete(url: &str, doc: &str, index: &str, id: u32) {
-    let (status, body) = call(
-        reqwest::Method::DELETE,
-        format!("{url}/{index}/{doc}/{id}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "delete {id}: {body}");
 }
 
 /// The whole workflow from `source` to `target` (flavor names).

@@ -222,6 +222,31 @@ catalogue! {
     /// them, or create the job with EXISTING_INDEX_POLICY_REUSE.
     TARGET_INDEX_EXISTS: Error = "TARGET_INDEX_EXISTS";
 
+    /// A snapshot-based migration job (MIGRATION_MODE_SNAPSHOT) selected
+    /// indices the target cannot restore (metadata `indices`, `rule`): the
+    /// source's version writes snapshots the target cannot read, or an index
+    /// was created by a version the target does not read (Elasticsearch N
+    /// reads indices created by N and N-1, OpenSearch 1 by Elasticsearch
+    /// 6.x-7.10.2 and OpenSearch 1, OpenSearch 2 by Elasticsearch
+    /// 7.0-7.10.2 and OpenSearch 1-2, OpenSearch 3 by OpenSearch 2-3; see
+    /// docs/cross-version.md). Use MIGRATION_MODE_DOCUMENTS for those
+    /// indices.
+    SNAPSHOT_VERSION_UNSUPPORTED: Error = "SNAPSHOT_VERSION_UNSUPPORTED";
+
+    /// A cluster refused to register the snapshot repository of a
+    /// snapshot-based migration job (metadata `cluster`): usually the
+    /// location is not listed in the nodes' `path.repo`, or the target does
+    /// not see the directory the source writes. Fix the location or the
+    /// nodes' `path.repo`, then create the job again.
+    SNAPSHOT_REPOSITORY_REFUSED: Error = "SNAPSHOT_REPOSITORY_REFUSED";
+
+    /// The snapshot of a snapshot-based migration job failed or was partial
+    /// on the source, or the target refused or failed to restore it
+    /// (metadata `snapshot`; the message quotes the cluster's reason).
+    /// Nothing is retried: inspect the snapshot, delete what was restored,
+    /// and create the job again.
+    SNAPSHOT_FAILED: Error = "SNAPSHOT_FAILED";
+
     /// The target refused to create an index because of its mappings
     /// (metadata `index`, `http_status`). Adjust the type rewrite options,
     /// or create the index on the target yourself and reuse it.

@@ -19,6 +19,7 @@
 #   TANDEM_SEARCH_START_TIMEOUT    seconds to wait for yellow health (default 180)
 #   TANDEM_SEARCH_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 30)
 #   TANDEM_SEARCH_WATCH_PID        the node exits by itself when this pid is gone (e.g. the test harness)
+#   TANDEM_SEARCH_SHARED_REPO      a directory added to path.repo (snapshots shared between clusters)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

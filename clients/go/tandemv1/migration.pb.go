@@ -159,6 +159,127 @@ func (ExistingIndexPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{1}
 }
 
+// How a migration job carries the documents over.
+type MigrationMode int32
+
+const (
+	// Not set. Treated as MIGRATION_MODE_DOCUMENTS.
+	MigrationMode_MIGRATION_MODE_UNSPECIFIED MigrationMode = 0
+	// Read the documents from the source and write them to the target with
+	// bulk requests (see the top of this file). Works between every pair of
+	// supported versions.
+	MigrationMode_MIGRATION_MODE_DOCUMENTS MigrationMode = 1
+	// Snapshot the selected indices on the source into a shared `fs`
+	// repository and restore them on the target. Only possible when the
+	// target reads indices created by the source's version (same major or
+	// the next one; see "Snapshot-based backfill" in docs/cross-version.md):
+	// otherwise the job fails at planning with SNAPSHOT_VERSION_UNSUPPORTED
+	// naming each index and the rule (FAILED_PRECONDITION at creation when
+	// the clusters' probed versions already show it). Restored documents
+	// keep the source's `_version`, so replay with external versioning
+	// converges as after a document copy. Options about reading and
+	// throttling documents do not apply.
+	MigrationMode_MIGRATION_MODE_SNAPSHOT MigrationMode = 2
+)
+
+// Enum value maps for MigrationMode.
+var (
+	MigrationMode_name = map[int32]string{
+		0: "MIGRATION_MODE_UNSPECIFIED",
+		1: "MIGRATION_MODE_DOCUMENTS",
+		2: "MIGRATION_MODE_SNAPSHOT",
+	}
+	MigrationMode_value = map[string]int32{
+		"MIGRATION_MODE_UNSPECIFIED": 0,
+		"MIGRATION_MODE_DOCUMENTS":   1,
+		"MIGRATION_MODE_SNAPSHOT":    2,
+	}
+)
+
+func (x MigrationMode) Enum() *MigrationMode {
+	p := new(MigrationMode)
+	*p = x
+	return p
+}
+
+func (x MigrationMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MigrationMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_migration_proto_enumTypes[2].Descriptor()
+}
+
+func (MigrationMode) Type() protoreflect.EnumType {
+	return &file_tandem_v1_migration_proto_enumTypes[2]
+}
+
+func (x MigrationMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MigrationMode.Descriptor instead.
+func (MigrationMode) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
+}
+
+// Phase of a snapshot-based backfill.
+type SnapshotPhase int32
+
+const (
+	// Not set: not a snapshot job, or not planned yet.
+	SnapshotPhase_SNAPSHOT_PHASE_UNSPECIFIED SnapshotPhase = 0
+	// The source writes the snapshot into the repository.
+	SnapshotPhase_SNAPSHOT_PHASE_SNAPSHOT SnapshotPhase = 1
+	// The target restores the snapshot (shard recovery from the repository).
+	SnapshotPhase_SNAPSHOT_PHASE_RESTORE SnapshotPhase = 2
+	// Every selected index is restored and open on the target.
+	SnapshotPhase_SNAPSHOT_PHASE_DONE SnapshotPhase = 3
+)
+
+// Enum value maps for SnapshotPhase.
+var (
+	SnapshotPhase_name = map[int32]string{
+		0: "SNAPSHOT_PHASE_UNSPECIFIED",
+		1: "SNAPSHOT_PHASE_SNAPSHOT",
+		2: "SNAPSHOT_PHASE_RESTORE",
+		3: "SNAPSHOT_PHASE_DONE",
+	}
+	SnapshotPhase_value = map[string]int32{
+		"SNAPSHOT_PHASE_UNSPECIFIED": 0,
+		"SNAPSHOT_PHASE_SNAPSHOT":    1,
+		"SNAPSHOT_PHASE_RESTORE":     2,
+		"SNAPSHOT_PHASE_DONE":        3,
+	}
+)
+
+func (x SnapshotPhase) Enum() *SnapshotPhase {
+	p := new(SnapshotPhase)
+	*p = x
+	return p
+}
+
+func (x SnapshotPhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SnapshotPhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_migration_proto_enumTypes[3].Descriptor()
+}
+
+func (SnapshotPhase) Type() protoreflect.EnumType {
+	return &file_tandem_v1_migration_proto_enumTypes[3]
+}
+
+func (x SnapshotPhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SnapshotPhase.Descriptor instead.
+func (SnapshotPhase) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
+}
+
 // Kind of a piece of cluster-level metadata a migration job copies.
 type ClusterMetadataKind int32
 
@@ -213,11 +334,11 @@ func (x ClusterMetadataKind) String() string {
 }
 
 func (ClusterMetadataKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_tandem_v1_migration_proto_enumTypes[2].Descriptor()
+	return file_tandem_v1_migration_proto_enumTypes[4].Descriptor()
 }
 
 func (ClusterMetadataKind) Type() protoreflect.EnumType {
-	return &file_tandem_v1_migration_proto_enumTypes[2]
+	return &file_tandem_v1_migration_proto_enumTypes[4]
 }
 
 func (x ClusterMetadataKind) Number() protoreflect.EnumNumber {
@@ -226,7 +347,7 @@ func (x ClusterMetadataKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClusterMetadataKind.Descriptor instead.
 func (ClusterMetadataKind) EnumDescriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
 }
 
 // What happened to one piece of cluster-level metadata.
@@ -275,11 +396,11 @@ func (x ClusterMetadataOutcome) String() string {
 }
 
 func (ClusterMetadataOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_tandem_v1_migration_proto_enumTypes[3].Descriptor()
+	return file_tandem_v1_migration_proto_enumTypes[5].Descriptor()
 }
 
 func (ClusterMetadataOutcome) Type() protoreflect.EnumType {
-	return &file_tandem_v1_migration_proto_enumTypes[3]
+	return &file_tandem_v1_migration_proto_enumTypes[5]
 }
 
 func (x ClusterMetadataOutcome) Number() protoreflect.EnumNumber {
@@ -288,7 +409,7 @@ func (x ClusterMetadataOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClusterMetadataOutcome.Descriptor instead.
 func (ClusterMetadataOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{5}
 }
 
 // Phase of one index within a migration job.
@@ -307,6 +428,11 @@ const (
 	IndexMigrationPhase_INDEX_MIGRATION_PHASE_DONE IndexMigrationPhase = 4
 	// The metadata could not be created or a partition failed.
 	IndexMigrationPhase_INDEX_MIGRATION_PHASE_FAILED IndexMigrationPhase = 5
+	// MIGRATION_MODE_SNAPSHOT: the source writes the index into the snapshot.
+	IndexMigrationPhase_INDEX_MIGRATION_PHASE_SNAPSHOT IndexMigrationPhase = 6
+	// MIGRATION_MODE_SNAPSHOT: the target restores the index from the
+	// snapshot (progress in bytes recovered).
+	IndexMigrationPhase_INDEX_MIGRATION_PHASE_RESTORE IndexMigrationPhase = 7
 )
 
 // Enum value maps for IndexMigrationPhase.
@@ -318,6 +444,8 @@ var (
 		3: "INDEX_MIGRATION_PHASE_DOCUMENTS",
 		4: "INDEX_MIGRATION_PHASE_DONE",
 		5: "INDEX_MIGRATION_PHASE_FAILED",
+		6: "INDEX_MIGRATION_PHASE_SNAPSHOT",
+		7: "INDEX_MIGRATION_PHASE_RESTORE",
 	}
 	IndexMigrationPhase_value = map[string]int32{
 		"INDEX_MIGRATION_PHASE_UNSPECIFIED": 0,
@@ -326,6 +454,8 @@ var (
 		"INDEX_MIGRATION_PHASE_DOCUMENTS":   3,
 		"INDEX_MIGRATION_PHASE_DONE":        4,
 		"INDEX_MIGRATION_PHASE_FAILED":      5,
+		"INDEX_MIGRATION_PHASE_SNAPSHOT":    6,
+		"INDEX_MIGRATION_PHASE_RESTORE":     7,
 	}
 )
 
@@ -340,11 +470,11 @@ func (x IndexMigrationPhase) String() string {
 }
 
 func (IndexMigrationPhase) Descriptor() protoreflect.EnumDescriptor {
-	return file_tandem_v1_migration_proto_enumTypes[4].Descriptor()
+	return file_tandem_v1_migration_proto_enumTypes[6].Descriptor()
 }
 
 func (IndexMigrationPhase) Type() protoreflect.EnumType {
-	return &file_tandem_v1_migration_proto_enumTypes[4]
+	return &file_tandem_v1_migration_proto_enumTypes[6]
 }
 
 func (x IndexMigrationPhase) Number() protoreflect.EnumNumber {
@@ -353,7 +483,244 @@ func (x IndexMigrationPhase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IndexMigrationPhase.Descriptor instead.
 func (IndexMigrationPhase) EnumDescriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{6}
+}
+
+// Snapshot and restore through a shared filesystem repository
+// (MIGRATION_MODE_SNAPSHOT). The directory must be listed in `path.repo` on
+// every node of both clusters and be the same storage (for example an NFS
+// mount), seen under possibly different paths.
+type SnapshotOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the repository registered on both clusters (created or
+	// updated: type `fs`, read-only on the target). Empty means
+	// "tandem-backfill".
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// Required in MIGRATION_MODE_SNAPSHOT. The repository directory as the
+	// source's nodes see it.
+	SourceLocation string `protobuf:"bytes,2,opt,name=source_location,json=sourceLocation,proto3" json:"source_location,omitempty"`
+	// Required in MIGRATION_MODE_SNAPSHOT. The same directory as the
+	// target's nodes see it (usually equal to `source_location`).
+	TargetLocation string `protobuf:"bytes,3,opt,name=target_location,json=targetLocation,proto3" json:"target_location,omitempty"`
+	// Delete the snapshot from the repository once restored.
+	DeleteSnapshot bool `protobuf:"varint,4,opt,name=delete_snapshot,json=deleteSnapshot,proto3" json:"delete_snapshot,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SnapshotOptions) Reset() {
+	*x = SnapshotOptions{}
+	mi := &file_tandem_v1_migration_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotOptions) ProtoMessage() {}
+
+func (x *SnapshotOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_migration_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotOptions.ProtoReflect.Descriptor instead.
+func (*SnapshotOptions) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SnapshotOptions) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *SnapshotOptions) GetSourceLocation() string {
+	if x != nil {
+		return x.SourceLocation
+	}
+	return ""
+}
+
+func (x *SnapshotOptions) GetTargetLocation() string {
+	if x != nil {
+		return x.TargetLocation
+	}
+	return ""
+}
+
+func (x *SnapshotOptions) GetDeleteSnapshot() bool {
+	if x != nil {
+		return x.DeleteSnapshot
+	}
+	return false
+}
+
+// Progress of a snapshot-based backfill (MIGRATION_MODE_SNAPSHOT).
+type SnapshotProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Repository registered on both clusters.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// Name of the snapshot (derived from the job id).
+	Snapshot string `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// Phase.
+	Phase SnapshotPhase `protobuf:"varint,3,opt,name=phase,proto3,enum=tandem.v1.SnapshotPhase" json:"phase,omitempty"`
+	// State of the snapshot as the source reports it (IN_PROGRESS, SUCCESS,
+	// PARTIAL, FAILED...), empty before it starts.
+	SnapshotState string `protobuf:"bytes,4,opt,name=snapshot_state,json=snapshotState,proto3" json:"snapshot_state,omitempty"`
+	// Shards in the snapshot.
+	SnapshotShardsTotal uint32 `protobuf:"varint,5,opt,name=snapshot_shards_total,json=snapshotShardsTotal,proto3" json:"snapshot_shards_total,omitempty"`
+	// Shards written into the repository.
+	SnapshotShardsDone uint32 `protobuf:"varint,6,opt,name=snapshot_shards_done,json=snapshotShardsDone,proto3" json:"snapshot_shards_done,omitempty"`
+	// Bytes the snapshot must store (files already in the repository from an
+	// earlier snapshot are not counted).
+	SnapshotBytesTotal uint64 `protobuf:"varint,7,opt,name=snapshot_bytes_total,json=snapshotBytesTotal,proto3" json:"snapshot_bytes_total,omitempty"`
+	// Bytes stored so far.
+	SnapshotBytesDone uint64 `protobuf:"varint,8,opt,name=snapshot_bytes_done,json=snapshotBytesDone,proto3" json:"snapshot_bytes_done,omitempty"`
+	// Shards (primaries) being restored on the target.
+	RestoreShardsTotal uint32 `protobuf:"varint,9,opt,name=restore_shards_total,json=restoreShardsTotal,proto3" json:"restore_shards_total,omitempty"`
+	// Shards restored.
+	RestoreShardsDone uint32 `protobuf:"varint,10,opt,name=restore_shards_done,json=restoreShardsDone,proto3" json:"restore_shards_done,omitempty"`
+	// Bytes to recover from the repository on the target.
+	RestoreBytesTotal uint64 `protobuf:"varint,11,opt,name=restore_bytes_total,json=restoreBytesTotal,proto3" json:"restore_bytes_total,omitempty"`
+	// Bytes recovered so far.
+	RestoreBytesDone uint64 `protobuf:"varint,12,opt,name=restore_bytes_done,json=restoreBytesDone,proto3" json:"restore_bytes_done,omitempty"`
+	// Whether the snapshot was deleted after the restore
+	// (SnapshotOptions.delete_snapshot).
+	SnapshotDeleted bool `protobuf:"varint,13,opt,name=snapshot_deleted,json=snapshotDeleted,proto3" json:"snapshot_deleted,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SnapshotProgress) Reset() {
+	*x = SnapshotProgress{}
+	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotProgress) ProtoMessage() {}
+
+func (x *SnapshotProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotProgress.ProtoReflect.Descriptor instead.
+func (*SnapshotProgress) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SnapshotProgress) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *SnapshotProgress) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+func (x *SnapshotProgress) GetPhase() SnapshotPhase {
+	if x != nil {
+		return x.Phase
+	}
+	return SnapshotPhase_SNAPSHOT_PHASE_UNSPECIFIED
+}
+
+func (x *SnapshotProgress) GetSnapshotState() string {
+	if x != nil {
+		return x.SnapshotState
+	}
+	return ""
+}
+
+func (x *SnapshotProgress) GetSnapshotShardsTotal() uint32 {
+	if x != nil {
+		return x.SnapshotShardsTotal
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetSnapshotShardsDone() uint32 {
+	if x != nil {
+		return x.SnapshotShardsDone
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetSnapshotBytesTotal() uint64 {
+	if x != nil {
+		return x.SnapshotBytesTotal
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetSnapshotBytesDone() uint64 {
+	if x != nil {
+		return x.SnapshotBytesDone
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetRestoreShardsTotal() uint32 {
+	if x != nil {
+		return x.RestoreShardsTotal
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetRestoreShardsDone() uint32 {
+	if x != nil {
+		return x.RestoreShardsDone
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetRestoreBytesTotal() uint64 {
+	if x != nil {
+		return x.RestoreBytesTotal
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetRestoreBytesDone() uint64 {
+	if x != nil {
+		return x.RestoreBytesDone
+	}
+	return 0
+}
+
+func (x *SnapshotProgress) GetSnapshotDeleted() bool {
+	if x != nil {
+		return x.SnapshotDeleted
+	}
+	return false
 }
 
 // Which index metadata is copied before the documents.
@@ -412,7 +779,7 @@ type MetadataCopyOptions struct {
 
 func (x *MetadataCopyOptions) Reset() {
 	*x = MetadataCopyOptions{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[0]
+	mi := &file_tandem_v1_migration_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +791,7 @@ func (x *MetadataCopyOptions) String() string {
 func (*MetadataCopyOptions) ProtoMessage() {}
 
 func (x *MetadataCopyOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[0]
+	mi := &file_tandem_v1_migration_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +804,7 @@ func (x *MetadataCopyOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataCopyOptions.ProtoReflect.Descriptor instead.
 func (*MetadataCopyOptions) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{0}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MetadataCopyOptions) GetSkipSettings() bool {
@@ -527,7 +894,7 @@ type ClusterMetadataResult struct {
 
 func (x *ClusterMetadataResult) Reset() {
 	*x = ClusterMetadataResult{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	mi := &file_tandem_v1_migration_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +906,7 @@ func (x *ClusterMetadataResult) String() string {
 func (*ClusterMetadataResult) ProtoMessage() {}
 
 func (x *ClusterMetadataResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[1]
+	mi := &file_tandem_v1_migration_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +919,7 @@ func (x *ClusterMetadataResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMetadataResult.ProtoReflect.Descriptor instead.
 func (*ClusterMetadataResult) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{1}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClusterMetadataResult) GetKind() ClusterMetadataKind {
@@ -611,13 +978,19 @@ type MigrationOptions struct {
 	// Lease duration of a partition; a worker renews it while alive. Zero
 	// means 60 s.
 	LeaseDuration *durationpb.Duration `protobuf:"bytes,10,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
+	// How the documents are carried over. Unset means
+	// MIGRATION_MODE_DOCUMENTS.
+	Mode MigrationMode `protobuf:"varint,11,opt,name=mode,proto3,enum=tandem.v1.MigrationMode" json:"mode,omitempty"`
+	// Snapshot and restore options; required in MIGRATION_MODE_SNAPSHOT,
+	// refused otherwise.
+	Snapshot      *SnapshotOptions `protobuf:"bytes,12,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MigrationOptions) Reset() {
 	*x = MigrationOptions{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[2]
+	mi := &file_tandem_v1_migration_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +1002,7 @@ func (x *MigrationOptions) String() string {
 func (*MigrationOptions) ProtoMessage() {}
 
 func (x *MigrationOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[2]
+	mi := &file_tandem_v1_migration_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +1015,7 @@ func (x *MigrationOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationOptions.ProtoReflect.Descriptor instead.
 func (*MigrationOptions) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{2}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MigrationOptions) GetSlicesPerIndex() uint32 {
@@ -715,6 +1088,20 @@ func (x *MigrationOptions) GetLeaseDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *MigrationOptions) GetMode() MigrationMode {
+	if x != nil {
+		return x.Mode
+	}
+	return MigrationMode_MIGRATION_MODE_UNSPECIFIED
+}
+
+func (x *MigrationOptions) GetSnapshot() *SnapshotOptions {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
 // Progress of one index within a migration job.
 type IndexMigrationProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -745,7 +1132,7 @@ type IndexMigrationProgress struct {
 
 func (x *IndexMigrationProgress) Reset() {
 	*x = IndexMigrationProgress{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[3]
+	mi := &file_tandem_v1_migration_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +1144,7 @@ func (x *IndexMigrationProgress) String() string {
 func (*IndexMigrationProgress) ProtoMessage() {}
 
 func (x *IndexMigrationProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[3]
+	mi := &file_tandem_v1_migration_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +1157,7 @@ func (x *IndexMigrationProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexMigrationProgress.ProtoReflect.Descriptor instead.
 func (*IndexMigrationProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{3}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IndexMigrationProgress) GetSourceIndex() string {
@@ -868,7 +1255,7 @@ type MigrationPartition struct {
 
 func (x *MigrationPartition) Reset() {
 	*x = MigrationPartition{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[4]
+	mi := &file_tandem_v1_migration_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1267,7 @@ func (x *MigrationPartition) String() string {
 func (*MigrationPartition) ProtoMessage() {}
 
 func (x *MigrationPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[4]
+	mi := &file_tandem_v1_migration_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1280,7 @@ func (x *MigrationPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationPartition.ProtoReflect.Descriptor instead.
 func (*MigrationPartition) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{4}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MigrationPartition) GetId() string {
@@ -1040,13 +1427,18 @@ type MigrationJob struct {
 	// Nothing asked for is left out: what could not be carried over is
 	// listed as REFUSED with the reason.
 	ClusterMetadata []*ClusterMetadataResult `protobuf:"bytes,19,rep,name=cluster_metadata,json=clusterMetadata,proto3" json:"cluster_metadata,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Output only. Snapshot and restore progress, in
+	// MIGRATION_MODE_SNAPSHOT once planned. The overall and per-index
+	// `progress` then count bytes recovered on the target, and documents of
+	// the indices whose restore finished.
+	Snapshot      *SnapshotProgress `protobuf:"bytes,20,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MigrationJob) Reset() {
 	*x = MigrationJob{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[5]
+	mi := &file_tandem_v1_migration_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1450,7 @@ func (x *MigrationJob) String() string {
 func (*MigrationJob) ProtoMessage() {}
 
 func (x *MigrationJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[5]
+	mi := &file_tandem_v1_migration_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1463,7 @@ func (x *MigrationJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationJob.ProtoReflect.Descriptor instead.
 func (*MigrationJob) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{5}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MigrationJob) GetId() string {
@@ -1207,6 +1599,13 @@ func (x *MigrationJob) GetClusterMetadata() []*ClusterMetadataResult {
 	return nil
 }
 
+func (x *MigrationJob) GetSnapshot() *SnapshotProgress {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
 // Request of MigrationService.CreateMigrationJob.
 type CreateMigrationJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1237,7 +1636,7 @@ type CreateMigrationJobRequest struct {
 
 func (x *CreateMigrationJobRequest) Reset() {
 	*x = CreateMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[6]
+	mi := &file_tandem_v1_migration_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1648,7 @@ func (x *CreateMigrationJobRequest) String() string {
 func (*CreateMigrationJobRequest) ProtoMessage() {}
 
 func (x *CreateMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[6]
+	mi := &file_tandem_v1_migration_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1661,7 @@ func (x *CreateMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*CreateMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{6}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateMigrationJobRequest) GetRequestId() string {
@@ -1332,7 +1731,7 @@ type CreateMigrationJobResponse struct {
 
 func (x *CreateMigrationJobResponse) Reset() {
 	*x = CreateMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[7]
+	mi := &file_tandem_v1_migration_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1743,7 @@ func (x *CreateMigrationJobResponse) String() string {
 func (*CreateMigrationJobResponse) ProtoMessage() {}
 
 func (x *CreateMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[7]
+	mi := &file_tandem_v1_migration_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1756,7 @@ func (x *CreateMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*CreateMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{7}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateMigrationJobResponse) GetJob() *MigrationJob {
@@ -1378,7 +1777,7 @@ type GetMigrationJobRequest struct {
 
 func (x *GetMigrationJobRequest) Reset() {
 	*x = GetMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[8]
+	mi := &file_tandem_v1_migration_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1789,7 @@ func (x *GetMigrationJobRequest) String() string {
 func (*GetMigrationJobRequest) ProtoMessage() {}
 
 func (x *GetMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[8]
+	mi := &file_tandem_v1_migration_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1802,7 @@ func (x *GetMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*GetMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{8}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetMigrationJobRequest) GetJobId() string {
@@ -1424,7 +1823,7 @@ type GetMigrationJobResponse struct {
 
 func (x *GetMigrationJobResponse) Reset() {
 	*x = GetMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[9]
+	mi := &file_tandem_v1_migration_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1835,7 @@ func (x *GetMigrationJobResponse) String() string {
 func (*GetMigrationJobResponse) ProtoMessage() {}
 
 func (x *GetMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[9]
+	mi := &file_tandem_v1_migration_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1848,7 @@ func (x *GetMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*GetMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{9}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetMigrationJobResponse) GetJob() *MigrationJob {
@@ -1481,7 +1880,7 @@ type ListMigrationJobsRequest struct {
 
 func (x *ListMigrationJobsRequest) Reset() {
 	*x = ListMigrationJobsRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[10]
+	mi := &file_tandem_v1_migration_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1892,7 @@ func (x *ListMigrationJobsRequest) String() string {
 func (*ListMigrationJobsRequest) ProtoMessage() {}
 
 func (x *ListMigrationJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[10]
+	mi := &file_tandem_v1_migration_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1905,7 @@ func (x *ListMigrationJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListMigrationJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{10}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListMigrationJobsRequest) GetPageSize() int32 {
@@ -1564,7 +1963,7 @@ type ListMigrationJobsResponse struct {
 
 func (x *ListMigrationJobsResponse) Reset() {
 	*x = ListMigrationJobsResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[11]
+	mi := &file_tandem_v1_migration_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1975,7 @@ func (x *ListMigrationJobsResponse) String() string {
 func (*ListMigrationJobsResponse) ProtoMessage() {}
 
 func (x *ListMigrationJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[11]
+	mi := &file_tandem_v1_migration_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1988,7 @@ func (x *ListMigrationJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListMigrationJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{11}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListMigrationJobsResponse) GetJobs() []*MigrationJob {
@@ -1619,7 +2018,7 @@ type PauseMigrationJobRequest struct {
 
 func (x *PauseMigrationJobRequest) Reset() {
 	*x = PauseMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[12]
+	mi := &file_tandem_v1_migration_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +2030,7 @@ func (x *PauseMigrationJobRequest) String() string {
 func (*PauseMigrationJobRequest) ProtoMessage() {}
 
 func (x *PauseMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[12]
+	mi := &file_tandem_v1_migration_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +2043,7 @@ func (x *PauseMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*PauseMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{12}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PauseMigrationJobRequest) GetJobId() string {
@@ -1665,7 +2064,7 @@ type PauseMigrationJobResponse struct {
 
 func (x *PauseMigrationJobResponse) Reset() {
 	*x = PauseMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[13]
+	mi := &file_tandem_v1_migration_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +2076,7 @@ func (x *PauseMigrationJobResponse) String() string {
 func (*PauseMigrationJobResponse) ProtoMessage() {}
 
 func (x *PauseMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[13]
+	mi := &file_tandem_v1_migration_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +2089,7 @@ func (x *PauseMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*PauseMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{13}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PauseMigrationJobResponse) GetJob() *MigrationJob {
@@ -1715,7 +2114,7 @@ type ResumeMigrationJobRequest struct {
 
 func (x *ResumeMigrationJobRequest) Reset() {
 	*x = ResumeMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[14]
+	mi := &file_tandem_v1_migration_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +2126,7 @@ func (x *ResumeMigrationJobRequest) String() string {
 func (*ResumeMigrationJobRequest) ProtoMessage() {}
 
 func (x *ResumeMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[14]
+	mi := &file_tandem_v1_migration_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +2139,7 @@ func (x *ResumeMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{14}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResumeMigrationJobRequest) GetJobId() string {
@@ -1768,7 +2167,7 @@ type ResumeMigrationJobResponse struct {
 
 func (x *ResumeMigrationJobResponse) Reset() {
 	*x = ResumeMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[15]
+	mi := &file_tandem_v1_migration_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +2179,7 @@ func (x *ResumeMigrationJobResponse) String() string {
 func (*ResumeMigrationJobResponse) ProtoMessage() {}
 
 func (x *ResumeMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[15]
+	mi := &file_tandem_v1_migration_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +2192,7 @@ func (x *ResumeMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{15}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeMigrationJobResponse) GetJob() *MigrationJob {
@@ -1815,7 +2214,7 @@ type CancelMigrationJobRequest struct {
 
 func (x *CancelMigrationJobRequest) Reset() {
 	*x = CancelMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[16]
+	mi := &file_tandem_v1_migration_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +2226,7 @@ func (x *CancelMigrationJobRequest) String() string {
 func (*CancelMigrationJobRequest) ProtoMessage() {}
 
 func (x *CancelMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[16]
+	mi := &file_tandem_v1_migration_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +2239,7 @@ func (x *CancelMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{16}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelMigrationJobRequest) GetJobId() string {
@@ -1861,7 +2260,7 @@ type CancelMigrationJobResponse struct {
 
 func (x *CancelMigrationJobResponse) Reset() {
 	*x = CancelMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[17]
+	mi := &file_tandem_v1_migration_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2272,7 @@ func (x *CancelMigrationJobResponse) String() string {
 func (*CancelMigrationJobResponse) ProtoMessage() {}
 
 func (x *CancelMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[17]
+	mi := &file_tandem_v1_migration_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2285,7 @@ func (x *CancelMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{17}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelMigrationJobResponse) GetJob() *MigrationJob {
@@ -1910,7 +2309,7 @@ type WatchMigrationJobRequest struct {
 
 func (x *WatchMigrationJobRequest) Reset() {
 	*x = WatchMigrationJobRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[18]
+	mi := &file_tandem_v1_migration_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2321,7 @@ func (x *WatchMigrationJobRequest) String() string {
 func (*WatchMigrationJobRequest) ProtoMessage() {}
 
 func (x *WatchMigrationJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[18]
+	mi := &file_tandem_v1_migration_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2334,7 @@ func (x *WatchMigrationJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMigrationJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchMigrationJobRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchMigrationJobRequest) GetJobId() string {
@@ -1969,7 +2368,7 @@ type WatchMigrationJobResponse struct {
 
 func (x *WatchMigrationJobResponse) Reset() {
 	*x = WatchMigrationJobResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[19]
+	mi := &file_tandem_v1_migration_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2380,7 @@ func (x *WatchMigrationJobResponse) String() string {
 func (*WatchMigrationJobResponse) ProtoMessage() {}
 
 func (x *WatchMigrationJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[19]
+	mi := &file_tandem_v1_migration_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2393,7 @@ func (x *WatchMigrationJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMigrationJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchMigrationJobResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchMigrationJobResponse) GetUpdate() isWatchMigrationJobResponse_Update {
@@ -2061,7 +2460,7 @@ type ListMigrationPartitionsRequest struct {
 
 func (x *ListMigrationPartitionsRequest) Reset() {
 	*x = ListMigrationPartitionsRequest{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[20]
+	mi := &file_tandem_v1_migration_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2472,7 @@ func (x *ListMigrationPartitionsRequest) String() string {
 func (*ListMigrationPartitionsRequest) ProtoMessage() {}
 
 func (x *ListMigrationPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[20]
+	mi := &file_tandem_v1_migration_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2485,7 @@ func (x *ListMigrationPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListMigrationPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListMigrationPartitionsRequest) GetJobId() string {
@@ -2137,7 +2536,7 @@ type ListMigrationPartitionsResponse struct {
 
 func (x *ListMigrationPartitionsResponse) Reset() {
 	*x = ListMigrationPartitionsResponse{}
-	mi := &file_tandem_v1_migration_proto_msgTypes[21]
+	mi := &file_tandem_v1_migration_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2548,7 @@ func (x *ListMigrationPartitionsResponse) String() string {
 func (*ListMigrationPartitionsResponse) ProtoMessage() {}
 
 func (x *ListMigrationPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_migration_proto_msgTypes[21]
+	mi := &file_tandem_v1_migration_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2561,7 @@ func (x *ListMigrationPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListMigrationPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_migration_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListMigrationPartitionsResponse) GetPartitions() []*MigrationPartition {
@@ -2183,7 +2582,31 @@ var File_tandem_v1_migration_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x19tandem/v1/migration.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xd7\x04\n" +
+	"\x19tandem/v1/migration.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xac\x01\n" +
+	"\x0fSnapshotOptions\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12'\n" +
+	"\x0fsource_location\x18\x02 \x01(\tR\x0esourceLocation\x12'\n" +
+	"\x0ftarget_location\x18\x03 \x01(\tR\x0etargetLocation\x12'\n" +
+	"\x0fdelete_snapshot\x18\x04 \x01(\bR\x0edeleteSnapshot\"\xd8\x04\n" +
+	"\x10SnapshotProgress\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x1a\n" +
+	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12.\n" +
+	"\x05phase\x18\x03 \x01(\x0e2\x18.tandem.v1.SnapshotPhaseR\x05phase\x12%\n" +
+	"\x0esnapshot_state\x18\x04 \x01(\tR\rsnapshotState\x122\n" +
+	"\x15snapshot_shards_total\x18\x05 \x01(\rR\x13snapshotShardsTotal\x120\n" +
+	"\x14snapshot_shards_done\x18\x06 \x01(\rR\x12snapshotShardsDone\x120\n" +
+	"\x14snapshot_bytes_total\x18\a \x01(\x04R\x12snapshotBytesTotal\x12.\n" +
+	"\x13snapshot_bytes_done\x18\b \x01(\x04R\x11snapshotBytesDone\x120\n" +
+	"\x14restore_shards_total\x18\t \x01(\rR\x12restoreShardsTotal\x12.\n" +
+	"\x13restore_shards_done\x18\n" +
+	" \x01(\rR\x11restoreShardsDone\x12.\n" +
+	"\x13restore_bytes_total\x18\v \x01(\x04R\x11restoreBytesTotal\x12,\n" +
+	"\x12restore_bytes_done\x18\f \x01(\x04R\x10restoreBytesDone\x12)\n" +
+	"\x10snapshot_deleted\x18\r \x01(\bR\x0fsnapshotDeleted\"\xd7\x04\n" +
 	"\x13MetadataCopyOptions\x12#\n" +
 	"\rskip_settings\x18\x01 \x01(\bR\fskipSettings\x12#\n" +
 	"\rskip_mappings\x18\x02 \x01(\bR\fskipMappings\x12!\n" +
@@ -2203,7 +2626,7 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.tandem.v1.ClusterMetadataKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
 	"\aoutcome\x18\x03 \x01(\x0e2!.tandem.v1.ClusterMetadataOutcomeR\aoutcome\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xa9\x04\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\x8f\x05\n" +
 	"\x10MigrationOptions\x12(\n" +
 	"\x10slices_per_index\x18\x01 \x01(\rR\x0eslicesPerIndex\x12\x1d\n" +
 	"\n" +
@@ -2217,7 +2640,9 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\ftype_rewrite\x18\b \x01(\v2\x1d.tandem.v1.MappingTypeRewriteR\vtypeRewrite\x124\n" +
 	"\x16max_partition_attempts\x18\t \x01(\rR\x14maxPartitionAttempts\x12@\n" +
 	"\x0elease_duration\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\"\xdc\x02\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12,\n" +
+	"\x04mode\x18\v \x01(\x0e2\x18.tandem.v1.MigrationModeR\x04mode\x126\n" +
+	"\bsnapshot\x18\f \x01(\v2\x1a.tandem.v1.SnapshotOptionsR\bsnapshot\"\xdc\x02\n" +
 	"\x16IndexMigrationProgress\x12!\n" +
 	"\fsource_index\x18\x01 \x01(\tR\vsourceIndex\x12!\n" +
 	"\ftarget_index\x18\x02 \x01(\tR\vtargetIndex\x124\n" +
@@ -2250,7 +2675,7 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\r \x01(\v2\x14.tandem.v1.ErrorInfoR\tlastError\x129\n" +
 	"\n" +
-	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe6\a\n" +
+	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x9f\b\n" +
 	"\fMigrationJob\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -2276,7 +2701,8 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"finishedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12K\n" +
-	"\x10cluster_metadata\x18\x13 \x03(\v2 .tandem.v1.ClusterMetadataResultR\x0fclusterMetadata\x1a9\n" +
+	"\x10cluster_metadata\x18\x13 \x03(\v2 .tandem.v1.ClusterMetadataResultR\x0fclusterMetadata\x127\n" +
+	"\bsnapshot\x18\x14 \x01(\v2\x1b.tandem.v1.SnapshotProgressR\bsnapshot\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x03\n" +
@@ -2354,7 +2780,16 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\x13ExistingIndexPolicy\x12%\n" +
 	"!EXISTING_INDEX_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEXISTING_INDEX_POLICY_FAIL\x10\x01\x12\x1f\n" +
-	"\x1bEXISTING_INDEX_POLICY_REUSE\x10\x02*\xbd\x02\n" +
+	"\x1bEXISTING_INDEX_POLICY_REUSE\x10\x02*j\n" +
+	"\rMigrationMode\x12\x1e\n" +
+	"\x1aMIGRATION_MODE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18MIGRATION_MODE_DOCUMENTS\x10\x01\x12\x1b\n" +
+	"\x17MIGRATION_MODE_SNAPSHOT\x10\x02*\x81\x01\n" +
+	"\rSnapshotPhase\x12\x1e\n" +
+	"\x1aSNAPSHOT_PHASE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17SNAPSHOT_PHASE_SNAPSHOT\x10\x01\x12\x1a\n" +
+	"\x16SNAPSHOT_PHASE_RESTORE\x10\x02\x12\x17\n" +
+	"\x13SNAPSHOT_PHASE_DONE\x10\x03*\xbd\x02\n" +
 	"\x13ClusterMetadataKind\x12%\n" +
 	"!CLUSTER_METADATA_KIND_UNSPECIFIED\x10\x00\x12)\n" +
 	"%CLUSTER_METADATA_KIND_LEGACY_TEMPLATE\x10\x01\x12(\n" +
@@ -2368,14 +2803,16 @@ const file_tandem_v1_migration_proto_rawDesc = "" +
 	"\x1fCLUSTER_METADATA_OUTCOME_COPIED\x10\x01\x12&\n" +
 	"\"CLUSTER_METADATA_OUTCOME_REWRITTEN\x10\x02\x12*\n" +
 	"&CLUSTER_METADATA_OUTCOME_KEPT_EXISTING\x10\x03\x12$\n" +
-	" CLUSTER_METADATA_OUTCOME_REFUSED\x10\x04*\xea\x01\n" +
+	" CLUSTER_METADATA_OUTCOME_REFUSED\x10\x04*\xb1\x02\n" +
 	"\x13IndexMigrationPhase\x12%\n" +
 	"!INDEX_MIGRATION_PHASE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dINDEX_MIGRATION_PHASE_PENDING\x10\x01\x12\"\n" +
 	"\x1eINDEX_MIGRATION_PHASE_METADATA\x10\x02\x12#\n" +
 	"\x1fINDEX_MIGRATION_PHASE_DOCUMENTS\x10\x03\x12\x1e\n" +
 	"\x1aINDEX_MIGRATION_PHASE_DONE\x10\x04\x12 \n" +
-	"\x1cINDEX_MIGRATION_PHASE_FAILED\x10\x052\xa9\x06\n" +
+	"\x1cINDEX_MIGRATION_PHASE_FAILED\x10\x05\x12\"\n" +
+	"\x1eINDEX_MIGRATION_PHASE_SNAPSHOT\x10\x06\x12!\n" +
+	"\x1dINDEX_MIGRATION_PHASE_RESTORE\x10\a2\xa9\x06\n" +
 	"\x10MigrationService\x12a\n" +
 	"\x12CreateMigrationJob\x12$.tandem.v1.CreateMigrationJobRequest\x1a%.tandem.v1.CreateMigrationJobResponse\x12X\n" +
 	"\x0fGetMigrationJob\x12!.tandem.v1.GetMigrationJobRequest\x1a\".tandem.v1.GetMigrationJobResponse\x12^\n" +
@@ -2398,121 +2835,129 @@ func file_tandem_v1_migration_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_migration_proto_rawDescData
 }
 
-var file_tandem_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_tandem_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_tandem_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tandem_v1_migration_proto_goTypes = []any{
 	(ReadStrategy)(0),                       // 0: tandem.v1.ReadStrategy
 	(ExistingIndexPolicy)(0),                // 1: tandem.v1.ExistingIndexPolicy
-	(ClusterMetadataKind)(0),                // 2: tandem.v1.ClusterMetadataKind
-	(ClusterMetadataOutcome)(0),             // 3: tandem.v1.ClusterMetadataOutcome
-	(IndexMigrationPhase)(0),                // 4: tandem.v1.IndexMigrationPhase
-	(*MetadataCopyOptions)(nil),             // 5: tandem.v1.MetadataCopyOptions
-	(*ClusterMetadataResult)(nil),           // 6: tandem.v1.ClusterMetadataResult
-	(*MigrationOptions)(nil),                // 7: tandem.v1.MigrationOptions
-	(*IndexMigrationProgress)(nil),          // 8: tandem.v1.IndexMigrationProgress
-	(*MigrationPartition)(nil),              // 9: tandem.v1.MigrationPartition
-	(*MigrationJob)(nil),                    // 10: tandem.v1.MigrationJob
-	(*CreateMigrationJobRequest)(nil),       // 11: tandem.v1.CreateMigrationJobRequest
-	(*CreateMigrationJobResponse)(nil),      // 12: tandem.v1.CreateMigrationJobResponse
-	(*GetMigrationJobRequest)(nil),          // 13: tandem.v1.GetMigrationJobRequest
-	(*GetMigrationJobResponse)(nil),         // 14: tandem.v1.GetMigrationJobResponse
-	(*ListMigrationJobsRequest)(nil),        // 15: tandem.v1.ListMigrationJobsRequest
-	(*ListMigrationJobsResponse)(nil),       // 16: tandem.v1.ListMigrationJobsResponse
-	(*PauseMigrationJobRequest)(nil),        // 17: tandem.v1.PauseMigrationJobRequest
-	(*PauseMigrationJobResponse)(nil),       // 18: tandem.v1.PauseMigrationJobResponse
-	(*ResumeMigrationJobRequest)(nil),       // 19: tandem.v1.ResumeMigrationJobRequest
-	(*ResumeMigrationJobResponse)(nil),      // 20: tandem.v1.ResumeMigrationJobResponse
-	(*CancelMigrationJobRequest)(nil),       // 21: tandem.v1.CancelMigrationJobRequest
-	(*CancelMigrationJobResponse)(nil),      // 22: tandem.v1.CancelMigrationJobResponse
-	(*WatchMigrationJobRequest)(nil),        // 23: tandem.v1.WatchMigrationJobRequest
-	(*WatchMigrationJobResponse)(nil),       // 24: tandem.v1.WatchMigrationJobResponse
-	(*ListMigrationPartitionsRequest)(nil),  // 25: tandem.v1.ListMigrationPartitionsRequest
-	(*ListMigrationPartitionsResponse)(nil), // 26: tandem.v1.ListMigrationPartitionsResponse
-	nil,                                     // 27: tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
-	nil,                                     // 28: tandem.v1.MigrationJob.LabelsEntry
-	nil,                                     // 29: tandem.v1.CreateMigrationJobRequest.LabelsEntry
-	nil,                                     // 30: tandem.v1.ListMigrationJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),             // 31: google.protobuf.Duration
-	(*MappingTypeRewrite)(nil),              // 32: tandem.v1.MappingTypeRewrite
-	(*Progress)(nil),                        // 33: tandem.v1.Progress
-	(*ErrorInfo)(nil),                       // 34: tandem.v1.ErrorInfo
-	(PartitionState)(0),                     // 35: tandem.v1.PartitionState
-	(*timestamppb.Timestamp)(nil),           // 36: google.protobuf.Timestamp
-	(*ClusterRef)(nil),                      // 37: tandem.v1.ClusterRef
-	(*IndexFilter)(nil),                     // 38: tandem.v1.IndexFilter
-	(JobState)(0),                           // 39: tandem.v1.JobState
-	(*Event)(nil),                           // 40: tandem.v1.Event
+	(MigrationMode)(0),                      // 2: tandem.v1.MigrationMode
+	(SnapshotPhase)(0),                      // 3: tandem.v1.SnapshotPhase
+	(ClusterMetadataKind)(0),                // 4: tandem.v1.ClusterMetadataKind
+	(ClusterMetadataOutcome)(0),             // 5: tandem.v1.ClusterMetadataOutcome
+	(IndexMigrationPhase)(0),                // 6: tandem.v1.IndexMigrationPhase
+	(*SnapshotOptions)(nil),                 // 7: tandem.v1.SnapshotOptions
+	(*SnapshotProgress)(nil),                // 8: tandem.v1.SnapshotProgress
+	(*MetadataCopyOptions)(nil),             // 9: tandem.v1.MetadataCopyOptions
+	(*ClusterMetadataResult)(nil),           // 10: tandem.v1.ClusterMetadataResult
+	(*MigrationOptions)(nil),                // 11: tandem.v1.MigrationOptions
+	(*IndexMigrationProgress)(nil),          // 12: tandem.v1.IndexMigrationProgress
+	(*MigrationPartition)(nil),              // 13: tandem.v1.MigrationPartition
+	(*MigrationJob)(nil),                    // 14: tandem.v1.MigrationJob
+	(*CreateMigrationJobRequest)(nil),       // 15: tandem.v1.CreateMigrationJobRequest
+	(*CreateMigrationJobResponse)(nil),      // 16: tandem.v1.CreateMigrationJobResponse
+	(*GetMigrationJobRequest)(nil),          // 17: tandem.v1.GetMigrationJobRequest
+	(*GetMigrationJobResponse)(nil),         // 18: tandem.v1.GetMigrationJobResponse
+	(*ListMigrationJobsRequest)(nil),        // 19: tandem.v1.ListMigrationJobsRequest
+	(*ListMigrationJobsResponse)(nil),       // 20: tandem.v1.ListMigrationJobsResponse
+	(*PauseMigrationJobRequest)(nil),        // 21: tandem.v1.PauseMigrationJobRequest
+	(*PauseMigrationJobResponse)(nil),       // 22: tandem.v1.PauseMigrationJobResponse
+	(*ResumeMigrationJobRequest)(nil),       // 23: tandem.v1.ResumeMigrationJobRequest
+	(*ResumeMigrationJobResponse)(nil),      // 24: tandem.v1.ResumeMigrationJobResponse
+	(*CancelMigrationJobRequest)(nil),       // 25: tandem.v1.CancelMigrationJobRequest
+	(*CancelMigrationJobResponse)(nil),      // 26: tandem.v1.CancelMigrationJobResponse
+	(*WatchMigrationJobRequest)(nil),        // 27: tandem.v1.WatchMigrationJobRequest
+	(*WatchMigrationJobResponse)(nil),       // 28: tandem.v1.WatchMigrationJobResponse
+	(*ListMigrationPartitionsRequest)(nil),  // 29: tandem.v1.ListMigrationPartitionsRequest
+	(*ListMigrationPartitionsResponse)(nil), // 30: tandem.v1.ListMigrationPartitionsResponse
+	nil,                                     // 31: tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
+	nil,                                     // 32: tandem.v1.MigrationJob.LabelsEntry
+	nil,                                     // 33: tandem.v1.CreateMigrationJobRequest.LabelsEntry
+	nil,                                     // 34: tandem.v1.ListMigrationJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),             // 35: google.protobuf.Duration
+	(*MappingTypeRewrite)(nil),              // 36: tandem.v1.MappingTypeRewrite
+	(*Progress)(nil),                        // 37: tandem.v1.Progress
+	(*ErrorInfo)(nil),                       // 38: tandem.v1.ErrorInfo
+	(PartitionState)(0),                     // 39: tandem.v1.PartitionState
+	(*timestamppb.Timestamp)(nil),           // 40: google.protobuf.Timestamp
+	(*ClusterRef)(nil),                      // 41: tandem.v1.ClusterRef
+	(*IndexFilter)(nil),                     // 42: tandem.v1.IndexFilter
+	(JobState)(0),                           // 43: tandem.v1.JobState
+	(*Event)(nil),                           // 44: tandem.v1.Event
 }
 var file_tandem_v1_migration_proto_depIdxs = []int32{
-	1,  // 0: tandem.v1.MetadataCopyOptions.if_exists:type_name -> tandem.v1.ExistingIndexPolicy
-	27, // 1: tandem.v1.MetadataCopyOptions.settings_overrides:type_name -> tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
-	2,  // 2: tandem.v1.ClusterMetadataResult.kind:type_name -> tandem.v1.ClusterMetadataKind
-	3,  // 3: tandem.v1.ClusterMetadataResult.outcome:type_name -> tandem.v1.ClusterMetadataOutcome
-	0,  // 4: tandem.v1.MigrationOptions.read_strategy:type_name -> tandem.v1.ReadStrategy
-	31, // 5: tandem.v1.MigrationOptions.keep_alive:type_name -> google.protobuf.Duration
-	5,  // 6: tandem.v1.MigrationOptions.metadata:type_name -> tandem.v1.MetadataCopyOptions
-	32, // 7: tandem.v1.MigrationOptions.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
-	31, // 8: tandem.v1.MigrationOptions.lease_duration:type_name -> google.protobuf.Duration
-	4,  // 9: tandem.v1.IndexMigrationProgress.phase:type_name -> tandem.v1.IndexMigrationPhase
-	33, // 10: tandem.v1.IndexMigrationProgress.progress:type_name -> tandem.v1.Progress
-	34, // 11: tandem.v1.IndexMigrationProgress.error:type_name -> tandem.v1.ErrorInfo
-	35, // 12: tandem.v1.MigrationPartition.state:type_name -> tandem.v1.PartitionState
-	36, // 13: tandem.v1.MigrationPartition.lease_expires_at:type_name -> google.protobuf.Timestamp
-	34, // 14: tandem.v1.MigrationPartition.last_error:type_name -> tandem.v1.ErrorInfo
-	36, // 15: tandem.v1.MigrationPartition.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 16: tandem.v1.MigrationJob.labels:type_name -> tandem.v1.MigrationJob.LabelsEntry
-	37, // 17: tandem.v1.MigrationJob.source:type_name -> tandem.v1.ClusterRef
-	37, // 18: tandem.v1.MigrationJob.target:type_name -> tandem.v1.ClusterRef
-	38, // 19: tandem.v1.MigrationJob.indices:type_name -> tandem.v1.IndexFilter
-	7,  // 20: tandem.v1.MigrationJob.options:type_name -> tandem.v1.MigrationOptions
-	39, // 21: tandem.v1.MigrationJob.state:type_name -> tandem.v1.JobState
-	33, // 22: tandem.v1.MigrationJob.progress:type_name -> tandem.v1.Progress
-	8,  // 23: tandem.v1.MigrationJob.index_progress:type_name -> tandem.v1.IndexMigrationProgress
-	34, // 24: tandem.v1.MigrationJob.error:type_name -> tandem.v1.ErrorInfo
-	36, // 25: tandem.v1.MigrationJob.created_at:type_name -> google.protobuf.Timestamp
-	36, // 26: tandem.v1.MigrationJob.started_at:type_name -> google.protobuf.Timestamp
-	36, // 27: tandem.v1.MigrationJob.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 28: tandem.v1.MigrationJob.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 29: tandem.v1.MigrationJob.cluster_metadata:type_name -> tandem.v1.ClusterMetadataResult
-	29, // 30: tandem.v1.CreateMigrationJobRequest.labels:type_name -> tandem.v1.CreateMigrationJobRequest.LabelsEntry
-	37, // 31: tandem.v1.CreateMigrationJobRequest.source:type_name -> tandem.v1.ClusterRef
-	37, // 32: tandem.v1.CreateMigrationJobRequest.target:type_name -> tandem.v1.ClusterRef
-	38, // 33: tandem.v1.CreateMigrationJobRequest.indices:type_name -> tandem.v1.IndexFilter
-	7,  // 34: tandem.v1.CreateMigrationJobRequest.options:type_name -> tandem.v1.MigrationOptions
-	10, // 35: tandem.v1.CreateMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	10, // 36: tandem.v1.GetMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	39, // 37: tandem.v1.ListMigrationJobsRequest.states:type_name -> tandem.v1.JobState
-	30, // 38: tandem.v1.ListMigrationJobsRequest.labels:type_name -> tandem.v1.ListMigrationJobsRequest.LabelsEntry
-	10, // 39: tandem.v1.ListMigrationJobsResponse.jobs:type_name -> tandem.v1.MigrationJob
-	10, // 40: tandem.v1.PauseMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	10, // 41: tandem.v1.ResumeMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	10, // 42: tandem.v1.CancelMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	31, // 43: tandem.v1.WatchMigrationJobRequest.update_interval:type_name -> google.protobuf.Duration
-	10, // 44: tandem.v1.WatchMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
-	40, // 45: tandem.v1.WatchMigrationJobResponse.event:type_name -> tandem.v1.Event
-	35, // 46: tandem.v1.ListMigrationPartitionsRequest.states:type_name -> tandem.v1.PartitionState
-	9,  // 47: tandem.v1.ListMigrationPartitionsResponse.partitions:type_name -> tandem.v1.MigrationPartition
-	11, // 48: tandem.v1.MigrationService.CreateMigrationJob:input_type -> tandem.v1.CreateMigrationJobRequest
-	13, // 49: tandem.v1.MigrationService.GetMigrationJob:input_type -> tandem.v1.GetMigrationJobRequest
-	15, // 50: tandem.v1.MigrationService.ListMigrationJobs:input_type -> tandem.v1.ListMigrationJobsRequest
-	17, // 51: tandem.v1.MigrationService.PauseMigrationJob:input_type -> tandem.v1.PauseMigrationJobRequest
-	19, // 52: tandem.v1.MigrationService.ResumeMigrationJob:input_type -> tandem.v1.ResumeMigrationJobRequest
-	21, // 53: tandem.v1.MigrationService.CancelMigrationJob:input_type -> tandem.v1.CancelMigrationJobRequest
-	23, // 54: tandem.v1.MigrationService.WatchMigrationJob:input_type -> tandem.v1.WatchMigrationJobRequest
-	25, // 55: tandem.v1.MigrationService.ListMigrationPartitions:input_type -> tandem.v1.ListMigrationPartitionsRequest
-	12, // 56: tandem.v1.MigrationService.CreateMigrationJob:output_type -> tandem.v1.CreateMigrationJobResponse
-	14, // 57: tandem.v1.MigrationService.GetMigrationJob:output_type -> tandem.v1.GetMigrationJobResponse
-	16, // 58: tandem.v1.MigrationService.ListMigrationJobs:output_type -> tandem.v1.ListMigrationJobsResponse
-	18, // 59: tandem.v1.MigrationService.PauseMigrationJob:output_type -> tandem.v1.PauseMigrationJobResponse
-	20, // 60: tandem.v1.MigrationService.ResumeMigrationJob:output_type -> tandem.v1.ResumeMigrationJobResponse
-	22, // 61: tandem.v1.MigrationService.CancelMigrationJob:output_type -> tandem.v1.CancelMigrationJobResponse
-	24, // 62: tandem.v1.MigrationService.WatchMigrationJob:output_type -> tandem.v1.WatchMigrationJobResponse
-	26, // 63: tandem.v1.MigrationService.ListMigrationPartitions:output_type -> tandem.v1.ListMigrationPartitionsResponse
-	56, // [56:64] is the sub-list for method output_type
-	48, // [48:56] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	3,  // 0: tandem.v1.SnapshotProgress.phase:type_name -> tandem.v1.SnapshotPhase
+	1,  // 1: tandem.v1.MetadataCopyOptions.if_exists:type_name -> tandem.v1.ExistingIndexPolicy
+	31, // 2: tandem.v1.MetadataCopyOptions.settings_overrides:type_name -> tandem.v1.MetadataCopyOptions.SettingsOverridesEntry
+	4,  // 3: tandem.v1.ClusterMetadataResult.kind:type_name -> tandem.v1.ClusterMetadataKind
+	5,  // 4: tandem.v1.ClusterMetadataResult.outcome:type_name -> tandem.v1.ClusterMetadataOutcome
+	0,  // 5: tandem.v1.MigrationOptions.read_strategy:type_name -> tandem.v1.ReadStrategy
+	35, // 6: tandem.v1.MigrationOptions.keep_alive:type_name -> google.protobuf.Duration
+	9,  // 7: tandem.v1.MigrationOptions.metadata:type_name -> tandem.v1.MetadataCopyOptions
+	36, // 8: tandem.v1.MigrationOptions.type_rewrite:type_name -> tandem.v1.MappingTypeRewrite
+	35, // 9: tandem.v1.MigrationOptions.lease_duration:type_name -> google.protobuf.Duration
+	2,  // 10: tandem.v1.MigrationOptions.mode:type_name -> tandem.v1.MigrationMode
+	7,  // 11: tandem.v1.MigrationOptions.snapshot:type_name -> tandem.v1.SnapshotOptions
+	6,  // 12: tandem.v1.IndexMigrationProgress.phase:type_name -> tandem.v1.IndexMigrationPhase
+	37, // 13: tandem.v1.IndexMigrationProgress.progress:type_name -> tandem.v1.Progress
+	38, // 14: tandem.v1.IndexMigrationProgress.error:type_name -> tandem.v1.ErrorInfo
+	39, // 15: tandem.v1.MigrationPartition.state:type_name -> tandem.v1.PartitionState
+	40, // 16: tandem.v1.MigrationPartition.lease_expires_at:type_name -> google.protobuf.Timestamp
+	38, // 17: tandem.v1.MigrationPartition.last_error:type_name -> tandem.v1.ErrorInfo
+	40, // 18: tandem.v1.MigrationPartition.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 19: tandem.v1.MigrationJob.labels:type_name -> tandem.v1.MigrationJob.LabelsEntry
+	41, // 20: tandem.v1.MigrationJob.source:type_name -> tandem.v1.ClusterRef
+	41, // 21: tandem.v1.MigrationJob.target:type_name -> tandem.v1.ClusterRef
+	42, // 22: tandem.v1.MigrationJob.indices:type_name -> tandem.v1.IndexFilter
+	11, // 23: tandem.v1.MigrationJob.options:type_name -> tandem.v1.MigrationOptions
+	43, // 24: tandem.v1.MigrationJob.state:type_name -> tandem.v1.JobState
+	37, // 25: tandem.v1.MigrationJob.progress:type_name -> tandem.v1.Progress
+	12, // 26: tandem.v1.MigrationJob.index_progress:type_name -> tandem.v1.IndexMigrationProgress
+	38, // 27: tandem.v1.MigrationJob.error:type_name -> tandem.v1.ErrorInfo
+	40, // 28: tandem.v1.MigrationJob.created_at:type_name -> google.protobuf.Timestamp
+	40, // 29: tandem.v1.MigrationJob.started_at:type_name -> google.protobuf.Timestamp
+	40, // 30: tandem.v1.MigrationJob.finished_at:type_name -> google.protobuf.Timestamp
+	40, // 31: tandem.v1.MigrationJob.updated_at:type_name -> google.protobuf.Timestamp
+	10, // 32: tandem.v1.MigrationJob.cluster_metadata:type_name -> tandem.v1.ClusterMetadataResult
+	8,  // 33: tandem.v1.MigrationJob.snapshot:type_name -> tandem.v1.SnapshotProgress
+	33, // 34: tandem.v1.CreateMigrationJobRequest.labels:type_name -> tandem.v1.CreateMigrationJobRequest.LabelsEntry
+	41, // 35: tandem.v1.CreateMigrationJobRequest.source:type_name -> tandem.v1.ClusterRef
+	41, // 36: tandem.v1.CreateMigrationJobRequest.target:type_name -> tandem.v1.ClusterRef
+	42, // 37: tandem.v1.CreateMigrationJobRequest.indices:type_name -> tandem.v1.IndexFilter
+	11, // 38: tandem.v1.CreateMigrationJobRequest.options:type_name -> tandem.v1.MigrationOptions
+	14, // 39: tandem.v1.CreateMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	14, // 40: tandem.v1.GetMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	43, // 41: tandem.v1.ListMigrationJobsRequest.states:type_name -> tandem.v1.JobState
+	34, // 42: tandem.v1.ListMigrationJobsRequest.labels:type_name -> tandem.v1.ListMigrationJobsRequest.LabelsEntry
+	14, // 43: tandem.v1.ListMigrationJobsResponse.jobs:type_name -> tandem.v1.MigrationJob
+	14, // 44: tandem.v1.PauseMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	14, // 45: tandem.v1.ResumeMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	14, // 46: tandem.v1.CancelMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	35, // 47: tandem.v1.WatchMigrationJobRequest.update_interval:type_name -> google.protobuf.Duration
+	14, // 48: tandem.v1.WatchMigrationJobResponse.job:type_name -> tandem.v1.MigrationJob
+	44, // 49: tandem.v1.WatchMigrationJobResponse.event:type_name -> tandem.v1.Event
+	39, // 50: tandem.v1.ListMigrationPartitionsRequest.states:type_name -> tandem.v1.PartitionState
+	13, // 51: tandem.v1.ListMigrationPartitionsResponse.partitions:type_name -> tandem.v1.MigrationPartition
+	15, // 52: tandem.v1.MigrationService.CreateMigrationJob:input_type -> tandem.v1.CreateMigrationJobRequest
+	17, // 53: tandem.v1.MigrationService.GetMigrationJob:input_type -> tandem.v1.GetMigrationJobRequest
+	19, // 54: tandem.v1.MigrationService.ListMigrationJobs:input_type -> tandem.v1.ListMigrationJobsRequest
+	21, // 55: tandem.v1.MigrationService.PauseMigrationJob:input_type -> tandem.v1.PauseMigrationJobRequest
+	23, // 56: tandem.v1.MigrationService.ResumeMigrationJob:input_type -> tandem.v1.ResumeMigrationJobRequest
+	25, // 57: tandem.v1.MigrationService.CancelMigrationJob:input_type -> tandem.v1.CancelMigrationJobRequest
+	27, // 58: tandem.v1.MigrationService.WatchMigrationJob:input_type -> tandem.v1.WatchMigrationJobRequest
+	29, // 59: tandem.v1.MigrationService.ListMigrationPartitions:input_type -> tandem.v1.ListMigrationPartitionsRequest
+	16, // 60: tandem.v1.MigrationService.CreateMigrationJob:output_type -> tandem.v1.CreateMigrationJobResponse
+	18, // 61: tandem.v1.MigrationService.GetMigrationJob:output_type -> tandem.v1.GetMigrationJobResponse
+	20, // 62: tandem.v1.MigrationService.ListMigrationJobs:output_type -> tandem.v1.ListMigrationJobsResponse
+	22, // 63: tandem.v1.MigrationService.PauseMigrationJob:output_type -> tandem.v1.PauseMigrationJobResponse
+	24, // 64: tandem.v1.MigrationService.ResumeMigrationJob:output_type -> tandem.v1.ResumeMigrationJobResponse
+	26, // 65: tandem.v1.MigrationService.CancelMigrationJob:output_type -> tandem.v1.CancelMigrationJobResponse
+	28, // 66: tandem.v1.MigrationService.WatchMigrationJob:output_type -> tandem.v1.WatchMigrationJobResponse
+	30, // 67: tandem.v1.MigrationService.ListMigrationPartitions:output_type -> tandem.v1.ListMigrationPartitionsResponse
+	60, // [60:68] is the sub-list for method output_type
+	52, // [52:60] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_migration_proto_init() }
@@ -2521,7 +2966,7 @@ func file_tandem_v1_migration_proto_init() {
 		return
 	}
 	file_tandem_v1_common_proto_init()
-	file_tandem_v1_migration_proto_msgTypes[19].OneofWrappers = []any{
+	file_tandem_v1_migration_proto_msgTypes[21].OneofWrappers = []any{
 		(*WatchMigrationJobResponse_Job)(nil),
 		(*WatchMigrationJobResponse_Event)(nil),
 	}
@@ -2530,8 +2975,8 @@ func file_tandem_v1_migration_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_migration_proto_rawDesc), len(file_tandem_v1_migration_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   26,
+			NumEnums:      7,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -112,6 +112,20 @@ pub fn not_asked(stream: &SourceStream) -> ItemResult {
     }
 }
 
+/// The report line of a stream the selection names in a snapshot-mode job,
+/// which restores indices only.
+pub fn not_in_snapshot(stream: &SourceStream) -> ItemResult {
+    ItemResult {
+        kind: Kind::DataStream,
+        name: stream.name.clone(),
+        outcome: Outcome::Refused,
+        detail: format!(
+            "snapshot mode restores indices only: this data stream ({} backing indices) was not carried; copy it with MIGRATION_MODE_DOCUMENTS and copy_data_streams",
+            stream.backing_indices.len()
+        ),
+    }
+}
+
 /// Creates `stream` on the target and rolls it over to the source's
 /// generation, or keeps the target's stream of that name. Its documents
 /// can be copied unless the outcome is `Refused`.

@@ -23,6 +23,10 @@
 //! indices depend on: templates matching a selected index and ingest
 //! pipelines ([`cluster_metadata`], each reported in the plan).
 //!
+//! In `MIGRATION_MODE_SNAPSHOT` the documents are carried by a snapshot
+//! of the source restored on the target instead ([`snapshot`]: version
+//! rule, planning and the snapshot → restore partition).
+//!
 //! Not supported yet: data streams, ILM / ISM policies.
 
 pub mod cluster_metadata;
@@ -31,6 +35,7 @@ pub mod data_streams;
 pub mod hits;
 pub mod metadata;
 pub mod search;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -138,6 +143,17 @@ pub struct MetadataSpec {
     pub copy_lifecycle_policies: bool,
 }
 
+/// How a job carries the documents over (`MigrationMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyMode {
+    /// Read and bulk-write documents.
+    #[default]
+    Documents,
+    /// Snapshot on the source, restore on the target.
+    Snapshot,
+}
+
 /// What a migration job does: its `spec` in the jobs table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationSpec {
@@ -163,6 +179,12 @@ pub struct MigrationSpec {
     pub metadata: MetadataSpec,
     /// Mapping-type rewriting.
     pub type_rewrite: TypeRewrite,
+    /// How documents are carried over.
+    #[serde(default)]
+    pub mode: CopyMode,
+    /// Snapshot options, in [`CopyMode::Snapshot`].
+    #[serde(default)]
+    pub snapshot: Option<snapshot::SnapshotSpec>,
 }
 
 impl MigrationSpec {
@@ -172,6 +194,14 @@ impl MigrationSpec {
             1000
         } else {
             self.batch_size
+        }
+    }
+
+    /// The snapshot options when the job restores a snapshot.
+    pub fn snapshot_mode(&self) -> Option<&snapshot::SnapshotSpec> {
+        match self.mode {
+            CopyMode::Snapshot => self.snapshot.as_ref(),
+            CopyMode::Documents => None,
         }
     }
 
@@ -199,6 +229,9 @@ pub struct MigrationPlan {
     /// Templates and pipelines asked for, with their outcomes.
     #[serde(default)]
     pub cluster_metadata: Vec<cluster_metadata::ItemResult>,
+    /// Repository and snapshot, in [`CopyMode::Snapshot`].
+    #[serde(default)]
+    pub snapshot: Option<snapshot::SnapshotPlan>,
 }
 
 /// One planned index.
@@ -270,6 +303,15 @@ impl JobHandler for MigrationHandler {
         let spec = spec_of(job)?;
         let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
         let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
+        if let Some(options) = spec.snapshot_mode() {
+            let mut selected = metadata::select(&source, &spec.indices).await?;
+            selected.retain(|index| {
+                tandem_es::data_stream::stream_of_backing_index(&index.name).is_none()
+            });
+            let streams = data_streams::select(&source, &spec.indices).await?;
+            let refused = streams.iter().map(data_streams::not_in_snapshot).collect();
+            return snapshot::plan(job, &spec, options, &source, &target, selected, refused).await;
+        }
         let mut point_in_time = use_pit(&spec, &source)?;
         let mut selected = metadata::select(&source, &spec.indices).await?;
         let streams = data_streams::select(&source, &spec.indices).await?;
@@ -362,6 +404,7 @@ impl JobHandler for MigrationHandler {
             point_in_time,
             indices: Vec::new(),
             cluster_metadata,
+            snapshot: None,
         };
         let mut partitions = Vec::new();
         for index in selected {
@@ -432,6 +475,10 @@ impl JobHandler for MigrationHandler {
         let spec = spec_of(job)?;
         let source = SearchClient::connect(&self.api, spec.source_cluster_id).await?;
         let target = SearchClient::connect(&self.api, spec.target_cluster_id).await?;
+        if let Some(options) = spec.snapshot_mode() {
+            let plan = plan_of(job).unwrap_or_default();
+            return snapshot::run(&spec, options, &plan, &source, &target, partition, lease).await;
+        }
         let point_in_time = plan_of(job)
             .map(|p| p.point_in_time)
             .unwrap_or(use_pit(&spec, &source)?);

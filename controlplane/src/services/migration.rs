@@ -25,8 +25,11 @@ use super::replication::check_ref_shape;
 use super::store_status;
 use crate::api::Api;
 use crate::jobs::{JobRecord, NewJob};
+use crate::migration::snapshot::SnapshotSpec;
+use crate::migration::snapshot::rule::{self as snapshot_rule, Release};
 use crate::migration::{
-    IndexSelection, KIND, MetadataSpec, MigrationSpec, ReadMode, TypeRewrite, TypeRewriteMode,
+    CopyMode, IndexSelection, KIND, MetadataSpec, MigrationSpec, ReadMode, TypeRewrite,
+    TypeRewriteMode,
 };
 use crate::pagination::PageRequest;
 use crate::store::clusters as cluster_store;
@@ -353,7 +356,9 @@ impl Api {
         if task_id.is_some() {
             self.check_task(&request.task_id, &spec).await?;
         }
-        if spec.read_mode == ReadMode::PointInTime {
+        if spec.mode == CopyMode::Snapshot {
+            self.check_snapshot_versions(&spec).await?;
+        } else if spec.read_mode == ReadMode::PointInTime {
             self.check_point_in_time(spec.source_cluster_id).await?;
         }
         let name = if request.name.is_empty() {
@@ -402,6 +407,34 @@ impl Api {
                  writes made during the copy could be missed",
                 lagging.join(", "),
                 task.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// FAILED_PRECONDITION, naming the rule, when the clusters' last probes
+    /// already show that the target cannot restore the source's snapshots
+    /// (of indices the source creates today; older indices are checked at
+    /// planning, one by one).
+    async fn check_snapshot_versions(&self, spec: &MigrationSpec) -> Result<(), Status> {
+        let mut releases = Vec::new();
+        for id in [spec.source_cluster_id, spec.target_cluster_id] {
+            let record = cluster_store::get(&self.pool, id)
+                .await
+                .map_err(|e| store_status(e, "reading a cluster"))?;
+            match record.and_then(|r| r.last_probe).and_then(|p| p.version) {
+                Some(version) => releases.push(Release::of(&version)),
+                None => return Ok(()),
+            }
+        }
+        let (source, target) = (releases[0], releases[1]);
+        if let Some(reason) = snapshot_rule::snapshot_refusal(source, target)
+            .or_else(|| snapshot_rule::index_refusal(source, target))
+        {
+            return Err(Status::failed_precondition(format!(
+                "options.mode: MIGRATION_MODE_SNAPSHOT is impossible from {source} to {target}: \
+                 {reason}. Rule: {}. Use MIGRATION_MODE_DOCUMENTS",
+                snapshot_rule::RULE
             )));
         }
         Ok(())
@@ -537,7 +570,10 @@ fn check_options(
             "must not start with '_' (except \"_doc\")",
         ));
     }
+    let (copy_mode, snapshot) = check_mode(options)?;
     let spec = MigrationSpec {
+        mode: copy_mode,
+        snapshot,
         source_cluster_id: Uuid::nil(),
         target_cluster_id: Uuid::nil(),
         indices,
@@ -558,6 +594,70 @@ fn check_options(
         n => n,
     };
     Ok((spec, attempts, lease))
+}
+
+/// The copy mode and, in snapshot mode, its checked options.
+fn check_mode(options: &pb::MigrationOptions) -> Result<(CopyMode, Option<SnapshotSpec>), Status> {
+    let mode = validate::enum_value::<pb::MigrationMode>("options.mode", options.mode, true)?;
+    let snapshot = options.snapshot.as_ref();
+    match mode {
+        pb::MigrationMode::Unspecified | pb::MigrationMode::Documents => {
+            if snapshot.is_some() {
+                return Err(invalid(
+                    "options.snapshot",
+                    "only with options.mode = MIGRATION_MODE_SNAPSHOT",
+                ));
+            }
+            Ok((CopyMode::Documents, None))
+        }
+        pb::MigrationMode::Snapshot => {
+            let snapshot = snapshot.ok_or_else(|| {
+                invalid("options.snapshot", "required in MIGRATION_MODE_SNAPSHOT")
+            })?;
+            if !snapshot.repository.is_empty() {
+                validate::max_chars("options.snapshot.repository", &snapshot.repository, 255)?;
+                if snapshot.repository.starts_with(['_', '-', '.'])
+                    || snapshot.repository.chars().any(|c| {
+                        c.is_ascii_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c)
+                    })
+                {
+                    return Err(invalid(
+                        "options.snapshot.repository",
+                        "a repository name is lowercase, without spaces or any of \\/*?\"<>|,#: \
+                         and does not start with '_', '-' or '.'",
+                    ));
+                }
+            }
+            for (field, value) in [
+                (
+                    "options.snapshot.source_location",
+                    &snapshot.source_location,
+                ),
+                (
+                    "options.snapshot.target_location",
+                    &snapshot.target_location,
+                ),
+            ] {
+                if value.is_empty() {
+                    return Err(invalid(
+                        field,
+                        "required in MIGRATION_MODE_SNAPSHOT: the shared fs repository \
+                         directory as this cluster's nodes see it (listed in their path.repo)",
+                    ));
+                }
+                validate::max_chars(field, value, 4096)?;
+            }
+            Ok((
+                CopyMode::Snapshot,
+                Some(SnapshotSpec {
+                    repository: snapshot.repository.clone(),
+                    source_location: snapshot.source_location.clone(),
+                    target_location: snapshot.target_location.clone(),
+                    delete_snapshot: snapshot.delete_snapshot,
+                }),
+            ))
+        }
+    }
 }
 
 fn check_metadata(options: Option<&pb::MetadataCopyOptions>) -> Result<MetadataSpec, Status> {

@@ -109,7 +109,16 @@ public final class Launcher {
         settings.put("path.home", home.toString());
         settings.put("path.data", data.toString());
         settings.put("path.logs", logs.toString());
-        settings.put("path.repo", repo.toString());
+        // path.repo is a list: a directory shared by several nodes (snapshot-based
+        // backfill registers one fs repository on both clusters) is added when set.
+        String shared = System.getenv("TANDEM_SEARCH_SHARED_REPO");
+        if (shared != null && !shared.isEmpty()) {
+            Path sharedRepo = Paths.get(shared).toAbsolutePath().normalize();
+            Files.createDirectories(sharedRepo);
+            settings.put("path.repo", repo + "," + sharedRepo);
+        } else {
+            settings.put("path.repo", repo.toString());
+        }
         settings.put("network.host", "127.0.0.1");
         // 0 = let the kernel pick a free port (race-free); the bound ports are reported in <state>/ports.
         settings.put("http.port", "0");

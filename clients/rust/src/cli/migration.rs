@@ -11,8 +11,8 @@ use tandem_client::v1::watch_migration_job_response::Update;
 use tandem_client::v1::{
     CancelMigrationJobRequest, ClusterRef, CreateMigrationJobRequest, ExistingIndexPolicy,
     GetMigrationJobRequest, IndexFilter, JobState, ListMigrationJobsRequest, MetadataCopyOptions,
-    MigrationJob, MigrationOptions, PauseMigrationJobRequest, Progress, ResumeMigrationJobRequest,
-    WatchMigrationJobRequest,
+    MigrationJob, MigrationMode, MigrationOptions, PauseMigrationJobRequest, Progress,
+    ResumeMigrationJobRequest, SnapshotOptions, WatchMigrationJobRequest,
 };
 
 use super::cluster::{cluster_ref, cluster_ref_label, rpc_error};
@@ -26,8 +26,9 @@ type Client = MigrationServiceClient<AuthenticatedChannel>;
 #[derive(Debug, Subcommand)]
 pub enum MigrationCommand {
     /// Copy the existing indices (metadata, then documents with their
-    /// versions) from one cluster to another.
-    Create(CreateArgs),
+    /// versions) from one cluster to another, or restore a snapshot of
+    /// them (--snapshot).
+    Create(Box<CreateArgs>),
     /// Show one job with its per-index progress.
     Get {
         /// Job id.
@@ -116,6 +117,26 @@ pub struct CreateArgs {
     /// policy the target cannot express is reported as refused.
     #[arg(long)]
     pub copy_lifecycle_policies: bool,
+    /// Carry the documents by snapshot and restore through a shared `fs`
+    /// repository instead of copying them (needs --repo-source-location and
+    /// --repo-target-location; refused when the target cannot restore the
+    /// source's snapshots).
+    #[arg(long)]
+    pub snapshot: bool,
+    /// Snapshot mode: name of the repository registered on both clusters
+    /// (default: tandem-backfill).
+    #[arg(long, default_value = "", requires = "snapshot")]
+    pub repository: String,
+    /// Snapshot mode: the repository directory as the source's nodes see it
+    /// (listed in their path.repo).
+    #[arg(long, default_value = "", requires = "snapshot")]
+    pub repo_source_location: String,
+    /// Snapshot mode: the same directory as the target's nodes see it.
+    #[arg(long, default_value = "", requires = "snapshot")]
+    pub repo_target_location: String,
+    /// Snapshot mode: delete the snapshot once restored.
+    #[arg(long, requires = "snapshot")]
+    pub delete_snapshot: bool,
     /// Idempotency key: the same key returns the same job.
     #[arg(long, default_value = "")]
     pub request_id: String,
@@ -134,7 +155,7 @@ pub async fn run(
         MigrationCommand::Create(args) => {
             let wait = args.wait;
             let job = client
-                .create_migration_job(create_request(args))
+                .create_migration_job(create_request(*args))
                 .await
                 .map_err(|s| rpc_error("CreateMigrationJob", s))?
                 .into_inner()
@@ -269,6 +290,17 @@ fn create_request(args: CreateArgs) -> CreateMigrationJobRequest {
             batch_size: args.batch_size,
             max_docs_per_second: args.max_docs_per_second,
             metadata,
+            mode: if args.snapshot {
+                MigrationMode::Snapshot
+            } else {
+                MigrationMode::Unspecified
+            } as i32,
+            snapshot: args.snapshot.then_some(SnapshotOptions {
+                repository: args.repository,
+                source_location: args.repo_source_location,
+                target_location: args.repo_target_location,
+                delete_snapshot: args.delete_snapshot,
+            }),
             ..Default::default()
         }),
         task_id: args.task.unwrap_or_default(),
@@ -298,11 +330,12 @@ async fn watch(client: &mut Client, job: &str, output: Output) -> anyhow::Result
                 match output {
                     Output::Json => print_json(&job_json(&job)),
                     Output::Table => println!(
-                        "{}  {} {}  {}",
+                        "{}  {} {}  {}{}",
                         time(job.updated_at.as_ref()),
                         job.name,
                         state(&job),
-                        progress_line(job.progress.as_ref())
+                        progress_line(job.progress.as_ref()),
+                        snapshot_line(&job)
                     ),
                 }
                 last = Some(job);
@@ -361,6 +394,35 @@ fn progress_line(progress: Option<&Progress>) -> String {
     )
 }
 
+/// Where a snapshot-based backfill stands, e.g. ` | restore: 3/5 shards,
+/// 1200/4000 bytes`; empty for a document copy.
+fn snapshot_line(job: &MigrationJob) -> String {
+    let Some(s) = job.snapshot.as_ref() else {
+        return String::new();
+    };
+    match tandem_client::v1::SnapshotPhase::try_from(s.phase).unwrap_or_default() {
+        tandem_client::v1::SnapshotPhase::Snapshot => format!(
+            " | snapshot {} {}: {}/{} shards, {}/{} bytes",
+            s.snapshot,
+            s.snapshot_state,
+            s.snapshot_shards_done,
+            s.snapshot_shards_total,
+            s.snapshot_bytes_done,
+            s.snapshot_bytes_total
+        ),
+        tandem_client::v1::SnapshotPhase::Restore => format!(
+            " | restore of {}: {}/{} shards, {}/{} bytes",
+            s.snapshot,
+            s.restore_shards_done,
+            s.restore_shards_total,
+            s.restore_bytes_done,
+            s.restore_bytes_total
+        ),
+        tandem_client::v1::SnapshotPhase::Done => format!(" | snapshot {} restored", s.snapshot),
+        tandem_client::v1::SnapshotPhase::Unspecified => String::new(),
+    }
+}
+
 fn job_json(job: &MigrationJob) -> Value {
     let progress = job.progress.as_ref();
     json!({
@@ -375,6 +437,17 @@ fn job_json(job: &MigrationJob) -> Value {
         "bytes_done": progress.map(|p| p.bytes_done),
         "docs_skipped_newer": job.docs_skipped_newer,
         "docs_failed": job.docs_failed,
+        "snapshot": job.snapshot.as_ref().map(|s| json!({
+            "repository": s.repository,
+            "snapshot": s.snapshot,
+            "phase": enum_name(tandem_client::v1::SnapshotPhase::try_from(s.phase).unwrap_or_default().as_str_name().trim_start_matches("SNAPSHOT_PHASE_")),
+            "snapshot_state": s.snapshot_state,
+            "snapshot_shards": [s.snapshot_shards_done, s.snapshot_shards_total],
+            "snapshot_bytes": [s.snapshot_bytes_done, s.snapshot_bytes_total],
+            "restore_shards": [s.restore_shards_done, s.restore_shards_total],
+            "restore_bytes": [s.restore_bytes_done, s.restore_bytes_total],
+            "snapshot_deleted": s.snapshot_deleted,
+        })),
         "indices": job.index_progress.iter().map(|i| json!({
             "source_index": i.source_index,
             "target_index": i.target_index,

@@ -11,7 +11,10 @@ use super::progress;
 use crate::jobs::{JobRecord, PartitionRecord, is_terminal};
 use crate::migration::cluster_metadata::{ItemResult, Kind, Outcome};
 use crate::migration::copy::{FAILED, SKIPPED_NEWER, add_counters};
-use crate::migration::{MigrationSpec, ReadMode, TypeRewriteMode, plan_of, spec_of};
+use crate::migration::snapshot::{self, Checkpoint, Phase};
+use crate::migration::{
+    CopyMode, IndexPlan, MigrationPlan, MigrationSpec, ReadMode, TypeRewriteMode, plan_of, spec_of,
+};
 use crate::services::{duration, timestamp};
 
 /// Sums of a set of partitions.
@@ -133,6 +136,75 @@ fn options(spec: &MigrationSpec, job: &JobRecord) -> pb::MigrationOptions {
         }),
         max_partition_attempts: job.max_attempts,
         lease_duration: Some(duration(job.lease)),
+        mode: match spec.mode {
+            CopyMode::Documents => pb::MigrationMode::Documents,
+            CopyMode::Snapshot => pb::MigrationMode::Snapshot,
+        } as i32,
+        snapshot: spec.snapshot.as_ref().map(|s| pb::SnapshotOptions {
+            repository: s.repository().to_string(),
+            source_location: s.source_location.clone(),
+            target_location: s.target_location.clone(),
+            delete_snapshot: s.delete_snapshot,
+        }),
+    }
+}
+
+fn snapshot_phase(phase: Phase) -> pb::SnapshotPhase {
+    match phase {
+        Phase::Pending | Phase::Snapshot => pb::SnapshotPhase::Snapshot,
+        Phase::Restore => pb::SnapshotPhase::Restore,
+        Phase::Done => pb::SnapshotPhase::Done,
+    }
+}
+
+/// The snapshot progress of a planned snapshot job.
+fn snapshot_progress(plan: &MigrationPlan, cp: &Checkpoint) -> Option<pb::SnapshotProgress> {
+    let planned = plan.snapshot.as_ref()?;
+    Some(pb::SnapshotProgress {
+        repository: planned.repository.clone(),
+        snapshot: planned.snapshot.clone(),
+        phase: snapshot_phase(cp.phase) as i32,
+        snapshot_state: cp.snapshot_state.clone(),
+        snapshot_shards_total: cp.snapshot_shards_total,
+        snapshot_shards_done: cp.snapshot_shards_done,
+        snapshot_bytes_total: cp.snapshot_bytes_total,
+        snapshot_bytes_done: cp.snapshot_bytes_done,
+        restore_shards_total: cp.restore_shards_total,
+        restore_shards_done: cp.restore_shards_done,
+        restore_bytes_total: cp.restore_bytes_total,
+        restore_bytes_done: cp.restore_bytes_done,
+        snapshot_deleted: cp.deleted,
+    })
+}
+
+/// Progress of one index of a snapshot job, from the partition's
+/// checkpoint: bytes recovered, documents once restored.
+fn snapshot_index_progress(
+    index: &IndexPlan,
+    cp: &Checkpoint,
+    failed: bool,
+) -> pb::IndexMigrationProgress {
+    let state = cp.indices.get(&index.name).cloned().unwrap_or_default();
+    let phase = match state.phase {
+        _ if failed && state.phase != Phase::Done => pb::IndexMigrationPhase::Failed,
+        Phase::Pending => pb::IndexMigrationPhase::Pending,
+        Phase::Snapshot => pb::IndexMigrationPhase::Snapshot,
+        Phase::Restore => pb::IndexMigrationPhase::Restore,
+        Phase::Done => pb::IndexMigrationPhase::Done,
+    };
+    pb::IndexMigrationProgress {
+        source_index: index.name.clone(),
+        target_index: index.name.clone(),
+        phase: phase as i32,
+        progress: Some(pb::Progress {
+            docs_total: index.docs_total,
+            docs_done: state.docs,
+            bytes_done: state.bytes_done,
+            updated_at: Some(timestamp(chrono::Utc::now())),
+            ..Default::default()
+        }),
+        warnings: index.warnings.clone(),
+        ..Default::default()
     }
 }
 
@@ -167,7 +239,22 @@ pub fn job(
     } else {
         progress::rates(job.id, totals.docs_done, totals.bytes_done, running_for)
     };
-    let index_progress = if per_index {
+    let snapshot_mode = spec.as_ref().is_some_and(|s| s.mode == CopyMode::Snapshot);
+    let checkpoint = partitions
+        .first()
+        .filter(|_| snapshot_mode)
+        .and_then(snapshot::checkpoint_of)
+        .unwrap_or_default();
+    let snapshot = plan
+        .as_ref()
+        .filter(|_| snapshot_mode)
+        .and_then(|p| snapshot_progress(p, &checkpoint));
+    let index_progress = if per_index && snapshot_mode {
+        plan.iter()
+            .flat_map(|p| &p.indices)
+            .map(|index| snapshot_index_progress(index, &checkpoint, totals.counts.failed > 0))
+            .collect()
+    } else if per_index {
         plan.iter()
             .flat_map(|p| &p.indices)
             .map(|index| {
@@ -227,6 +314,7 @@ pub fn job(
             .flat_map(|p| &p.cluster_metadata)
             .map(cluster_metadata_result)
             .collect(),
+        snapshot,
         error: job.error.as_ref().map(|e| pb::ErrorInfo {
             reason: e.reason.clone(),
             message: e.message.clone(),

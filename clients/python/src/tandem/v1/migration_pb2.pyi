@@ -109,6 +109,84 @@ documents.
 """
 Global___ExistingIndexPolicy: _TypeAlias = ExistingIndexPolicy  # noqa: Y015
 
+class _MigrationMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MigrationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MigrationMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MIGRATION_MODE_UNSPECIFIED: _MigrationMode.ValueType  # 0
+    """Not set. Treated as MIGRATION_MODE_DOCUMENTS."""
+    MIGRATION_MODE_DOCUMENTS: _MigrationMode.ValueType  # 1
+    """Read the documents from the source and write them to the target with
+    bulk requests (see the top of this file). Works between every pair of
+    supported versions.
+    """
+    MIGRATION_MODE_SNAPSHOT: _MigrationMode.ValueType  # 2
+    """Snapshot the selected indices on the source into a shared `fs`
+    repository and restore them on the target. Only possible when the
+    target reads indices created by the source's version (same major or
+    the next one; see "Snapshot-based backfill" in docs/cross-version.md):
+    otherwise the job fails at planning with SNAPSHOT_VERSION_UNSUPPORTED
+    naming each index and the rule (FAILED_PRECONDITION at creation when
+    the clusters' probed versions already show it). Restored documents
+    keep the source's `_version`, so replay with external versioning
+    converges as after a document copy. Options about reading and
+    throttling documents do not apply.
+    """
+
+class MigrationMode(_MigrationMode, metaclass=_MigrationModeEnumTypeWrapper):
+    """How a migration job carries the documents over."""
+
+MIGRATION_MODE_UNSPECIFIED: MigrationMode.ValueType  # 0
+"""Not set. Treated as MIGRATION_MODE_DOCUMENTS."""
+MIGRATION_MODE_DOCUMENTS: MigrationMode.ValueType  # 1
+"""Read the documents from the source and write them to the target with
+bulk requests (see the top of this file). Works between every pair of
+supported versions.
+"""
+MIGRATION_MODE_SNAPSHOT: MigrationMode.ValueType  # 2
+"""Snapshot the selected indices on the source into a shared `fs`
+repository and restore them on the target. Only possible when the
+target reads indices created by the source's version (same major or
+the next one; see "Snapshot-based backfill" in docs/cross-version.md):
+otherwise the job fails at planning with SNAPSHOT_VERSION_UNSUPPORTED
+naming each index and the rule (FAILED_PRECONDITION at creation when
+the clusters' probed versions already show it). Restored documents
+keep the source's `_version`, so replay with external versioning
+converges as after a document copy. Options about reading and
+throttling documents do not apply.
+"""
+Global___MigrationMode: _TypeAlias = MigrationMode  # noqa: Y015
+
+class _SnapshotPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SnapshotPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SnapshotPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SNAPSHOT_PHASE_UNSPECIFIED: _SnapshotPhase.ValueType  # 0
+    """Not set: not a snapshot job, or not planned yet."""
+    SNAPSHOT_PHASE_SNAPSHOT: _SnapshotPhase.ValueType  # 1
+    """The source writes the snapshot into the repository."""
+    SNAPSHOT_PHASE_RESTORE: _SnapshotPhase.ValueType  # 2
+    """The target restores the snapshot (shard recovery from the repository)."""
+    SNAPSHOT_PHASE_DONE: _SnapshotPhase.ValueType  # 3
+    """Every selected index is restored and open on the target."""
+
+class SnapshotPhase(_SnapshotPhase, metaclass=_SnapshotPhaseEnumTypeWrapper):
+    """Phase of a snapshot-based backfill."""
+
+SNAPSHOT_PHASE_UNSPECIFIED: SnapshotPhase.ValueType  # 0
+"""Not set: not a snapshot job, or not planned yet."""
+SNAPSHOT_PHASE_SNAPSHOT: SnapshotPhase.ValueType  # 1
+"""The source writes the snapshot into the repository."""
+SNAPSHOT_PHASE_RESTORE: SnapshotPhase.ValueType  # 2
+"""The target restores the snapshot (shard recovery from the repository)."""
+SNAPSHOT_PHASE_DONE: SnapshotPhase.ValueType  # 3
+"""Every selected index is restored and open on the target."""
+Global___SnapshotPhase: _TypeAlias = SnapshotPhase  # noqa: Y015
+
 class _ClusterMetadataKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -207,6 +285,12 @@ class _IndexMigrationPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_I
     """Every partition of the index is done."""
     INDEX_MIGRATION_PHASE_FAILED: _IndexMigrationPhase.ValueType  # 5
     """The metadata could not be created or a partition failed."""
+    INDEX_MIGRATION_PHASE_SNAPSHOT: _IndexMigrationPhase.ValueType  # 6
+    """MIGRATION_MODE_SNAPSHOT: the source writes the index into the snapshot."""
+    INDEX_MIGRATION_PHASE_RESTORE: _IndexMigrationPhase.ValueType  # 7
+    """MIGRATION_MODE_SNAPSHOT: the target restores the index from the
+    snapshot (progress in bytes recovered).
+    """
 
 class IndexMigrationPhase(_IndexMigrationPhase, metaclass=_IndexMigrationPhaseEnumTypeWrapper):
     """Phase of one index within a migration job."""
@@ -223,7 +307,134 @@ INDEX_MIGRATION_PHASE_DONE: IndexMigrationPhase.ValueType  # 4
 """Every partition of the index is done."""
 INDEX_MIGRATION_PHASE_FAILED: IndexMigrationPhase.ValueType  # 5
 """The metadata could not be created or a partition failed."""
+INDEX_MIGRATION_PHASE_SNAPSHOT: IndexMigrationPhase.ValueType  # 6
+"""MIGRATION_MODE_SNAPSHOT: the source writes the index into the snapshot."""
+INDEX_MIGRATION_PHASE_RESTORE: IndexMigrationPhase.ValueType  # 7
+"""MIGRATION_MODE_SNAPSHOT: the target restores the index from the
+snapshot (progress in bytes recovered).
+"""
 Global___IndexMigrationPhase: _TypeAlias = IndexMigrationPhase  # noqa: Y015
+
+@_typing.final
+class SnapshotOptions(_message.Message):
+    """Snapshot and restore through a shared filesystem repository
+    (MIGRATION_MODE_SNAPSHOT). The directory must be listed in `path.repo` on
+    every node of both clusters and be the same storage (for example an NFS
+    mount), seen under possibly different paths.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    SOURCE_LOCATION_FIELD_NUMBER: _builtins.int
+    TARGET_LOCATION_FIELD_NUMBER: _builtins.int
+    DELETE_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    repository: _builtins.str
+    """Name of the repository registered on both clusters (created or
+    updated: type `fs`, read-only on the target). Empty means
+    "tandem-backfill".
+    """
+    source_location: _builtins.str
+    """Required in MIGRATION_MODE_SNAPSHOT. The repository directory as the
+    source's nodes see it.
+    """
+    target_location: _builtins.str
+    """Required in MIGRATION_MODE_SNAPSHOT. The same directory as the
+    target's nodes see it (usually equal to `source_location`).
+    """
+    delete_snapshot: _builtins.bool
+    """Delete the snapshot from the repository once restored."""
+    def __init__(
+        self,
+        *,
+        repository: _builtins.str = ...,
+        source_location: _builtins.str = ...,
+        target_location: _builtins.str = ...,
+        delete_snapshot: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_snapshot", b"delete_snapshot", "repository", b"repository", "source_location", b"source_location", "target_location", b"target_location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotOptions: _TypeAlias = SnapshotOptions  # noqa: Y015
+
+@_typing.final
+class SnapshotProgress(_message.Message):
+    """Progress of a snapshot-based backfill (MIGRATION_MODE_SNAPSHOT)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_SHARDS_TOTAL_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_SHARDS_DONE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_BYTES_TOTAL_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_BYTES_DONE_FIELD_NUMBER: _builtins.int
+    RESTORE_SHARDS_TOTAL_FIELD_NUMBER: _builtins.int
+    RESTORE_SHARDS_DONE_FIELD_NUMBER: _builtins.int
+    RESTORE_BYTES_TOTAL_FIELD_NUMBER: _builtins.int
+    RESTORE_BYTES_DONE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DELETED_FIELD_NUMBER: _builtins.int
+    repository: _builtins.str
+    """Repository registered on both clusters."""
+    snapshot: _builtins.str
+    """Name of the snapshot (derived from the job id)."""
+    phase: Global___SnapshotPhase.ValueType
+    """Phase."""
+    snapshot_state: _builtins.str
+    """State of the snapshot as the source reports it (IN_PROGRESS, SUCCESS,
+    PARTIAL, FAILED...), empty before it starts.
+    """
+    snapshot_shards_total: _builtins.int
+    """Shards in the snapshot."""
+    snapshot_shards_done: _builtins.int
+    """Shards written into the repository."""
+    snapshot_bytes_total: _builtins.int
+    """Bytes the snapshot must store (files already in the repository from an
+    earlier snapshot are not counted).
+    """
+    snapshot_bytes_done: _builtins.int
+    """Bytes stored so far."""
+    restore_shards_total: _builtins.int
+    """Shards (primaries) being restored on the target."""
+    restore_shards_done: _builtins.int
+    """Shards restored."""
+    restore_bytes_total: _builtins.int
+    """Bytes to recover from the repository on the target."""
+    restore_bytes_done: _builtins.int
+    """Bytes recovered so far."""
+    snapshot_deleted: _builtins.bool
+    """Whether the snapshot was deleted after the restore
+    (SnapshotOptions.delete_snapshot).
+    """
+    def __init__(
+        self,
+        *,
+        repository: _builtins.str = ...,
+        snapshot: _builtins.str = ...,
+        phase: Global___SnapshotPhase.ValueType = ...,
+        snapshot_state: _builtins.str = ...,
+        snapshot_shards_total: _builtins.int = ...,
+        snapshot_shards_done: _builtins.int = ...,
+        snapshot_bytes_total: _builtins.int = ...,
+        snapshot_bytes_done: _builtins.int = ...,
+        restore_shards_total: _builtins.int = ...,
+        restore_shards_done: _builtins.int = ...,
+        restore_bytes_total: _builtins.int = ...,
+        restore_bytes_done: _builtins.int = ...,
+        snapshot_deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["phase", b"phase", "repository", b"repository", "restore_bytes_done", b"restore_bytes_done", "restore_bytes_total", b"restore_bytes_total", "restore_shards_done", b"restore_shards_done", "restore_shards_total", b"restore_shards_total", "snapshot", b"snapshot", "snapshot_bytes_done", b"snapshot_bytes_done", "snapshot_bytes_total", b"snapshot_bytes_total", "snapshot_deleted", b"snapshot_deleted", "snapshot_shards_done", b"snapshot_shards_done", "snapshot_shards_total", b"snapshot_shards_total", "snapshot_state", b"snapshot_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotProgress: _TypeAlias = SnapshotProgress  # noqa: Y015
 
 @_typing.final
 class MetadataCopyOptions(_message.Message):
@@ -392,6 +603,8 @@ class MigrationOptions(_message.Message):
     TYPE_REWRITE_FIELD_NUMBER: _builtins.int
     MAX_PARTITION_ATTEMPTS_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
     slices_per_index: _builtins.int
     """Slices (partitions) per index. Zero means automatic: the number of
     primary shards of the source index, at most 32.
@@ -409,6 +622,10 @@ class MigrationOptions(_message.Message):
     max_partition_attempts: _builtins.int
     """Attempts per partition before it is marked FAILED (each attempt resumes
     from the checkpoint). Zero means 5.
+    """
+    mode: Global___MigrationMode.ValueType
+    """How the documents are carried over. Unset means
+    MIGRATION_MODE_DOCUMENTS.
     """
     @_builtins.property
     def keep_alive(self) -> _duration_pb2.Duration:
@@ -430,6 +647,12 @@ class MigrationOptions(_message.Message):
         means 60 s.
         """
 
+    @_builtins.property
+    def snapshot(self) -> Global___SnapshotOptions:
+        """Snapshot and restore options; required in MIGRATION_MODE_SNAPSHOT,
+        refused otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -443,10 +666,12 @@ class MigrationOptions(_message.Message):
         type_rewrite: _common_pb2.MappingTypeRewrite | None = ...,
         max_partition_attempts: _builtins.int = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        mode: Global___MigrationMode.ValueType = ...,
+        snapshot: Global___SnapshotOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["keep_alive", b"keep_alive", "lease_duration", b"lease_duration", "metadata", b"metadata", "type_rewrite", b"type_rewrite"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep_alive", b"keep_alive", "lease_duration", b"lease_duration", "metadata", b"metadata", "snapshot", b"snapshot", "type_rewrite", b"type_rewrite"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "keep_alive", b"keep_alive", "lease_duration", b"lease_duration", "max_bytes_per_second", b"max_bytes_per_second", "max_docs_per_second", b"max_docs_per_second", "max_partition_attempts", b"max_partition_attempts", "metadata", b"metadata", "read_strategy", b"read_strategy", "slices_per_index", b"slices_per_index", "type_rewrite", b"type_rewrite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "keep_alive", b"keep_alive", "lease_duration", b"lease_duration", "max_bytes_per_second", b"max_bytes_per_second", "max_docs_per_second", b"max_docs_per_second", "max_partition_attempts", b"max_partition_attempts", "metadata", b"metadata", "mode", b"mode", "read_strategy", b"read_strategy", "slices_per_index", b"slices_per_index", "snapshot", b"snapshot", "type_rewrite", b"type_rewrite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -645,6 +870,7 @@ class MigrationJob(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     CLUSTER_METADATA_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Id of the job."""
     name: _builtins.str
@@ -717,6 +943,14 @@ class MigrationJob(_message.Message):
         listed as REFUSED with the reason.
         """
 
+    @_builtins.property
+    def snapshot(self) -> Global___SnapshotProgress:
+        """Output only. Snapshot and restore progress, in
+        MIGRATION_MODE_SNAPSHOT once planned. The overall and per-index
+        `progress` then count bytes recovered on the target, and documents of
+        the indices whose restore finished.
+        """
+
     def __init__(
         self,
         *,
@@ -739,10 +973,11 @@ class MigrationJob(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         cluster_metadata: _abc.Iterable[Global___ClusterMetadataResult] | None = ...,
+        snapshot: Global___SnapshotProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "indices", b"indices", "options", b"options", "progress", b"progress", "source", b"source", "started_at", b"started_at", "target", b"target", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "indices", b"indices", "options", b"options", "progress", b"progress", "snapshot", b"snapshot", "source", b"source", "started_at", b"started_at", "target", b"target", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_metadata", b"cluster_metadata", "created_at", b"created_at", "docs_failed", b"docs_failed", "docs_skipped_newer", b"docs_skipped_newer", "error", b"error", "finished_at", b"finished_at", "id", b"id", "index_progress", b"index_progress", "indices", b"indices", "labels", b"labels", "name", b"name", "options", b"options", "progress", b"progress", "source", b"source", "started_at", b"started_at", "state", b"state", "target", b"target", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_metadata", b"cluster_metadata", "created_at", b"created_at", "docs_failed", b"docs_failed", "docs_skipped_newer", b"docs_skipped_newer", "error", b"error", "finished_at", b"finished_at", "id", b"id", "index_progress", b"index_progress", "indices", b"indices", "labels", b"labels", "name", b"name", "options", b"options", "progress", b"progress", "snapshot", b"snapshot", "source", b"source", "started_at", b"started_at", "state", b"state", "target", b"target", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -164,6 +164,114 @@ export function existingIndexPolicyToJSON(object: ExistingIndexPolicy): string {
   }
 }
 
+/** How a migration job carries the documents over. */
+export enum MigrationMode {
+  /** MIGRATION_MODE_UNSPECIFIED - Not set. Treated as MIGRATION_MODE_DOCUMENTS. */
+  MIGRATION_MODE_UNSPECIFIED = 0,
+  /**
+   * MIGRATION_MODE_DOCUMENTS - Read the documents from the source and write them to the target with
+   * bulk requests (see the top of this file). Works between every pair of
+   * supported versions.
+   */
+  MIGRATION_MODE_DOCUMENTS = 1,
+  /**
+   * MIGRATION_MODE_SNAPSHOT - Snapshot the selected indices on the source into a shared `fs`
+   * repository and restore them on the target. Only possible when the
+   * target reads indices created by the source's version (same major or
+   * the next one; see "Snapshot-based backfill" in docs/cross-version.md):
+   * otherwise the job fails at planning with SNAPSHOT_VERSION_UNSUPPORTED
+   * naming each index and the rule (FAILED_PRECONDITION at creation when
+   * the clusters' probed versions already show it). Restored documents
+   * keep the source's `_version`, so replay with external versioning
+   * converges as after a document copy. Options about reading and
+   * throttling documents do not apply.
+   */
+  MIGRATION_MODE_SNAPSHOT = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function migrationModeFromJSON(object: any): MigrationMode {
+  switch (object) {
+    case 0:
+    case "MIGRATION_MODE_UNSPECIFIED":
+      return MigrationMode.MIGRATION_MODE_UNSPECIFIED;
+    case 1:
+    case "MIGRATION_MODE_DOCUMENTS":
+      return MigrationMode.MIGRATION_MODE_DOCUMENTS;
+    case 2:
+    case "MIGRATION_MODE_SNAPSHOT":
+      return MigrationMode.MIGRATION_MODE_SNAPSHOT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MigrationMode.UNRECOGNIZED;
+  }
+}
+
+export function migrationModeToJSON(object: MigrationMode): string {
+  switch (object) {
+    case MigrationMode.MIGRATION_MODE_UNSPECIFIED:
+      return "MIGRATION_MODE_UNSPECIFIED";
+    case MigrationMode.MIGRATION_MODE_DOCUMENTS:
+      return "MIGRATION_MODE_DOCUMENTS";
+    case MigrationMode.MIGRATION_MODE_SNAPSHOT:
+      return "MIGRATION_MODE_SNAPSHOT";
+    case MigrationMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Phase of a snapshot-based backfill. */
+export enum SnapshotPhase {
+  /** SNAPSHOT_PHASE_UNSPECIFIED - Not set: not a snapshot job, or not planned yet. */
+  SNAPSHOT_PHASE_UNSPECIFIED = 0,
+  /** SNAPSHOT_PHASE_SNAPSHOT - The source writes the snapshot into the repository. */
+  SNAPSHOT_PHASE_SNAPSHOT = 1,
+  /** SNAPSHOT_PHASE_RESTORE - The target restores the snapshot (shard recovery from the repository). */
+  SNAPSHOT_PHASE_RESTORE = 2,
+  /** SNAPSHOT_PHASE_DONE - Every selected index is restored and open on the target. */
+  SNAPSHOT_PHASE_DONE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function snapshotPhaseFromJSON(object: any): SnapshotPhase {
+  switch (object) {
+    case 0:
+    case "SNAPSHOT_PHASE_UNSPECIFIED":
+      return SnapshotPhase.SNAPSHOT_PHASE_UNSPECIFIED;
+    case 1:
+    case "SNAPSHOT_PHASE_SNAPSHOT":
+      return SnapshotPhase.SNAPSHOT_PHASE_SNAPSHOT;
+    case 2:
+    case "SNAPSHOT_PHASE_RESTORE":
+      return SnapshotPhase.SNAPSHOT_PHASE_RESTORE;
+    case 3:
+    case "SNAPSHOT_PHASE_DONE":
+      return SnapshotPhase.SNAPSHOT_PHASE_DONE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return SnapshotPhase.UNRECOGNIZED;
+  }
+}
+
+export function snapshotPhaseToJSON(object: SnapshotPhase): string {
+  switch (object) {
+    case SnapshotPhase.SNAPSHOT_PHASE_UNSPECIFIED:
+      return "SNAPSHOT_PHASE_UNSPECIFIED";
+    case SnapshotPhase.SNAPSHOT_PHASE_SNAPSHOT:
+      return "SNAPSHOT_PHASE_SNAPSHOT";
+    case SnapshotPhase.SNAPSHOT_PHASE_RESTORE:
+      return "SNAPSHOT_PHASE_RESTORE";
+    case SnapshotPhase.SNAPSHOT_PHASE_DONE:
+      return "SNAPSHOT_PHASE_DONE";
+    case SnapshotPhase.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Kind of a piece of cluster-level metadata a migration job copies. */
 export enum ClusterMetadataKind {
   /** CLUSTER_METADATA_KIND_UNSPECIFIED - Not set. Never returned. */
@@ -312,6 +420,13 @@ export enum IndexMigrationPhase {
   INDEX_MIGRATION_PHASE_DONE = 4,
   /** INDEX_MIGRATION_PHASE_FAILED - The metadata could not be created or a partition failed. */
   INDEX_MIGRATION_PHASE_FAILED = 5,
+  /** INDEX_MIGRATION_PHASE_SNAPSHOT - MIGRATION_MODE_SNAPSHOT: the source writes the index into the snapshot. */
+  INDEX_MIGRATION_PHASE_SNAPSHOT = 6,
+  /**
+   * INDEX_MIGRATION_PHASE_RESTORE - MIGRATION_MODE_SNAPSHOT: the target restores the index from the
+   * snapshot (progress in bytes recovered).
+   */
+  INDEX_MIGRATION_PHASE_RESTORE = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -335,6 +450,12 @@ export function indexMigrationPhaseFromJSON(object: any): IndexMigrationPhase {
     case 5:
     case "INDEX_MIGRATION_PHASE_FAILED":
       return IndexMigrationPhase.INDEX_MIGRATION_PHASE_FAILED;
+    case 6:
+    case "INDEX_MIGRATION_PHASE_SNAPSHOT":
+      return IndexMigrationPhase.INDEX_MIGRATION_PHASE_SNAPSHOT;
+    case 7:
+    case "INDEX_MIGRATION_PHASE_RESTORE":
+      return IndexMigrationPhase.INDEX_MIGRATION_PHASE_RESTORE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -356,10 +477,80 @@ export function indexMigrationPhaseToJSON(object: IndexMigrationPhase): string {
       return "INDEX_MIGRATION_PHASE_DONE";
     case IndexMigrationPhase.INDEX_MIGRATION_PHASE_FAILED:
       return "INDEX_MIGRATION_PHASE_FAILED";
+    case IndexMigrationPhase.INDEX_MIGRATION_PHASE_SNAPSHOT:
+      return "INDEX_MIGRATION_PHASE_SNAPSHOT";
+    case IndexMigrationPhase.INDEX_MIGRATION_PHASE_RESTORE:
+      return "INDEX_MIGRATION_PHASE_RESTORE";
     case IndexMigrationPhase.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
+}
+
+/**
+ * Snapshot and restore through a shared filesystem repository
+ * (MIGRATION_MODE_SNAPSHOT). The directory must be listed in `path.repo` on
+ * every node of both clusters and be the same storage (for example an NFS
+ * mount), seen under possibly different paths.
+ */
+export interface SnapshotOptions {
+  /**
+   * Name of the repository registered on both clusters (created or
+   * updated: type `fs`, read-only on the target). Empty means
+   * "tandem-backfill".
+   */
+  repository: string;
+  /**
+   * Required in MIGRATION_MODE_SNAPSHOT. The repository directory as the
+   * source's nodes see it.
+   */
+  sourceLocation: string;
+  /**
+   * Required in MIGRATION_MODE_SNAPSHOT. The same directory as the
+   * target's nodes see it (usually equal to `source_location`).
+   */
+  targetLocation: string;
+  /** Delete the snapshot from the repository once restored. */
+  deleteSnapshot: boolean;
+}
+
+/** Progress of a snapshot-based backfill (MIGRATION_MODE_SNAPSHOT). */
+export interface SnapshotProgress {
+  /** Repository registered on both clusters. */
+  repository: string;
+  /** Name of the snapshot (derived from the job id). */
+  snapshot: string;
+  /** Phase. */
+  phase: SnapshotPhase;
+  /**
+   * State of the snapshot as the source reports it (IN_PROGRESS, SUCCESS,
+   * PARTIAL, FAILED...), empty before it starts.
+   */
+  snapshotState: string;
+  /** Shards in the snapshot. */
+  snapshotShardsTotal: number;
+  /** Shards written into the repository. */
+  snapshotShardsDone: number;
+  /**
+   * Bytes the snapshot must store (files already in the repository from an
+   * earlier snapshot are not counted).
+   */
+  snapshotBytesTotal: number;
+  /** Bytes stored so far. */
+  snapshotBytesDone: number;
+  /** Shards (primaries) being restored on the target. */
+  restoreShardsTotal: number;
+  /** Shards restored. */
+  restoreShardsDone: number;
+  /** Bytes to recover from the repository on the target. */
+  restoreBytesTotal: number;
+  /** Bytes recovered so far. */
+  restoreBytesDone: number;
+  /**
+   * Whether the snapshot was deleted after the restore
+   * (SnapshotOptions.delete_snapshot).
+   */
+  snapshotDeleted: boolean;
 }
 
 /** Which index metadata is copied before the documents. */
@@ -488,7 +679,19 @@ export interface MigrationOptions {
    * Lease duration of a partition; a worker renews it while alive. Zero
    * means 60 s.
    */
-  leaseDuration: Duration | undefined;
+  leaseDuration:
+    | Duration
+    | undefined;
+  /**
+   * How the documents are carried over. Unset means
+   * MIGRATION_MODE_DOCUMENTS.
+   */
+  mode: MigrationMode;
+  /**
+   * Snapshot and restore options; required in MIGRATION_MODE_SNAPSHOT,
+   * refused otherwise.
+   */
+  snapshot: SnapshotOptions | undefined;
 }
 
 /** Progress of one index within a migration job. */
@@ -637,6 +840,13 @@ export interface MigrationJob {
    * listed as REFUSED with the reason.
    */
   clusterMetadata: ClusterMetadataResult[];
+  /**
+   * Output only. Snapshot and restore progress, in
+   * MIGRATION_MODE_SNAPSHOT once planned. The overall and per-index
+   * `progress` then count bytes recovered on the target, and documents of
+   * the indices whose restore finished.
+   */
+  snapshot: SnapshotProgress | undefined;
 }
 
 export interface MigrationJob_LabelsEntry {
@@ -836,6 +1046,450 @@ export interface ListMigrationPartitionsResponse {
   /** Token of the next page; empty on the last page. */
   nextPageToken: string;
 }
+
+function createBaseSnapshotOptions(): SnapshotOptions {
+  return { repository: "", sourceLocation: "", targetLocation: "", deleteSnapshot: false };
+}
+
+export const SnapshotOptions: MessageFns<SnapshotOptions> = {
+  encode(message: SnapshotOptions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.repository !== "") {
+      writer.uint32(10).string(message.repository);
+    }
+    if (message.sourceLocation !== "") {
+      writer.uint32(18).string(message.sourceLocation);
+    }
+    if (message.targetLocation !== "") {
+      writer.uint32(26).string(message.targetLocation);
+    }
+    if (message.deleteSnapshot !== false) {
+      writer.uint32(32).bool(message.deleteSnapshot);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotOptions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotOptions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.repository = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sourceLocation = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.targetLocation = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.deleteSnapshot = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotOptions {
+    return {
+      repository: isSet(object.repository) ? globalThis.String(object.repository) : "",
+      sourceLocation: isSet(object.sourceLocation)
+        ? globalThis.String(object.sourceLocation)
+        : isSet(object.source_location)
+        ? globalThis.String(object.source_location)
+        : "",
+      targetLocation: isSet(object.targetLocation)
+        ? globalThis.String(object.targetLocation)
+        : isSet(object.target_location)
+        ? globalThis.String(object.target_location)
+        : "",
+      deleteSnapshot: isSet(object.deleteSnapshot)
+        ? globalThis.Boolean(object.deleteSnapshot)
+        : isSet(object.delete_snapshot)
+        ? globalThis.Boolean(object.delete_snapshot)
+        : false,
+    };
+  },
+
+  toJSON(message: SnapshotOptions): unknown {
+    const obj: any = {};
+    if (message.repository !== "") {
+      obj.repository = message.repository;
+    }
+    if (message.sourceLocation !== "") {
+      obj.sourceLocation = message.sourceLocation;
+    }
+    if (message.targetLocation !== "") {
+      obj.targetLocation = message.targetLocation;
+    }
+    if (message.deleteSnapshot !== false) {
+      obj.deleteSnapshot = message.deleteSnapshot;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SnapshotOptions>, I>>(base?: I): SnapshotOptions {
+    return SnapshotOptions.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SnapshotOptions>, I>>(object: I): SnapshotOptions {
+    const message = createBaseSnapshotOptions();
+    message.repository = object.repository ?? "";
+    message.sourceLocation = object.sourceLocation ?? "";
+    message.targetLocation = object.targetLocation ?? "";
+    message.deleteSnapshot = object.deleteSnapshot ?? false;
+    return message;
+  },
+};
+
+function createBaseSnapshotProgress(): SnapshotProgress {
+  return {
+    repository: "",
+    snapshot: "",
+    phase: 0,
+    snapshotState: "",
+    snapshotShardsTotal: 0,
+    snapshotShardsDone: 0,
+    snapshotBytesTotal: 0,
+    snapshotBytesDone: 0,
+    restoreShardsTotal: 0,
+    restoreShardsDone: 0,
+    restoreBytesTotal: 0,
+    restoreBytesDone: 0,
+    snapshotDeleted: false,
+  };
+}
+
+export const SnapshotProgress: MessageFns<SnapshotProgress> = {
+  encode(message: SnapshotProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.repository !== "") {
+      writer.uint32(10).string(message.repository);
+    }
+    if (message.snapshot !== "") {
+      writer.uint32(18).string(message.snapshot);
+    }
+    if (message.phase !== 0) {
+      writer.uint32(24).int32(message.phase);
+    }
+    if (message.snapshotState !== "") {
+      writer.uint32(34).string(message.snapshotState);
+    }
+    if (message.snapshotShardsTotal !== 0) {
+      writer.uint32(40).uint32(message.snapshotShardsTotal);
+    }
+    if (message.snapshotShardsDone !== 0) {
+      writer.uint32(48).uint32(message.snapshotShardsDone);
+    }
+    if (message.snapshotBytesTotal !== 0) {
+      writer.uint32(56).uint64(message.snapshotBytesTotal);
+    }
+    if (message.snapshotBytesDone !== 0) {
+      writer.uint32(64).uint64(message.snapshotBytesDone);
+    }
+    if (message.restoreShardsTotal !== 0) {
+      writer.uint32(72).uint32(message.restoreShardsTotal);
+    }
+    if (message.restoreShardsDone !== 0) {
+      writer.uint32(80).uint32(message.restoreShardsDone);
+    }
+    if (message.restoreBytesTotal !== 0) {
+      writer.uint32(88).uint64(message.restoreBytesTotal);
+    }
+    if (message.restoreBytesDone !== 0) {
+      writer.uint32(96).uint64(message.restoreBytesDone);
+    }
+    if (message.snapshotDeleted !== false) {
+      writer.uint32(104).bool(message.snapshotDeleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.repository = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshot = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.phase = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.snapshotState = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.snapshotShardsTotal = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.snapshotShardsDone = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.snapshotBytesTotal = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.snapshotBytesDone = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.restoreShardsTotal = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.restoreShardsDone = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.restoreBytesTotal = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.restoreBytesDone = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.snapshotDeleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotProgress {
+    return {
+      repository: isSet(object.repository) ? globalThis.String(object.repository) : "",
+      snapshot: isSet(object.snapshot) ? globalThis.String(object.snapshot) : "",
+      phase: isSet(object.phase) ? snapshotPhaseFromJSON(object.phase) : 0,
+      snapshotState: isSet(object.snapshotState)
+        ? globalThis.String(object.snapshotState)
+        : isSet(object.snapshot_state)
+        ? globalThis.String(object.snapshot_state)
+        : "",
+      snapshotShardsTotal: isSet(object.snapshotShardsTotal)
+        ? globalThis.Number(object.snapshotShardsTotal)
+        : isSet(object.snapshot_shards_total)
+        ? globalThis.Number(object.snapshot_shards_total)
+        : 0,
+      snapshotShardsDone: isSet(object.snapshotShardsDone)
+        ? globalThis.Number(object.snapshotShardsDone)
+        : isSet(object.snapshot_shards_done)
+        ? globalThis.Number(object.snapshot_shards_done)
+        : 0,
+      snapshotBytesTotal: isSet(object.snapshotBytesTotal)
+        ? globalThis.Number(object.snapshotBytesTotal)
+        : isSet(object.snapshot_bytes_total)
+        ? globalThis.Number(object.snapshot_bytes_total)
+        : 0,
+      snapshotBytesDone: isSet(object.snapshotBytesDone)
+        ? globalThis.Number(object.snapshotBytesDone)
+        : isSet(object.snapshot_bytes_done)
+        ? globalThis.Number(object.snapshot_bytes_done)
+        : 0,
+      restoreShardsTotal: isSet(object.restoreShardsTotal)
+        ? globalThis.Number(object.restoreShardsTotal)
+        : isSet(object.restore_shards_total)
+        ? globalThis.Number(object.restore_shards_total)
+        : 0,
+      restoreShardsDone: isSet(object.restoreShardsDone)
+        ? globalThis.Number(object.restoreShardsDone)
+        : isSet(object.restore_shards_done)
+        ? globalThis.Number(object.restore_shards_done)
+        : 0,
+      restoreBytesTotal: isSet(object.restoreBytesTotal)
+        ? globalThis.Number(object.restoreBytesTotal)
+        : isSet(object.restore_bytes_total)
+        ? globalThis.Number(object.restore_bytes_total)
+        : 0,
+      restoreBytesDone: isSet(object.restoreBytesDone)
+        ? globalThis.Number(object.restoreBytesDone)
+        : isSet(object.restore_bytes_done)
+        ? globalThis.Number(object.restore_bytes_done)
+        : 0,
+      snapshotDeleted: isSet(object.snapshotDeleted)
+        ? globalThis.Boolean(object.snapshotDeleted)
+        : isSet(object.snapshot_deleted)
+        ? globalThis.Boolean(object.snapshot_deleted)
+        : false,
+    };
+  },
+
+  toJSON(message: SnapshotProgress): unknown {
+    const obj: any = {};
+    if (message.repository !== "") {
+      obj.repository = message.repository;
+    }
+    if (message.snapshot !== "") {
+      obj.snapshot = message.snapshot;
+    }
+    if (message.phase !== 0) {
+      obj.phase = snapshotPhaseToJSON(message.phase);
+    }
+    if (message.snapshotState !== "") {
+      obj.snapshotState = message.snapshotState;
+    }
+    if (message.snapshotShardsTotal !== 0) {
+      obj.snapshotShardsTotal = Math.round(message.snapshotShardsTotal);
+    }
+    if (message.snapshotShardsDone !== 0) {
+      obj.snapshotShardsDone = Math.round(message.snapshotShardsDone);
+    }
+    if (message.snapshotBytesTotal !== 0) {
+      obj.snapshotBytesTotal = Math.round(message.snapshotBytesTotal);
+    }
+    if (message.snapshotBytesDone !== 0) {
+      obj.snapshotBytesDone = Math.round(message.snapshotBytesDone);
+    }
+    if (message.restoreShardsTotal !== 0) {
+      obj.restoreShardsTotal = Math.round(message.restoreShardsTotal);
+    }
+    if (message.restoreShardsDone !== 0) {
+      obj.restoreShardsDone = Math.round(message.restoreShardsDone);
+    }
+    if (message.restoreBytesTotal !== 0) {
+      obj.restoreBytesTotal = Math.round(message.restoreBytesTotal);
+    }
+    if (message.restoreBytesDone !== 0) {
+      obj.restoreBytesDone = Math.round(message.restoreBytesDone);
+    }
+    if (message.snapshotDeleted !== false) {
+      obj.snapshotDeleted = message.snapshotDeleted;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SnapshotProgress>, I>>(base?: I): SnapshotProgress {
+    return SnapshotProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SnapshotProgress>, I>>(object: I): SnapshotProgress {
+    const message = createBaseSnapshotProgress();
+    message.repository = object.repository ?? "";
+    message.snapshot = object.snapshot ?? "";
+    message.phase = object.phase ?? 0;
+    message.snapshotState = object.snapshotState ?? "";
+    message.snapshotShardsTotal = object.snapshotShardsTotal ?? 0;
+    message.snapshotShardsDone = object.snapshotShardsDone ?? 0;
+    message.snapshotBytesTotal = object.snapshotBytesTotal ?? 0;
+    message.snapshotBytesDone = object.snapshotBytesDone ?? 0;
+    message.restoreShardsTotal = object.restoreShardsTotal ?? 0;
+    message.restoreShardsDone = object.restoreShardsDone ?? 0;
+    message.restoreBytesTotal = object.restoreBytesTotal ?? 0;
+    message.restoreBytesDone = object.restoreBytesDone ?? 0;
+    message.snapshotDeleted = object.snapshotDeleted ?? false;
+    return message;
+  },
+};
 
 function createBaseMetadataCopyOptions(): MetadataCopyOptions {
   return {
@@ -1356,6 +2010,8 @@ function createBaseMigrationOptions(): MigrationOptions {
     typeRewrite: undefined,
     maxPartitionAttempts: 0,
     leaseDuration: undefined,
+    mode: 0,
+    snapshot: undefined,
   };
 }
 
@@ -1390,6 +2046,12 @@ export const MigrationOptions: MessageFns<MigrationOptions> = {
     }
     if (message.leaseDuration !== undefined) {
       Duration.encode(message.leaseDuration, writer.uint32(82).fork()).join();
+    }
+    if (message.mode !== 0) {
+      writer.uint32(88).int32(message.mode);
+    }
+    if (message.snapshot !== undefined) {
+      SnapshotOptions.encode(message.snapshot, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -1487,6 +2149,22 @@ export const MigrationOptions: MessageFns<MigrationOptions> = {
             message.leaseDuration = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.snapshot = SnapshotOptions.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1547,6 +2225,8 @@ export const MigrationOptions: MessageFns<MigrationOptions> = {
         : isSet(object.lease_duration)
         ? Duration.fromJSON(object.lease_duration)
         : undefined,
+      mode: isSet(object.mode) ? migrationModeFromJSON(object.mode) : 0,
+      snapshot: isSet(object.snapshot) ? SnapshotOptions.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -1582,6 +2262,12 @@ export const MigrationOptions: MessageFns<MigrationOptions> = {
     if (message.leaseDuration !== undefined) {
       obj.leaseDuration = Duration.toJSON(message.leaseDuration);
     }
+    if (message.mode !== 0) {
+      obj.mode = migrationModeToJSON(message.mode);
+    }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = SnapshotOptions.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -1607,6 +2293,10 @@ export const MigrationOptions: MessageFns<MigrationOptions> = {
     message.maxPartitionAttempts = object.maxPartitionAttempts ?? 0;
     message.leaseDuration = (object.leaseDuration !== undefined && object.leaseDuration !== null)
       ? Duration.fromPartial(object.leaseDuration)
+      : undefined;
+    message.mode = object.mode ?? 0;
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? SnapshotOptions.fromPartial(object.snapshot)
       : undefined;
     return message;
   },
@@ -2175,6 +2865,7 @@ function createBaseMigrationJob(): MigrationJob {
     finishedAt: undefined,
     updatedAt: undefined,
     clusterMetadata: [],
+    snapshot: undefined,
   };
 }
 
@@ -2236,6 +2927,9 @@ export const MigrationJob: MessageFns<MigrationJob> = {
     }
     for (const v of message.clusterMetadata) {
       ClusterMetadataResult.encode(v!, writer.uint32(154).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      SnapshotProgress.encode(message.snapshot, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -2408,6 +3102,14 @@ export const MigrationJob: MessageFns<MigrationJob> = {
             message.clusterMetadata.push(ClusterMetadataResult.decode(reader, reader.uint32()));
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.snapshot = SnapshotProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2490,6 +3192,7 @@ export const MigrationJob: MessageFns<MigrationJob> = {
         : globalThis.Array.isArray(object?.cluster_metadata)
         ? object.cluster_metadata.map((e: any) => ClusterMetadataResult.fromJSON(e))
         : [],
+      snapshot: isSet(object.snapshot) ? SnapshotProgress.fromJSON(object.snapshot) : undefined,
     };
   },
 
@@ -2558,6 +3261,9 @@ export const MigrationJob: MessageFns<MigrationJob> = {
     if (message.clusterMetadata?.length) {
       obj.clusterMetadata = message.clusterMetadata.map((e) => ClusterMetadataResult.toJSON(e));
     }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = SnapshotProgress.toJSON(message.snapshot);
+    }
     return obj;
   },
 
@@ -2605,6 +3311,9 @@ export const MigrationJob: MessageFns<MigrationJob> = {
     message.finishedAt = object.finishedAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
     message.clusterMetadata = object.clusterMetadata?.map((e) => ClusterMetadataResult.fromPartial(e)) || [];
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? SnapshotProgress.fromPartial(object.snapshot)
+      : undefined;
     return message;
   },
 };
