@@ -3,12 +3,13 @@
 #   1. npm ci when node_modules is missing or package-lock.json changed
 #      (exact versions from the lockfile; download cache outside the repo),
 #   2. buf generate: the browser client of proto/tandem/v1 into src/gen/,
-#   3. tsc --noEmit: strict type check,
+#   3. tsc --noEmit: strict type check of src/ and test/,
 #   4. esbuild: dist/app.js and dist/app.css (minified, stable names), and
 #      dist/index.html copied from src/.
 # The same sources give byte-identical output (check.sh relies on it).
 #
-#   console/build.sh
+#   console/build.sh               # everything
+#   console/build.sh --deps-only   # only make node_modules match the lockfile
 set -euo pipefail
 
 CONSOLE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,9 +31,13 @@ if [[ ! -f $stamp ]] || ! cmp -s "$stamp" package-lock.json; then
   npm ci --cache "$cache" --prefer-offline --no-audit --no-fund --loglevel=error
   cp package-lock.json "$stamp"
 fi
+if [[ ${1:-} == --deps-only ]]; then
+  exit 0
+fi
 
 node_modules/.bin/buf generate
 node_modules/.bin/tsc -p tsconfig.json
+node_modules/.bin/tsc -p tsconfig.test.json
 
 rm -rf dist
 mkdir -p dist
