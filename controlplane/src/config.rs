@@ -47,6 +47,12 @@ pub struct ControlPlaneConfig {
     /// metrics listener. Keep it on loopback or a management network.
     #[arg(long, env = "TANDEM_CP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the web console, e.g. 127.0.0.1:8080: the browser
+    /// application and every `tandem.v1` service over gRPC-web, behind the
+    /// same token check (the console signs in with a token). Unset: no
+    /// console. Plain HTTP: keep it on loopback or put TLS in front.
+    #[arg(long, env = "TANDEM_CP_UI_LISTEN")]
+    pub ui_listen: Option<SocketAddr>,
     /// Postgres connection URL, e.g. postgres://user:pass@host:5432/tandem.
     #[arg(long, env = "TANDEM_DATABASE_URL")]
     pub database_url: String,
@@ -117,6 +123,7 @@ impl Default for ControlPlaneConfig {
         ControlPlaneConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: None,
+            ui_listen: None,
             database_url: String::new(),
             database_wait_secs: 30,
             auth_tokens: Vec::new(),
@@ -140,6 +147,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
         f.debug_struct("ControlPlaneConfig")
             .field("listen", &self.listen)
             .field("metrics_listen", &self.metrics_listen)
+            .field("ui_listen", &self.ui_listen)
             .field(
                 "database_url",
                 &crate::store::redact_url(&self.database_url),

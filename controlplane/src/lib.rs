@@ -35,6 +35,7 @@ pub mod api;
 pub mod auth;
 pub mod compare;
 pub mod config;
+pub mod console;
 pub mod fleet;
 pub mod jobs;
 pub mod metrics;

@@ -35,6 +35,7 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
 use crate::api::Api;
+use crate::auth::BearerAuth;
 use crate::compare::{self, CompareHandler};
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{self, Fleet};
@@ -55,6 +56,70 @@ pub const SERVICE_NAMES: &[&str] = &[
     <MigrationServiceServer<Api> as NamedService>::NAME,
     <CompareServiceServer<Api> as NamedService>::NAME,
 ];
+
+/// Every `tandem.v1` service, behind the token check; over gRPC-web as
+/// well when `web` (the console's listener).
+fn tandem_routes(api: &Api, auth: &BearerAuth, web: bool) -> tonic::service::Routes {
+    let routes = tonic::service::Routes::from(axum::Router::new());
+    let routes = add(
+        routes,
+        web,
+        ClusterServiceServer::with_interceptor(api.clone(), auth.clone()),
+    );
+    let routes = add(
+        routes,
+        web,
+        GatewayServiceServer::with_interceptor(api.clone(), auth.clone()),
+    );
+    let routes = add(
+        routes,
+        web,
+        ReplicationServiceServer::with_interceptor(api.clone(), auth.clone()),
+    );
+    let routes = add(
+        routes,
+        web,
+        QueueServiceServer::with_interceptor(api.clone(), auth.clone()),
+    );
+    let routes = add(
+        routes,
+        web,
+        MigrationServiceServer::with_interceptor(api.clone(), auth.clone()),
+    );
+    add(
+        routes,
+        web,
+        CompareServiceServer::with_interceptor(api.clone(), auth.clone()),
+    )
+}
+
+/// `routes` with `service`, translated from gRPC-web when `web` (only the
+/// services: the console's files are plain HTTP/1.1, which the gRPC-web
+/// layer refuses).
+fn add<S, B>(routes: tonic::service::Routes, web: bool, service: S) -> tonic::service::Routes
+where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+{
+    if web {
+        routes.add_service(tower_layer::Layer::layer(
+            &tonic_web::GrpcWebLayer::new(),
+            service,
+        ))
+    } else {
+        routes.add_service(service)
+    }
+}
 
 /// Connects to Postgres, applies migrations, and serves the gRPC API on
 /// `listener` until `shutdown` resolves.
@@ -86,6 +151,14 @@ pub async fn serve(
             TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let ui_listener = match config.ui_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--ui-listen {addr}: {e}"))?,
         ),
         None => None,
     };
@@ -171,6 +244,32 @@ pub async fn serve(
         shutdown.await;
         fleet.shutdown();
     };
+    // The console: the same services over gRPC-web, and its files.
+    let (ui_stop, ui_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console = ui_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "control plane serving the web console");
+        }
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(metrics_layer.clone())
+            .add_routes(crate::console::routes(tandem_routes(&api, &auth, true)));
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = ui_stopped.await;
+            };
+            if let Err(err) = server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+                .await
+            {
+                tracing::error!(error = %err, "the web console stopped");
+            }
+        })
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = ui_stop.send(());
+    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -179,32 +278,15 @@ pub async fn serve(
     }
     let served = builder
         .layer(metrics_layer)
+        .add_routes(tandem_routes(&api, &auth, false))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(ClusterServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(GatewayServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(ReplicationServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(QueueServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(MigrationServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(CompareServiceServer::with_interceptor(api, auth))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
+    if let Some(console) = console {
+        let _ = console.await;
+    }
     worker.stop().await;
     sweep.abort();
     commands.abort();
