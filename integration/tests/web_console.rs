@@ -1,19 +1,26 @@
 //! The web console's listener (`--ui-listen`) of a real control plane on
 //! real Postgres: the console's page with its security headers, and every
-//! `tandem.v1` service over gRPC-web behind the same token check as gRPC.
+//! `tandem.v1` service over gRPC-web behind the same token check as gRPC;
+//! then the operator's workflow driven through the console in headless
+//! Chromium (`console/test/e2e.mjs`, playwright-core with Debian's
+//! `chromium`), against a real gateway and real clusters.
 
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
 
 use prost::Message;
-use tandem_integration::controlplane::InProcessControlPlane;
-use tandem_integration::{free_port, fresh_database, http};
+use tandem_integration::compare::assert_index_equal;
+use tandem_integration::controlplane::{ControlPlaneApi, InProcessControlPlane};
+use tandem_integration::gateway::{GatewayOptions, TestGateway};
+use tandem_integration::workflow::{drained_since, wait_task};
+use tandem_integration::{env, free_port, fresh_database, http, repo_root, unique_index};
 use tandem_proto::v1 as pb;
 
 const TOKEN: &str = "web-console-test-token";
 
 /// A control plane with its console on a free port; the console's URL.
-async fn console() -> (InProcessControlPlane, String) {
-    let database = fresh_database("web_console").await;
+async fn console(name: &str) -> (InProcessControlPlane, String) {
+    let database = fresh_database(name).await;
     let mut config = InProcessControlPlane::config(&database, TOKEN);
     let ui = SocketAddr::from(([127, 0, 0, 1], free_port()));
     config.ui_listen = Some(ui);
@@ -73,7 +80,7 @@ async fn grpc_web(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_and_grpc_web_share_one_origin_and_one_token_check() {
-    let (cp, url) = console().await;
+    let (cp, url) = console("web_console").await;
 
     // The page, with headers that forbid fetches elsewhere and framing.
     let page = http().get(format!("{url}/")).send().await.unwrap();
@@ -137,4 +144,82 @@ async fn the_console_and_grpc_web_share_one_origin_and_one_token_check() {
     cp.stop().await;
     // Stopping the control plane closes the console too.
     assert!(http().get(format!("{url}/")).send().await.is_err());
+}
+
+/// How long the browser run may take.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_workflow_runs_from_the_console_in_chromium() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: install Debian's chromium package (scripts/dev test does) or set CHROMIUM"
+    );
+    let console_dir = repo_root().join("console");
+    let deps = std::process::Command::new(console_dir.join("build.sh"))
+        .arg("--deps-only")
+        .status()
+        .expect("run console/build.sh --deps-only");
+    assert!(deps.success(), "console/build.sh --deps-only failed");
+
+    let env = env();
+    let (primary, backup) = (
+        env.cluster("es7").url.clone(),
+        env.cluster("os2").url.clone(),
+    );
+    let (cp, url) = console("web_console_workflow").await;
+    let queue = tempfile::tempdir().unwrap();
+    let gateway_id = "gw-console";
+    let mut options = GatewayOptions::replicating(&primary, &backup, queue.path());
+    options.paused = true;
+    options.extra_toml = cp.agent_section(gateway_id);
+    let gateway = TestGateway::start_with(options).await;
+    let index = unique_index("console");
+    let screenshots = std::env::temp_dir().join(format!("tandem-console-screenshots-{index}"));
+
+    let run = tokio::process::Command::new("node")
+        .arg(console_dir.join("test/e2e.mjs"))
+        .args(["--url", &url, "--token", TOKEN, "--workflow"])
+        .args(["--primary-endpoint", &primary, "--backup-endpoint", &backup])
+        .args(["--gateway-id", gateway_id, "--gateway-url", &gateway.url])
+        .args(["--index", &index])
+        .arg("--screenshots")
+        .arg(&screenshots)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(BROWSER_TIMEOUT, run)
+        .await
+        .expect("the browser run ends in time")
+        .expect("run node console/test/e2e.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\nscreenshots: {}", screenshots.display());
+    assert!(
+        output.status.success(),
+        "the console workflow failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // What the console did is what the clusters hold.
+    let mut tasks = cp.tasks().await;
+    let listed = tasks
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .expect("list tasks")
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 1, "the console created one task");
+    let task = listed[0].id.clone();
+    let since = SystemTime::now();
+    wait_task(&mut tasks, &task, "drained", drained_since(since)).await;
+    // 20 recorded, one after the cutover, one after the rollback.
+    assert_eq!(assert_index_equal(&primary, &backup, &index).await, 22);
+    assert_eq!(
+        assert_index_equal(&primary, &backup, &format!("{index}-refused")).await,
+        1,
+        "the dead letter retried from the console was applied"
+    );
+    gateway.stop();
+    cp.stop().await;
 }

@@ -29,7 +29,8 @@ function GatewayRow(props: { g: Gateway; tasks: GatewayTask[]; onChanged: (g: Ga
     );
     if (res?.gateway) props.onChanged(res.gateway);
   };
-  const key = g.name || g.id;
+  // Ids are unique; names default to the host name, shared by gateways on one machine.
+  const key = g.id;
   return (
     <>
       <tr data-testid={`gateway-row-${key}`}>

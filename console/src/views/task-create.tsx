@@ -85,7 +85,7 @@ export function TaskCreate() {
             <label key={g.id} class="check-line">
               <input
                 type="checkbox"
-                data-testid={`task-gateway-${g.name || g.id}`}
+                data-testid={`task-gateway-${g.id}`}
                 checked={chosen.includes(g.id)}
                 onChange={(e) => {
                   const on = (e.target as HTMLInputElement).checked;
