@@ -84,10 +84,16 @@ await step("wrong token is refused", async () => {
   await shot("signin-refused");
 });
 
-await step("right token signs in", async () => {
-  await tid("signin-token").fill(opt.token);
-  await tid("signin-submit").click();
+await step("right token signs in, by keyboard", async () => {
+  await tid("signin-token").fill("");
+  await tid("signin-token").focus();
+  await page.keyboard.type(opt.token);
+  await page.keyboard.press("Enter");
   await tid("nav-overview").waitFor({ timeout: 10000 });
+  // Navigation links are reachable and work from the keyboard.
+  await tid("nav-clusters").focus();
+  await page.keyboard.press("Enter");
+  await tid("cluster-name").waitFor({ timeout: 10000 });
   if (page.url().includes(opt.token)) throw new Error("the token is in the URL");
 });
 
@@ -209,6 +215,12 @@ if (opt.workflow) {
     await compare("comparison-mismatch");
     await tid("compare-outcome").filter({ hasText: "MISMATCH" }).waitFor({ timeout: 10000 });
     await page.locator('[data-testid="diff-row"][data-doc-id="planted"]').waitFor({ timeout: 10000 });
+    // Both sides of the document, read from the clusters.
+    await tid("diff-show-documents").check();
+    const both = page.locator('[data-testid="diff-documents"][data-doc-id="planted"]');
+    await both.getByTestId("diff-target-document").filter({ hasText: '"planted": true' }).waitFor({ timeout: 10000 });
+    await both.getByTestId("diff-source-document").filter({ hasText: "absent" }).waitFor({ timeout: 10000 });
+    await shot("comparison-documents");
     await es("DELETE", `${backup}/${index}/_doc/planted?refresh=true`);
   });
   await step("cutover and rollback through the confirmation", async () => {

@@ -367,6 +367,40 @@ async fn known_differences_are_listed_with_their_kinds() {
         (Some(3), Some(1))
     );
     assert_eq!(s.version_ahead, 1, "document 40, ahead on the target");
+    // Both sides of each document, read now, when asked for.
+    let page = client
+        .list_compare_diffs(pb::ListCompareDiffsRequest {
+            job_id: job.id.clone(),
+            include_documents: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let document = |d: &Option<String>| -> Option<serde_json::Value> {
+        d.as_deref()
+            .map(|s| serde_json::from_str(s).expect("a JSON _source"))
+    };
+    let by_id = |id: &str| page.diffs.iter().find(|d| d.doc_id == id).unwrap();
+    let changed = by_id("20");
+    assert_eq!(
+        document(&changed.target_document).unwrap()["body"],
+        "changed on the target"
+    );
+    assert_ne!(
+        document(&changed.source_document),
+        document(&changed.target_document)
+    );
+    let missing = by_id("10");
+    assert!(missing.source_document.is_some() && missing.target_document.is_none());
+    let extra = by_id("extra-1");
+    assert_eq!(
+        (
+            document(&extra.source_document),
+            document(&extra.target_document)
+        ),
+        (None, Some(json!({ "n": -1, "body": "only on the target" })))
+    );
     let only = all_diffs(
         &mut client,
         &job.id,

@@ -1010,9 +1010,17 @@ type CompareDiff struct {
 	DetectedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
 	// When RepairCompareDiffs found the document equal on both sides after
 	// repairing it; unset while it still differs.
-	RepairedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=repaired_at,json=repairedAt,proto3" json:"repaired_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RepairedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=repaired_at,json=repairedAt,proto3" json:"repaired_at,omitempty"`
+	// With ListCompareDiffsRequest.include_documents: the document's
+	// `_source` (JSON) as the source holds it now; unset when it is absent
+	// there.
+	SourceDocument *string `protobuf:"bytes,13,opt,name=source_document,json=sourceDocument,proto3,oneof" json:"source_document,omitempty"`
+	// With ListCompareDiffsRequest.include_documents: the document's
+	// `_source` (JSON) as the target holds it now; unset when it is absent
+	// there.
+	TargetDocument *string `protobuf:"bytes,14,opt,name=target_document,json=targetDocument,proto3,oneof" json:"target_document,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CompareDiff) Reset() {
@@ -1127,6 +1135,20 @@ func (x *CompareDiff) GetRepairedAt() *timestamppb.Timestamp {
 		return x.RepairedAt
 	}
 	return nil
+}
+
+func (x *CompareDiff) GetSourceDocument() string {
+	if x != nil && x.SourceDocument != nil {
+		return *x.SourceDocument
+	}
+	return ""
+}
+
+func (x *CompareDiff) GetTargetDocument() string {
+	if x != nil && x.TargetDocument != nil {
+		return *x.TargetDocument
+	}
+	return ""
 }
 
 // Request of CompareService.CreateCompareJob.
@@ -1801,9 +1823,15 @@ type ListCompareDiffsRequest struct {
 	// Page size; see the pagination convention in common.proto.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Page token; see the pagination convention in common.proto.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Also read each listed document from both clusters now (one search per
+	// index and side) and return both `_source`s: see
+	// CompareDiff.source_document and target_document. At most 100
+	// differences per page then. A cluster that cannot be read fails the call
+	// with UNAVAILABLE naming it.
+	IncludeDocuments bool `protobuf:"varint,6,opt,name=include_documents,json=includeDocuments,proto3" json:"include_documents,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListCompareDiffsRequest) Reset() {
@@ -1869,6 +1897,13 @@ func (x *ListCompareDiffsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListCompareDiffsRequest) GetIncludeDocuments() bool {
+	if x != nil {
+		return x.IncludeDocuments
+	}
+	return false
 }
 
 // Response of CompareService.ListCompareDiffs.
@@ -2196,7 +2231,7 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"updated_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x04\n" +
 	"\vCompareDiff\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\x12\x15\n" +
@@ -2214,9 +2249,13 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\vdetected_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"detectedAt\x12;\n" +
 	"\vrepaired_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"repairedAtB\x11\n" +
+	"repairedAt\x12,\n" +
+	"\x0fsource_document\x18\r \x01(\tH\x02R\x0esourceDocument\x88\x01\x01\x12,\n" +
+	"\x0ftarget_document\x18\x0e \x01(\tH\x03R\x0etargetDocument\x88\x01\x01B\x11\n" +
 	"\x0f_source_versionB\x11\n" +
-	"\x0f_target_version\"\xad\x03\n" +
+	"\x0f_target_versionB\x12\n" +
+	"\x10_source_documentB\x12\n" +
+	"\x10_target_document\"\xad\x03\n" +
 	"\x17CreateCompareJobRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -2263,14 +2302,15 @@ const file_tandem_v1_compare_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\v2\x15.tandem.v1.CompareJobH\x00R\x03job\x12(\n" +
 	"\x05event\x18\x02 \x01(\v2\x10.tandem.v1.EventH\x00R\x05event\x12,\n" +
 	"\x04diff\x18\x03 \x01(\v2\x16.tandem.v1.CompareDiffH\x00R\x04diffB\b\n" +
-	"\x06update\"\xad\x01\n" +
+	"\x06update\"\xda\x01\n" +
 	"\x17ListCompareDiffsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\x12)\n" +
 	"\x05kinds\x18\x03 \x03(\x0e2\x13.tandem.v1.DiffKindR\x05kinds\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\x8f\x01\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12+\n" +
+	"\x11include_documents\x18\x06 \x01(\bR\x10includeDocuments\"\x8f\x01\n" +
 	"\x18ListCompareDiffsResponse\x12,\n" +
 	"\x05diffs\x18\x01 \x03(\v2\x16.tandem.v1.CompareDiffR\x05diffs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +

@@ -1,6 +1,7 @@
 // Comparisons: create, follow (WatchCompareJob), the MATCH / MISMATCH
 // verdict, per-index results, and the paginated difference list filtered by
 // kind and index, with both sides of each document.
+import { Fragment } from "preact";
 import { useState } from "preact/hooks";
 import { compareApi } from "../api";
 import { JobStateBadge, OutcomeBadge } from "../badges";
@@ -127,6 +128,28 @@ export function CompareList() {
   );
 }
 
+/** A document's `_source`, pretty-printed; "absent" when the side lacks it. */
+function DocumentBody(props: { json?: string; testid: string }) {
+  if (props.json === undefined) {
+    return (
+      <span class="muted" data-testid={props.testid}>
+        absent
+      </span>
+    );
+  }
+  let text = props.json;
+  try {
+    text = JSON.stringify(JSON.parse(props.json), null, 2);
+  } catch {
+    // Shown as the cluster returned it.
+  }
+  return (
+    <pre class="document" data-testid={props.testid}>
+      {text}
+    </pre>
+  );
+}
+
 const KINDS: DiffKind[] = [DiffKind.MISSING_IN_TARGET, DiffKind.EXTRA_IN_TARGET, DiffKind.CONTENT_DIFFERS, DiffKind.VERSION_DIFFERS];
 const PAGE = 50;
 
@@ -137,15 +160,24 @@ function Diffs(props: { job: CompareJob }) {
   // Tokens of the pages before the current one, and the current one.
   const [tokens, setTokens] = useState<string[]>([]);
   const [token, setToken] = useState("");
+  // Both sides of each listed document, read from the clusters now.
+  const [documents, setDocuments] = useState(false);
   const recorded = job.summary?.diffsRecorded ?? 0n;
   const diffs = usePoll(
     (signal) =>
       compareApi.listCompareDiffs(
-        { jobId: job.id, kinds: kind === DiffKind.UNSPECIFIED ? [] : [kind], index, pageSize: PAGE, pageToken: token },
+        {
+          jobId: job.id,
+          kinds: kind === DiffKind.UNSPECIFIED ? [] : [kind],
+          index,
+          pageSize: PAGE,
+          pageToken: token,
+          includeDocuments: documents,
+        },
         { signal },
       ),
     0,
-    [job.id, kind, index, token, recorded.toString(), job.state],
+    [job.id, kind, index, token, recorded.toString(), job.state, documents],
   );
   const filter = (f: () => void) => {
     f();
@@ -179,6 +211,15 @@ function Diffs(props: { job: CompareJob }) {
               </option>
             ))}
           </select>
+        </label>
+        <label class="check-line">
+          <input
+            type="checkbox"
+            data-testid="diff-show-documents"
+            checked={documents}
+            onChange={(e) => setDocuments((e.target as HTMLInputElement).checked)}
+          />{" "}
+          Show both documents
         </label>
         <span data-testid="diff-total">{diffs.data ? `${count(diffs.data.totalSize)} difference(s)` : "…"}</span>
       </div>
@@ -217,7 +258,8 @@ function Diffs(props: { job: CompareJob }) {
             </thead>
             <tbody>
               {rows.map((d) => (
-                <tr key={d.id} data-testid="diff-row" data-doc-id={d.docId} data-kind={enumName(DiffKind, d.kind)}>
+                <Fragment key={d.id}>
+                <tr data-testid="diff-row" data-doc-id={d.docId} data-kind={enumName(DiffKind, d.kind)}>
                   <td>{d.index}</td>
                   <th scope="row" class="mono">
                     {d.docId}
@@ -237,6 +279,20 @@ function Diffs(props: { job: CompareJob }) {
                     {d.repairedAt && <div class="ok-text">repaired {time(d.repairedAt)}</div>}
                   </td>
                 </tr>
+                {documents && (
+                  <tr class="diff-documents" data-testid="diff-documents" data-doc-id={d.docId}>
+                    <td colSpan={3} class="small muted">
+                      _source now
+                    </td>
+                    <td colSpan={2}>
+                      <DocumentBody json={d.sourceDocument} testid="diff-source-document" />
+                    </td>
+                    <td colSpan={3}>
+                      <DocumentBody json={d.targetDocument} testid="diff-target-document" />
+                    </td>
+                  </tr>
+                )}
+                </Fragment>
               ))}
             </tbody>
           </table>

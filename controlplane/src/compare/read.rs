@@ -161,3 +161,26 @@ pub async fn lookup(
     }
     Ok(found)
 }
+
+/// The `_source` (compacted JSON) of each of `ids` in `index` on `client`,
+/// by id, read now; an absent index or document is left out.
+pub async fn sources(
+    client: &SearchClient,
+    index: &str,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, JobFailure> {
+    let mut found = std::collections::HashMap::new();
+    if !crate::migration::metadata::exists(client, index).await? {
+        return Ok(found);
+    }
+    let path = format!("/{}/_search", encode_path_segment(index));
+    for chunk in ids.chunks(500) {
+        let body = json!({ "size": chunk.len(), "query": { "ids": { "values": chunk } } });
+        for hit in search_page(client, &path, &body).await?.hits {
+            if let Some(source) = hit.source {
+                found.insert(hit.id, source);
+            }
+        }
+    }
+    Ok(found)
+}

@@ -27,8 +27,9 @@ use super::migration::check_indices;
 use super::replication::check_ref_shape;
 use super::store_status;
 use crate::api::Api;
-use crate::compare::{CompareSpec, Depth, KIND, MAX_PARTITIONS};
+use crate::compare::{CompareSpec, Depth, KIND, MAX_PARTITIONS, read};
 use crate::jobs::{JobRecord, NewJob};
+use crate::migration::search::SearchClient;
 use crate::pagination::PageRequest;
 use crate::store::clusters as cluster_store;
 use crate::store::compare_diffs::{self as diffs, DiffFilter};
@@ -181,11 +182,14 @@ impl CompareService for Api {
         }
         let job = self.load_compare_job(&request.job_id).await?;
         let fingerprint = format!("{}|{}|{:?}", job.id, request.index, request.kinds);
-        let page = PageRequest::<(String, String)>::parse(
-            request.page_size,
-            &request.page_token,
-            &fingerprint,
-        )?;
+        // Each listed document is read from both clusters: smaller pages.
+        let page_size = match (request.include_documents, request.page_size) {
+            (true, 0) => MAX_DOCUMENTS_PER_PAGE,
+            (true, n) if n > 0 => n.min(MAX_DOCUMENTS_PER_PAGE),
+            (_, n) => n,
+        };
+        let page =
+            PageRequest::<(String, String)>::parse(page_size, &request.page_token, &fingerprint)?;
         let mut rows = diffs::list(
             &self.pool,
             job.id,
@@ -203,8 +207,12 @@ impl CompareService for Api {
         let total_size = diffs::count(&self.pool, job.id, &filter)
             .await
             .map_err(|e| store_status(e, "counting differences"))?;
+        let mut listed: Vec<pb::CompareDiff> = rows.iter().map(convert::diff).collect();
+        if request.include_documents {
+            self.add_documents(&job, &mut listed).await?;
+        }
         Ok(Response::new(pb::ListCompareDiffsResponse {
-            diffs: rows.iter().map(convert::diff).collect(),
+            diffs: listed,
             next_page_token,
             total_size,
         }))
@@ -222,7 +230,55 @@ impl CompareService for Api {
     }
 }
 
+/// Most differences a page lists with their documents.
+const MAX_DOCUMENTS_PER_PAGE: i32 = 100;
+
 impl Api {
+    /// Reads the documents of `listed` from both clusters of `job` now
+    /// (one search per index and side) into their `source_document` and
+    /// `target_document`.
+    async fn add_documents(
+        &self,
+        job: &JobRecord,
+        listed: &mut [pb::CompareDiff],
+    ) -> Result<(), Status> {
+        let spec = crate::compare::spec_of(job)
+            .map_err(|e| Status::internal(format!("comparison job {}: {e}", job.id)))?;
+        let mut by_index: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for diff in listed.iter() {
+            by_index
+                .entry(diff.index.clone())
+                .or_default()
+                .push(diff.doc_id.clone());
+        }
+        for (side, cluster_id) in [
+            ("source", spec.source_cluster_id),
+            ("target", spec.target_cluster_id),
+        ] {
+            let unavailable = |e: crate::jobs::JobFailure| {
+                Status::unavailable(format!(
+                    "reading the documents from the {side} cluster: {e}"
+                ))
+            };
+            let client = SearchClient::connect(self, cluster_id)
+                .await
+                .map_err(unavailable)?;
+            for (index, ids) in &by_index {
+                let mut found = read::sources(&client, index, ids)
+                    .await
+                    .map_err(unavailable)?;
+                for diff in listed.iter_mut().filter(|d| &d.index == index) {
+                    let document = found.remove(&diff.doc_id);
+                    match side {
+                        "source" => diff.source_document = document,
+                        _ => diff.target_document = document,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The comparison job whose id is the request field `job_id`.
     async fn load_compare_job(&self, job_id: &str) -> Result<JobRecord, Status> {
         let id = validate::id("job_id", job_id)?;

@@ -263,5 +263,7 @@ pub fn diff(record: &DiffRecord) -> pb::CompareDiff {
         partition_id: record.partition_id.clone(),
         detected_at: Some(timestamp(record.detected_at)),
         repaired_at: record.repaired_at.map(timestamp),
+        source_document: None,
+        target_document: None,
     }
 }

@@ -590,6 +590,8 @@ class CompareDiff(_message.Message):
     PARTITION_ID_FIELD_NUMBER: _builtins.int
     DETECTED_AT_FIELD_NUMBER: _builtins.int
     REPAIRED_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_DOCUMENT_FIELD_NUMBER: _builtins.int
+    TARGET_DOCUMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id of the difference."""
     index: _builtins.str
@@ -610,6 +612,16 @@ class CompareDiff(_message.Message):
     """Custom routing of the document, if any."""
     partition_id: _builtins.str
     """Partition the document belongs to."""
+    source_document: _builtins.str
+    """With ListCompareDiffsRequest.include_documents: the document's
+    `_source` (JSON) as the source holds it now; unset when it is absent
+    there.
+    """
+    target_document: _builtins.str
+    """With ListCompareDiffsRequest.include_documents: the document's
+    `_source` (JSON) as the target holds it now; unset when it is absent
+    there.
+    """
     @_builtins.property
     def detected_at(self) -> _timestamp_pb2.Timestamp:
         """When the difference was confirmed by the recheck."""
@@ -635,17 +647,27 @@ class CompareDiff(_message.Message):
         partition_id: _builtins.str = ...,
         detected_at: _timestamp_pb2.Timestamp | None = ...,
         repaired_at: _timestamp_pb2.Timestamp | None = ...,
+        source_document: _builtins.str | None = ...,
+        target_document: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_source_version", b"_source_version", "_target_version", b"_target_version", "detected_at", b"detected_at", "repaired_at", b"repaired_at", "source_version", b"source_version", "target_version", b"target_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_source_document", b"_source_document", "_source_version", b"_source_version", "_target_document", b"_target_document", "_target_version", b"_target_version", "detected_at", b"detected_at", "repaired_at", b"repaired_at", "source_document", b"source_document", "source_version", b"source_version", "target_document", b"target_document", "target_version", b"target_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_source_version", b"_source_version", "_target_version", b"_target_version", "detected_at", b"detected_at", "doc_id", b"doc_id", "id", b"id", "index", b"index", "kind", b"kind", "partition_id", b"partition_id", "repaired_at", b"repaired_at", "routing", b"routing", "source_hash", b"source_hash", "source_version", b"source_version", "target_hash", b"target_hash", "target_version", b"target_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_source_document", b"_source_document", "_source_version", b"_source_version", "_target_document", b"_target_document", "_target_version", b"_target_version", "detected_at", b"detected_at", "doc_id", b"doc_id", "id", b"id", "index", b"index", "kind", b"kind", "partition_id", b"partition_id", "repaired_at", b"repaired_at", "routing", b"routing", "source_document", b"source_document", "source_hash", b"source_hash", "source_version", b"source_version", "target_document", b"target_document", "target_hash", b"target_hash", "target_version", b"target_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__source_document: _TypeAlias = _typing.Literal["source_document"]  # noqa: Y015
+    _WhichOneofArgType__source_document: _TypeAlias = _typing.Literal["_source_document", b"_source_document"]  # noqa: Y015
     _WhichOneofReturnType__source_version: _TypeAlias = _typing.Literal["source_version"]  # noqa: Y015
     _WhichOneofArgType__source_version: _TypeAlias = _typing.Literal["_source_version", b"_source_version"]  # noqa: Y015
+    _WhichOneofReturnType__target_document: _TypeAlias = _typing.Literal["target_document"]  # noqa: Y015
+    _WhichOneofArgType__target_document: _TypeAlias = _typing.Literal["_target_document", b"_target_document"]  # noqa: Y015
     _WhichOneofReturnType__target_version: _TypeAlias = _typing.Literal["target_version"]  # noqa: Y015
     _WhichOneofArgType__target_version: _TypeAlias = _typing.Literal["_target_version", b"_target_version"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source_document) -> _WhichOneofReturnType__source_document | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__source_version) -> _WhichOneofReturnType__source_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_document) -> _WhichOneofReturnType__target_document | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__target_version) -> _WhichOneofReturnType__target_version | None: ...
 
@@ -1036,6 +1058,7 @@ class ListCompareDiffsRequest(_message.Message):
     KINDS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_DOCUMENTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Required. Job id."""
     index: _builtins.str
@@ -1044,6 +1067,13 @@ class ListCompareDiffsRequest(_message.Message):
     """Page size; see the pagination convention in common.proto."""
     page_token: _builtins.str
     """Page token; see the pagination convention in common.proto."""
+    include_documents: _builtins.bool
+    """Also read each listed document from both clusters now (one search per
+    index and side) and return both `_source`s: see
+    CompareDiff.source_document and target_document. At most 100
+    differences per page then. A cluster that cannot be read fails the call
+    with UNAVAILABLE naming it.
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___DiffKind.ValueType]:
         """Only these kinds. Empty means every kind."""
@@ -1056,10 +1086,11 @@ class ListCompareDiffsRequest(_message.Message):
         kinds: _abc.Iterable[Global___DiffKind.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_documents: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "job_id", b"job_id", "kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_documents", b"include_documents", "index", b"index", "job_id", b"job_id", "kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -469,7 +469,23 @@ export interface CompareDiff {
    * When RepairCompareDiffs found the document equal on both sides after
    * repairing it; unset while it still differs.
    */
-  repairedAt: Date | undefined;
+  repairedAt:
+    | Date
+    | undefined;
+  /**
+   * With ListCompareDiffsRequest.include_documents: the document's
+   * `_source` (JSON) as the source holds it now; unset when it is absent
+   * there.
+   */
+  sourceDocument?:
+    | string
+    | undefined;
+  /**
+   * With ListCompareDiffsRequest.include_documents: the document's
+   * `_source` (JSON) as the target holds it now; unset when it is absent
+   * there.
+   */
+  targetDocument?: string | undefined;
 }
 
 /** Request of CompareService.CreateCompareJob. */
@@ -623,6 +639,14 @@ export interface ListCompareDiffsRequest {
   pageSize: number;
   /** Page token; see the pagination convention in common.proto. */
   pageToken: string;
+  /**
+   * Also read each listed document from both clusters now (one search per
+   * index and side) and return both `_source`s: see
+   * CompareDiff.source_document and target_document. At most 100
+   * differences per page then. A cluster that cannot be read fails the call
+   * with UNAVAILABLE naming it.
+   */
+  includeDocuments: boolean;
 }
 
 /** Response of CompareService.ListCompareDiffs. */
@@ -2328,6 +2352,8 @@ function createBaseCompareDiff(): CompareDiff {
     partitionId: "",
     detectedAt: undefined,
     repairedAt: undefined,
+    sourceDocument: undefined,
+    targetDocument: undefined,
   };
 }
 
@@ -2368,6 +2394,12 @@ export const CompareDiff: MessageFns<CompareDiff> = {
     }
     if (message.repairedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.repairedAt), writer.uint32(98).fork()).join();
+    }
+    if (message.sourceDocument !== undefined) {
+      writer.uint32(106).string(message.sourceDocument);
+    }
+    if (message.targetDocument !== undefined) {
+      writer.uint32(114).string(message.targetDocument);
     }
     return writer;
   },
@@ -2481,6 +2513,22 @@ export const CompareDiff: MessageFns<CompareDiff> = {
             message.repairedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.sourceDocument = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.targetDocument = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2539,6 +2587,16 @@ export const CompareDiff: MessageFns<CompareDiff> = {
         : isSet(object.repaired_at)
         ? fromJsonTimestamp(object.repaired_at)
         : undefined,
+      sourceDocument: isSet(object.sourceDocument)
+        ? globalThis.String(object.sourceDocument)
+        : isSet(object.source_document)
+        ? globalThis.String(object.source_document)
+        : undefined,
+      targetDocument: isSet(object.targetDocument)
+        ? globalThis.String(object.targetDocument)
+        : isSet(object.target_document)
+        ? globalThis.String(object.target_document)
+        : undefined,
     };
   },
 
@@ -2580,6 +2638,12 @@ export const CompareDiff: MessageFns<CompareDiff> = {
     if (message.repairedAt !== undefined) {
       obj.repairedAt = message.repairedAt.toISOString();
     }
+    if (message.sourceDocument !== undefined) {
+      obj.sourceDocument = message.sourceDocument;
+    }
+    if (message.targetDocument !== undefined) {
+      obj.targetDocument = message.targetDocument;
+    }
     return obj;
   },
 
@@ -2600,6 +2664,8 @@ export const CompareDiff: MessageFns<CompareDiff> = {
     message.partitionId = object.partitionId ?? "";
     message.detectedAt = object.detectedAt ?? undefined;
     message.repairedAt = object.repairedAt ?? undefined;
+    message.sourceDocument = object.sourceDocument ?? undefined;
+    message.targetDocument = object.targetDocument ?? undefined;
     return message;
   },
 };
@@ -3882,7 +3948,7 @@ export const WatchCompareJobResponse: MessageFns<WatchCompareJobResponse> = {
 };
 
 function createBaseListCompareDiffsRequest(): ListCompareDiffsRequest {
-  return { jobId: "", index: "", kinds: [], pageSize: 0, pageToken: "" };
+  return { jobId: "", index: "", kinds: [], pageSize: 0, pageToken: "", includeDocuments: false };
 }
 
 export const ListCompareDiffsRequest: MessageFns<ListCompareDiffsRequest> = {
@@ -3905,6 +3971,9 @@ export const ListCompareDiffsRequest: MessageFns<ListCompareDiffsRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(42).string(message.pageToken);
+    }
+    if (message.includeDocuments !== false) {
+      writer.uint32(48).bool(message.includeDocuments);
     }
     return writer;
   },
@@ -3972,6 +4041,14 @@ export const ListCompareDiffsRequest: MessageFns<ListCompareDiffsRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.includeDocuments = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4003,6 +4080,11 @@ export const ListCompareDiffsRequest: MessageFns<ListCompareDiffsRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      includeDocuments: isSet(object.includeDocuments)
+        ? globalThis.Boolean(object.includeDocuments)
+        : isSet(object.include_documents)
+        ? globalThis.Boolean(object.include_documents)
+        : false,
     };
   },
 
@@ -4023,6 +4105,9 @@ export const ListCompareDiffsRequest: MessageFns<ListCompareDiffsRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.includeDocuments !== false) {
+      obj.includeDocuments = message.includeDocuments;
+    }
     return obj;
   },
 
@@ -4036,6 +4121,7 @@ export const ListCompareDiffsRequest: MessageFns<ListCompareDiffsRequest> = {
     message.kinds = object.kinds?.map((e) => e) || [];
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.includeDocuments = object.includeDocuments ?? false;
     return message;
   },
 };
