@@ -118,6 +118,10 @@ pub enum CompareCommand {
         /// Token of the page to read.
         #[arg(long, default_value = "")]
         page_token: String,
+        /// Also read each document from both clusters now and show both
+        /// `_source`s (at most 100 differences per page).
+        #[arg(long)]
+        documents: bool,
     },
     /// Cancel a job.
     Cancel {
@@ -273,6 +277,7 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
             kind,
             page_size,
             page_token,
+            documents,
         } => {
             let kinds = kinds_of(&kind);
             let page = client
@@ -282,6 +287,7 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
                     kinds,
                     page_size,
                     page_token,
+                    include_documents: documents,
                 })
                 .await
                 .map_err(|s| rpc_error("ListCompareDiffs", s))?
@@ -298,6 +304,8 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
                         "KIND",
                         "SOURCE VERSION",
                         "TARGET VERSION",
+                        "SOURCE DOCUMENT",
+                        "TARGET DOCUMENT",
                     ],
                     &page
                         .diffs
@@ -310,6 +318,8 @@ pub async fn run(mut client: Client, command: CompareCommand, out: Output) -> an
                                 kind_name(d),
                                 version(d.source_version),
                                 version(d.target_version),
+                                document(d.source_document.as_deref(), documents),
+                                document(d.target_document.as_deref(), documents),
                             ]
                         })
                         .collect::<Vec<_>>(),
@@ -486,7 +496,19 @@ fn diff_json(diff: &CompareDiff) -> Value {
         "routing": diff.routing,
         "partition_id": diff.partition_id,
         "repaired": diff.repaired_at.is_some(),
+        "source_document": diff.source_document.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+        "target_document": diff.target_document.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
     })
+}
+
+/// A document's `_source` for the table: `-` when not asked for, `absent`
+/// when the side lacks it.
+fn document(source: Option<&str>, asked: bool) -> String {
+    match (asked, source) {
+        (false, _) => "-".into(),
+        (true, None) => "absent".into(),
+        (true, Some(source)) => source.to_owned(),
+    }
 }
 
 fn print_job(job: &CompareJob, out: Output) {
