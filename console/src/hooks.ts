@@ -140,3 +140,41 @@ export function useAction(): {
   };
   return { busy, error, setError, run };
 }
+
+/** Where a paginated list stands: the token of the page shown and those
+ *  before it (the API's tokens only go forward). */
+export interface Pages {
+  /** Token of the page shown ("" for the first). */
+  token: string;
+  /** Position of the page's first row in the whole list (0-based). */
+  first: number;
+  hasPrevious: boolean;
+  previous: () => void;
+  /** Shows the page of `nextToken` (the answer's `nextPageToken`). */
+  next: (nextToken: string) => void;
+  /** Back to the first page (after a filter changed). */
+  reset: () => void;
+}
+
+/** Page tokens of a list read `pageSize` rows at a time. */
+export function usePages(pageSize: number): Pages {
+  const [tokens, setTokens] = useState<string[]>([]);
+  const [token, setToken] = useState("");
+  return {
+    token,
+    first: tokens.length * pageSize,
+    hasPrevious: tokens.length > 0,
+    previous: () => {
+      setToken(tokens[tokens.length - 1] ?? "");
+      setTokens(tokens.slice(0, -1));
+    },
+    next: (nextToken: string) => {
+      setTokens([...tokens, token]);
+      setToken(nextToken);
+    },
+    reset: () => {
+      setTokens([]);
+      setToken("");
+    },
+  };
+}

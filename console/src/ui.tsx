@@ -3,6 +3,8 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef } from "preact/hooks";
 import { namesField, type ApiError } from "./api";
+import { count } from "./format";
+import type { Pages } from "./hooks";
 
 /** The error text of a field, when `err` names it. */
 export function FieldError(props: { err: ApiError | null; field: string; id: string }) {
@@ -213,6 +215,26 @@ export function Header(props: { title: string; children?: ComponentChildren }) {
     <div class="page-head">
       <h1>{props.title}</h1>
       <div class="page-actions">{props.children}</div>
+    </div>
+  );
+}
+
+/** Previous / next buttons of a paginated list, and the rows shown:
+ *  `<testid>-prev`, `<testid>-next`, `<testid>-page`. */
+export function Pager(props: { pages: Pages; shown: number; total?: bigint; nextToken?: string; testid: string }) {
+  const { pages } = props;
+  return (
+    <div class="pager">
+      <Button testid={`${props.testid}-prev`} disabled={!pages.hasPrevious} onClick={pages.previous}>
+        ← Previous
+      </Button>
+      <span data-testid={`${props.testid}-page`}>
+        {props.shown > 0 ? `${pages.first + 1}–${pages.first + props.shown}` : "–"}
+        {props.total !== undefined ? ` of ${count(props.total)}` : ""}
+      </span>
+      <Button testid={`${props.testid}-next`} disabled={!props.nextToken} onClick={() => pages.next(props.nextToken ?? "")}>
+        Next →
+      </Button>
     </div>
   );
 }

@@ -8,9 +8,9 @@ import { JobStateBadge, OutcomeBadge } from "../badges";
 import { count, duration, enumName, time } from "../format";
 import { JobState, type Event as TandemEvent } from "../gen/tandem/v1/common_pb";
 import { CompareMode, DiffKind, type CompareJob, type RepairCompareDiffsResponse } from "../gen/tandem/v1/compare_pb";
-import { useAction, usePoll, useStream } from "../hooks";
+import { useAction, usePages, usePoll, useStream } from "../hooks";
 import { JobEvents, JobTargetFields, ProgressBar, jobTargetRequest, terminal, useJobTarget } from "../jobs";
-import { ActionError, Button, Check, Field, Header, Live, LoadError } from "../ui";
+import { ActionError, Button, Check, Field, Header, Live, LoadError, Pager } from "../ui";
 
 const FIELDS = ["name", "source", "target", "task_id", "indices", "options"];
 
@@ -157,9 +157,7 @@ function Diffs(props: { job: CompareJob }) {
   const job = props.job;
   const [kind, setKind] = useState<DiffKind>(DiffKind.UNSPECIFIED);
   const [index, setIndex] = useState("");
-  // Tokens of the pages before the current one, and the current one.
-  const [tokens, setTokens] = useState<string[]>([]);
-  const [token, setToken] = useState("");
+  const pages = usePages(PAGE);
   // Both sides of each listed document, read from the clusters now.
   const [documents, setDocuments] = useState(false);
   const recorded = job.summary?.diffsRecorded ?? 0n;
@@ -171,21 +169,19 @@ function Diffs(props: { job: CompareJob }) {
           kinds: kind === DiffKind.UNSPECIFIED ? [] : [kind],
           index,
           pageSize: PAGE,
-          pageToken: token,
+          pageToken: pages.token,
           includeDocuments: documents,
         },
         { signal },
       ),
     0,
-    [job.id, kind, index, token, recorded.toString(), job.state, documents],
+    [job.id, kind, index, pages.token, recorded.toString(), job.state, documents],
   );
   const filter = (f: () => void) => {
     f();
-    setTokens([]);
-    setToken("");
+    pages.reset();
   };
   const rows = diffs.data?.diffs ?? [];
-  const first = tokens.length * PAGE;
   return (
     <section aria-labelledby="diffs-title">
       <h2 id="diffs-title">Differences</h2>
@@ -298,32 +294,7 @@ function Diffs(props: { job: CompareJob }) {
           </table>
         </div>
       )}
-      <div class="pager">
-        <Button
-          testid="diff-prev"
-          disabled={tokens.length === 0}
-          onClick={() => {
-            setToken(tokens[tokens.length - 1] ?? "");
-            setTokens(tokens.slice(0, -1));
-          }}
-        >
-          ← Previous
-        </Button>
-        <span data-testid="diff-page">
-          {rows.length > 0 ? `${first + 1}–${first + rows.length}` : "–"}
-          {diffs.data ? ` of ${count(diffs.data.totalSize)}` : ""}
-        </span>
-        <Button
-          testid="diff-next"
-          disabled={!diffs.data?.nextPageToken}
-          onClick={() => {
-            setTokens([...tokens, token]);
-            setToken(diffs.data?.nextPageToken ?? "");
-          }}
-        >
-          Next →
-        </Button>
-      </div>
+      <Pager pages={pages} shown={rows.length} total={diffs.data?.totalSize} nextToken={diffs.data?.nextPageToken} testid="diff" />
     </section>
   );
 }

@@ -16,8 +16,8 @@ import {
   type QueueRepairResult,
 } from "../gen/tandem/v1/queue_pb";
 import type { ReplicationTask } from "../gen/tandem/v1/replication_pb";
-import { useAction, usePoll } from "../hooks";
-import { ActionError, Badge, Button, Check, Dialog, Field, Header, LoadError } from "../ui";
+import { useAction, usePages, usePoll } from "../hooks";
+import { ActionError, Badge, Button, Check, Dialog, Field, Header, LoadError, Pager } from "../ui";
 
 const decoder = new TextDecoder();
 
@@ -137,10 +137,14 @@ function DeadLetterRow(props: { d: DeadLetter; onChanged: () => void }) {
   );
 }
 
+/** Dead letters listed per page. */
+const DEAD_LETTER_PAGE = 50;
+
 function DeadLetters(props: { task: ReplicationTask; gateway: string }) {
   const [showResolved, setShowResolved] = useState(false);
   const [bodies, setBodies] = useState(false);
   const withBodies = bodies && props.gateway !== "";
+  const pages = usePages(DEAD_LETTER_PAGE);
   const list = usePoll(
     (signal) =>
       queueApi.listDeadLetters(
@@ -149,12 +153,13 @@ function DeadLetters(props: { task: ReplicationTask; gateway: string }) {
           gatewayId: props.gateway,
           states: showResolved ? [DeadLetterState.PENDING, DeadLetterState.RETRY_REQUESTED, DeadLetterState.SKIP_REQUESTED, DeadLetterState.RETRIED, DeadLetterState.SKIPPED] : [],
           includeBodies: withBodies,
-          pageSize: 100,
+          pageSize: DEAD_LETTER_PAGE,
+          pageToken: pages.token,
         },
         { signal },
       ),
     3000,
-    [props.task.id, props.gateway, showResolved, withBodies],
+    [props.task.id, props.gateway, showResolved, withBodies, pages.token],
   );
   const all = useAction();
   const retryAll = async () => {
@@ -166,7 +171,15 @@ function DeadLetters(props: { task: ReplicationTask; gateway: string }) {
     <section aria-labelledby="dl-title">
       <h2 id="dl-title">Dead letters</h2>
       <div class="filters">
-        <Check id="dead-letters-show-resolved" label="Show resolved" checked={showResolved} onChange={setShowResolved} />
+        <Check
+          id="dead-letters-show-resolved"
+          label="Show resolved"
+          checked={showResolved}
+          onChange={(on) => {
+            setShowResolved(on);
+            pages.reset();
+          }}
+        />
         <Check id="dead-letters-bodies" label={props.gateway ? "Show bodies (audited)" : "Show bodies (choose a gateway first)"} checked={withBodies} onChange={setBodies} />
         <span data-testid="dead-letters-total">{list.data ? `${count(list.data.totalSize)} dead letter(s)` : "…"}</span>
         <Button testid="dead-letters-retry-all" busy={all.busy} disabled={rows.every((d) => d.state !== DeadLetterState.PENDING)} onClick={() => void retryAll()}>
@@ -197,6 +210,7 @@ function DeadLetters(props: { task: ReplicationTask; gateway: string }) {
           </table>
         </div>
       )}
+      <Pager pages={pages} shown={rows.length} total={list.data?.totalSize} nextToken={list.data?.nextPageToken} testid="dead-letters" />
     </section>
   );
 }
