@@ -207,8 +207,9 @@ fn parse(c: &mut Criterion) {
 }
 
 /// What `WritePath::accepted` does with the primary's answer: the typed,
-/// borrowed parse of the answer, then `accepted_ops`. `accepted_ops/*`
-/// times the pairing alone on an already parsed answer.
+/// borrowed parse of the answer, then `accepted_ops`. `answer_only/*` times
+/// the answer parse alone, `accepted_ops_only/*` the pairing alone on an
+/// already parsed answer.
 fn pair(c: &mut Criterion) {
     let mut group = c.benchmark_group("pair");
     let mut cases = fixtures();
@@ -217,7 +218,7 @@ fn pair(c: &mut Criterion) {
         Fixture::new("index_100_refused", 100, Shape::Index, Answer::SomeRefused),
     );
     for f in &cases {
-        f.ops();
+        f.ops(); // checks the fixture
         let items = f.items();
         group.throughput(Throughput::Elements(f.docs as u64));
         group.bench_function(f.name, |b| {
