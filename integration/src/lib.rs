@@ -190,12 +190,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, and not handed out before
+/// by this process: the kernel may give a just-released port again, so two
+/// calls in a row (a gateway's listen and admin ports) could otherwise get
+/// the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A lowercase index name unique to this process and call.
