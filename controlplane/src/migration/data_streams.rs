@@ -98,32 +98,40 @@ fn parse_streams(body: &Value) -> Vec<SourceStream> {
     streams
 }
 
+impl SourceStream {
+    /// Its line in the job's report.
+    fn report(&self, outcome: Outcome, detail: String) -> ItemResult {
+        ItemResult {
+            kind: Kind::DataStream,
+            name: self.name.clone(),
+            outcome,
+            detail,
+        }
+    }
+}
+
 /// The report line of a stream the selection names while the job was not
 /// asked to copy data streams.
 pub fn not_asked(stream: &SourceStream) -> ItemResult {
-    ItemResult {
-        kind: Kind::DataStream,
-        name: stream.name.clone(),
-        outcome: Outcome::Refused,
-        detail: format!(
+    stream.report(
+        Outcome::Refused,
+        format!(
             "the selection names this data stream ({} backing indices); set copy_data_streams to copy it",
             stream.backing_indices.len()
         ),
-    }
+    )
 }
 
 /// The report line of a stream the selection names in a snapshot-mode job,
 /// which restores indices only.
 pub fn not_in_snapshot(stream: &SourceStream) -> ItemResult {
-    ItemResult {
-        kind: Kind::DataStream,
-        name: stream.name.clone(),
-        outcome: Outcome::Refused,
-        detail: format!(
+    stream.report(
+        Outcome::Refused,
+        format!(
             "snapshot mode restores indices only: this data stream ({} backing indices) was not carried; copy it with MIGRATION_MODE_DOCUMENTS and copy_data_streams",
             stream.backing_indices.len()
         ),
-    }
+    )
 }
 
 /// Creates `stream` on the target and rolls it over to the source's
@@ -133,12 +141,7 @@ pub async fn recreate(
     target: &SearchClient,
     stream: &SourceStream,
 ) -> Result<ItemResult, JobFailure> {
-    let result = |outcome, detail: String| ItemResult {
-        kind: Kind::DataStream,
-        name: stream.name.clone(),
-        outcome,
-        detail,
-    };
+    let result = |outcome, detail: String| stream.report(outcome, detail);
     let target_version = target.version.es();
     if !may_have_data_streams(&target_version) {
         return Ok(result(
