@@ -51,7 +51,7 @@ FILL_CONNS = int(ENV.get("BENCH_FILL_CONNECTIONS", "4"))
 MAX_OTHER = float(ENV.get("BENCH_MAX_OTHER", "0.5"))
 RETRY_BUDGET = int(ENV.get("BENCH_RETRY_BUDGET", "6"))
 GLOBAL_WARMUP = int(ENV.get("BENCH_GLOBAL_WARMUP", "10"))
-PHASES = ENV.get("BENCH_PHASES", "bulk,bulk1,read,read1,replay,live").split(",")
+PHASES = ENV.get("BENCH_PHASES", "bulk,bulk1,read,read1,memory,replay,live").split(",")
 CLK = os.sysconf("SC_CLK_TCK")
 
 ES = ENV["BENCH_ES_URL"]
@@ -493,6 +493,63 @@ def live_phase():
     return runs
 
 
+def rss_kib(pid):
+    """Resident set and its peak (VmRSS, VmHWM) of a process, KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                out[key] = int(value.split()[0])
+    return out
+
+
+def memory_phase():
+    """Mixed load on gateway A: MEMORY_CONNS connections at once, nine in
+    ten reading and one in ten sending `_bulk`, for DURATION seconds; the
+    gateway's RSS is sampled every 0.2 s."""
+    conns = int(ENV.get("BENCH_MEMORY_CONNECTIONS", "200"))
+    bulk_conns = max(1, conns // 10)
+    pid = int(ENV["BENCH_GW_PID"])
+    before = rss_kib(pid)
+    index = "bench-bulk-memory"
+    create_index(ES, index)
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(rss_kib(pid)["VmRSS"])
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    results = {}
+
+    def load(name, script, n, args):
+        results[name] = wrk(script, GW, n, DURATION, args)
+
+    runners = [threading.Thread(target=load, args=("read", "read.lua", conns - bulk_conns,
+                                                   ["bench-read", READ_DOCS])),
+               threading.Thread(target=load, args=("bulk", "bulk.lua", bulk_conns,
+                                                   [index, DOCS_PER_BULK, DOC_BYTES, "mem"]))]
+    for t in runners:
+        t.start()
+    for t in runners:
+        t.join()
+    stop.set()
+    sampler.join()
+    after = rss_kib(pid)
+    delete_index(ES, index)
+    out = {"connections": conns, "bulk_connections": bulk_conns, "rss_before_kib": before["VmRSS"],
+           "rss_peak_kib": max(samples + [after["VmRSS"]]), "hwm_kib": after["VmHWM"],
+           "rss_after_kib": after["VmRSS"],
+           "read_rps": results["read"]["rps"], "bulk_rps": results["bulk"]["rps"],
+           "failed": results["read"]["bad"] + results["bulk"]["bad"]}
+    log(f"memory: {conns} connections, gateway RSS {out['rss_before_kib'] // 1024} MiB before, "
+        f"peak {out['rss_peak_kib'] // 1024} MiB (VmHWM {out['hwm_kib'] // 1024} MiB)")
+    return out
+
+
 def queue_bench_rows(text):
     """Parses `cargo bench --bench queue` output (possibly several runs)."""
     rows = {}
@@ -602,6 +659,10 @@ def summarize(runs):
             out[p][f"vs_{q}"] = [x["rps"] / y["rps"] for x, y in pairs]
             out[p][f"added_p50_vs_{q}"] = median([x["latency_us"]["p50"] - y["latency_us"]["p50"] for x, y in pairs])
             out[p][f"added_p99_vs_{q}"] = median([x["latency_us"]["p99"] - y["latency_us"]["p99"] for x, y in pairs])
+            if q == "nginx" and p != "direct":
+                out[p]["cpu_vs_nginx"] = [
+                    (proxy_cores(p, x["cpu"]) / x["rps"]) / (proxy_cores(q, y["cpu"]) / y["rps"])
+                    for x, y in pairs if proxy_cores(q, y["cpu"]) > 0]
     return out
 
 
@@ -625,7 +686,9 @@ def table(runs, docs):
              f"p50 {fmt_us(g['added_p50_vs_direct'])} vs direct, {fmt_us(g['added_p50_vs_nginx'])} vs nginx; "
              f"p99 {fmt_us(g['added_p99_vs_direct'])} vs direct, {fmt_us(g['added_p99_vs_nginx'])} vs nginx. "
              f"Added by nginx: p50 {fmt_us(a['nginx']['added_p50_vs_direct'])}, "
-             f"p99 {fmt_us(a['nginx']['added_p99_vs_direct'])} vs direct.")
+             f"p99 {fmt_us(a['nginx']['added_p99_vs_direct'])} vs direct. "
+             f"Proxy CPU per request, gateway vs nginx (per-round pairs): "
+             + (ratio_text(g["cpu_vs_nginx"]) if g.get("cpu_vs_nginx") else "—") + ".")
     return "\n".join(rows), added, a
 
 
@@ -660,17 +723,27 @@ def report(res):
                 f"`replayer.lag_records == 0`; baseline: the same docs in `_bulk` requests of {r['batch']} on "
                 "one connection straight into an empty backup index (the order alternates per round).", "",
                 "| round | fill through gateway | queue | baseline docs/s | replay docs/s | ratio | "
-                "CPU cores during replay: backup / gateway / other | during baseline: backup / other |",
-                "|---:|---:|---:|---:|---:|---:|---|---|"]
+                "CPU cores during replay: backup / gateway / other | during baseline: backup / other | "
+                "gateway CPU per replayed doc |",
+                "|---:|---:|---:|---:|---:|---:|---|---|---:|"]
         for i, x in enumerate(rounds):
             c, cb = x["replay"]["cpu"], x["baseline"]["cpu"]
             out.append(f"| {i} | {x['fill_seconds']:.1f} s | {x['queue_bytes'] / 1e6:.1f} MB | "
                        f"{x['baseline']['docs_per_s']:.0f} | {x['replay']['docs_per_s']:.0f} | {x['ratio']:.2f}× | "
-                       f"{c['os']:.2f} / {c['gateway']:.2f} / {c['other']:.2f} | {cb['os']:.2f} / {cb['other']:.2f} |")
+                       f"{c['os']:.2f} / {c['gateway']:.2f} / {c['other']:.2f} | {cb['os']:.2f} / {cb['other']:.2f} | "
+                       f"{c['gateway'] / x['replay']['docs_per_s'] * 1e6:.1f} µs |")
         out += ["", f"Replay vs baseline: {ratio_text([x['ratio'] for x in rounds])} "
                     f"(median of the per-round ratios); replay "
                     f"{median([x['replay']['docs_per_s'] for x in rounds]):.0f} docs/s, baseline "
                     f"{median([x['baseline']['docs_per_s'] for x in rounds]):.0f} docs/s (medians).", ""]
+    if "memory" in res:
+        m = res["memory"]
+        out += ["### Gateway memory under mixed load", "",
+                f"{m['connections']} connections to gateway A for {DURATION} s: {m['connections'] - m['bulk_connections']} "
+                f"reading ({m['read_rps']:.0f} req/s) and {m['bulk_connections']} sending `_bulk` "
+                f"({m['bulk_rps']:.0f} req/s), {m['failed']} failed. Gateway RSS: {m['rss_before_kib'] / 1024:.1f} MiB "
+                f"before, peak {m['rss_peak_kib'] / 1024:.1f} MiB sampled every 0.2 s (VmHWM "
+                f"{m['hwm_kib'] / 1024:.1f} MiB since start), {m['rss_after_kib'] / 1024:.1f} MiB after.", ""]
     if "live" in res:
         runs = res["live"]
         out += ["### Bulk writes with replay running", "",
@@ -748,6 +821,9 @@ def main():
             save()
         if "read1" in PHASES:
             res["read1"] = rounds_of(lambda p, u, r: read_run(p, u, 1, LAT_DURATION, warmup=2), LAT_ROUNDS)
+            save()
+        if "memory" in PHASES:
+            res["memory"] = memory_phase()
             save()
         delete_index(ES, "bench-read")
     if "replay" in PHASES:

@@ -22,7 +22,8 @@
 #   BENCH_READ_DOCS=10000    documents preloaded for the read runs
 #   BENCH_REPLAY_DOCS=100000 BENCH_REPLAY_ROUNDS=3  BENCH_REPLAY_BATCH=1000 (= replay.max_batch_ops)
 #   BENCH_LIVE_ROUNDS=2      bulk runs with the replayer running (each next to an nginx run)
-#   BENCH_PHASES=bulk,bulk1,read,read1,replay,live
+#   BENCH_PHASES=bulk,bulk1,read,read1,memory,replay,live
+#   BENCH_MEMORY_CONNECTIONS=200  the memory phase: mixed reads and bulks, gateway RSS sampled
 #   BENCH_GLOBAL_WARMUP=10   seconds of load per path before the first measurement
 #   BENCH_MAX_OTHER=0.5      a run during which other processes used more CPU cores than this is
 #   BENCH_RETRY_BUDGET=6     measured once more, at most this many times per benchmark run

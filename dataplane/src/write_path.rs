@@ -354,7 +354,7 @@ impl WritePath {
         match items {
             Some(items) => {
                 // Typed and borrowed: only what pairing needs is read.
-                let answer: BulkResponse<'_> = serde_json::from_slice(response).map_err(|e| {
+                let answer = BulkResponse::parse(response).map_err(|e| {
                     format!("primary answered {status} with a body that is not a _bulk answer: {e}")
                 })?;
                 accepted_ops(items, &answer).map_err(|e| e.to_string())

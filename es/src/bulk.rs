@@ -11,13 +11,16 @@
 
 use std::ops::Range;
 
+use std::borrow::Cow;
+use std::fmt;
+
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 pub use super::classify::BulkDefaults;
 use super::classify::{DocOp, pipeline_param};
-use super::json::{ObjectOr, Scalar, SingleKey, is_single_json_value, scalar_i64, scalar_text};
+use super::json::{ObjectOr, Scalar, SingleKey, is_single_json_value};
 use super::ops::{AcceptError, DocResult, DocWriteRequest, ReplicationOp, doc_op_from_result};
 
 /// One action of a bulk request, with its metadata and body.
@@ -128,7 +131,9 @@ pub fn parse_bulk(
 /// Parses an NDJSON `_bulk` body; item sources are zero-copy slices of
 /// `body`.
 pub fn parse_bulk_bytes(body: &Bytes, defaults: &BulkDefaults) -> Result<Vec<BulkItem>, BulkError> {
-    let mut items = Vec::new();
+    // Two lines per item at most (deletes have one): sized once, so the
+    // items (a few hundred bytes each) are never moved by growth.
+    let mut items = Vec::with_capacity(memchr::memchr_iter(b'\n', body).count() / 2 + 1);
     let mut lines = Lines {
         data: body,
         pos: 0,
@@ -269,16 +274,21 @@ fn parse_action_line(
     defaults: &BulkDefaults,
 ) -> Result<ActionMeta, BulkError> {
     let malformed = |reason: String| BulkError::MalformedAction { line, reason };
-    let value: Value =
-        serde_json::from_slice(raw).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
-    let Value::Object(outer) = value else {
-        return Err(malformed("expected a JSON object".into()));
+    // Read in one pass into what the gateway needs; no `Value` tree.
+    let mut params = RawParams::default();
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let parsed = LineSeed(&mut params)
+        .deserialize(&mut de)
+        .and_then(|line| de.end().map(|()| line))
+        .map_err(|e| malformed(format!("invalid JSON: {e}")))?;
+    let (action_name, shape) = match parsed {
+        ActionLine::NotObject => return Err(malformed("expected a JSON object".into())),
+        ActionLine::KeyCount => {
+            return Err(malformed("expected exactly one action field".into()));
+        }
+        ActionLine::Entry(name, params) => (name, params),
     };
-    let mut entries = outer.into_iter();
-    let (Some((action_name, params)), None) = (entries.next(), entries.next()) else {
-        return Err(malformed("expected exactly one action field".into()));
-    };
-    let mut action = match action_name.as_str() {
+    let mut action = match &*action_name {
         "index" => DocOp::Index,
         "create" => DocOp::Create,
         "update" => DocOp::Update,
@@ -286,72 +296,56 @@ fn parse_action_line(
         _ => {
             return Err(BulkError::UnknownAction {
                 line,
-                action: action_name,
+                action: action_name.into_owned(),
             });
         }
     };
-    let params = match params {
-        Value::Object(map) => map,
-        other => {
+    match shape {
+        ActionParams::Object => {}
+        ActionParams::Other(kind) => {
             return Err(malformed(format!(
-                "expected an object after [{action_name}] but found [{}]",
-                json_kind(&other)
+                "expected an object after [{action_name}] but found [{kind}]"
             )));
         }
-    };
-
-    let mut index = None;
-    let mut doc_type = None;
-    let mut id = None;
-    let mut routing = None;
-    let mut parent = None;
-    let mut version = None;
-    let mut version_type = None;
-    let mut if_seq_no = None;
-    let mut if_primary_term = None;
-    let mut pipeline = None;
-    let mut op_type = None;
-    for (key, value) in &params {
-        let text = |v: &Value| -> Result<Option<String>, BulkError> {
-            match v {
-                Value::Null => Ok(None),
-                Value::Array(_) | Value::Object(_) => Err(malformed(format!(
-                    "expected a simple value for field [{key}] but found [{}]",
-                    json_kind(v)
-                ))),
-                scalar => Ok(scalar_text(scalar)),
-            }
-        };
-        let long = |v: &Value| -> Result<Option<i64>, BulkError> {
-            match v {
-                Value::Null => Ok(None),
-                other => scalar_i64(other)
-                    .map(Some)
-                    .ok_or_else(|| malformed(format!("expected an integer for field [{key}]"))),
-            }
-        };
-        match key.as_str() {
-            "_index" => index = text(value)?,
-            "_type" => doc_type = text(value)?,
-            "_id" => id = text(value)?,
-            "routing" | "_routing" => routing = text(value)?,
-            "parent" | "_parent" => parent = text(value)?,
-            "version" | "_version" => version = long(value)?,
-            "version_type" | "_version_type" => version_type = text(value)?,
-            "if_seq_no" => if_seq_no = long(value)?,
-            "if_primary_term" => if_primary_term = long(value)?,
-            "pipeline" => {
-                if let Some(p) = text(value)? {
-                    pipeline = Some(p);
-                }
-            }
-            "op_type" | "_op_type" => op_type = text(value)?,
-            // Other parameters (retry_on_conflict, _source, require_alias,
-            // dynamic_templates...) do not change what gets replayed. The
-            // primary is the judge of which ones it accepts.
-            _ => {}
-        }
     }
+    let text = |field: Option<(&str, MetaValue<'_>)>| -> Result<Option<String>, BulkError> {
+        let Some((key, value)) = field else {
+            return Ok(None);
+        };
+        match value {
+            MetaValue::Null => Ok(None),
+            MetaValue::Str(s) => Ok(Some(s.into_owned())),
+            MetaValue::Number(n) => Ok(Some(n.to_string())),
+            MetaValue::Bool(b) => Ok(Some(b.to_string())),
+            MetaValue::Compound(kind) => Err(malformed(format!(
+                "expected a simple value for field [{key}] but found [{kind}]"
+            ))),
+        }
+    };
+    let long = |field: Option<(&str, MetaValue<'_>)>| -> Result<Option<i64>, BulkError> {
+        let Some((key, value)) = field else {
+            return Ok(None);
+        };
+        let n = match value {
+            MetaValue::Null => return Ok(None),
+            MetaValue::Number(n) => n.as_i64(),
+            MetaValue::Str(s) => s.trim().parse().ok(),
+            MetaValue::Bool(_) | MetaValue::Compound(_) => None,
+        };
+        n.map(Some)
+            .ok_or_else(|| malformed(format!("expected an integer for field [{key}]")))
+    };
+    let index = text(params.index)?;
+    let doc_type = text(params.doc_type)?;
+    let id = text(params.id)?;
+    let routing = text(params.routing)?;
+    let parent = text(params.parent)?;
+    let version = long(params.version)?;
+    let version_type = text(params.version_type)?;
+    let if_seq_no = long(params.if_seq_no)?;
+    let if_primary_term = long(params.if_primary_term)?;
+    let pipeline = text(params.pipeline)?;
+    let op_type = text(params.op_type)?;
     if action == DocOp::Index && op_type.as_deref() == Some("create") {
         action = DocOp::Create;
     }
@@ -383,27 +377,266 @@ fn parse_action_line(
     })
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// An action line as read: `{"<action>": {<params>}}`.
+enum ActionLine<'a> {
+    /// The only key and its value.
+    Entry(Cow<'a, str>, ActionParams),
+    /// An object with no key or several.
+    KeyCount,
+    /// Not an object.
+    NotObject,
+}
+
+/// The value after the action name.
+enum ActionParams {
+    /// An object: its fields are in the [`RawParams`] given to the seed.
+    Object,
+    /// Anything else, by JSON kind.
+    Other(&'static str),
+}
+
+/// The metadata fields as sent, each with the key it was spelled with
+/// (`routing` or `_routing`...). A field given twice keeps its last value,
+/// as Elasticsearch reads them in order. Other parameters
+/// (`retry_on_conflict`, `_source`, `require_alias`, `dynamic_templates`...)
+/// do not change what gets replayed; the primary judges them.
+#[derive(Default)]
+struct RawParams<'a> {
+    index: Option<(&'static str, MetaValue<'a>)>,
+    doc_type: Option<(&'static str, MetaValue<'a>)>,
+    id: Option<(&'static str, MetaValue<'a>)>,
+    routing: Option<(&'static str, MetaValue<'a>)>,
+    parent: Option<(&'static str, MetaValue<'a>)>,
+    version: Option<(&'static str, MetaValue<'a>)>,
+    version_type: Option<(&'static str, MetaValue<'a>)>,
+    if_seq_no: Option<(&'static str, MetaValue<'a>)>,
+    if_primary_term: Option<(&'static str, MetaValue<'a>)>,
+    pipeline: Option<(&'static str, MetaValue<'a>)>,
+    op_type: Option<(&'static str, MetaValue<'a>)>,
+}
+
+/// One metadata value, as Elasticsearch's parser sees its token.
+enum MetaValue<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    /// An array or an object (named by kind in errors).
+    Compound(&'static str),
+}
+
+/// Reads an action line, filling the [`RawParams`] it holds; the
+/// parameters are written in place, never moved.
+struct LineSeed<'p, 'a>(&'p mut RawParams<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for LineSeed<'_, 'a> {
+    type Value = ActionLine<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for LineSeed<'_, 'a> {
+    type Value = ActionLine<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an action line")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let Some(Scalar::Str(name)) = map.next_key::<Scalar<'de>>()? else {
+            return Ok(ActionLine::KeyCount);
+        };
+        let params = map.next_value_seed(ParamsSeed(self.0))?;
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value::<IgnoredAny>()?;
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(ActionLine::KeyCount);
+        }
+        Ok(ActionLine::Entry(name, params))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(ActionLine::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(ActionLine::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(ActionLine::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(ActionLine::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(ActionLine::NotObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(ActionLine::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(ActionLine::NotObject)
+    }
+}
+
+/// Reads the value after the action name into the [`RawParams`].
+struct ParamsSeed<'p, 'a>(&'p mut RawParams<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for ParamsSeed<'_, 'a> {
+    type Value = ActionParams;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for ParamsSeed<'_, 'a> {
+    type Value = ActionParams;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("action parameters")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let params = self.0;
+        while let Some(Scalar::Str(key)) = map.next_key::<Scalar<'de>>()? {
+            let (name, slot) = match &*key {
+                "_index" => ("_index", &mut params.index),
+                "_type" => ("_type", &mut params.doc_type),
+                "_id" => ("_id", &mut params.id),
+                "routing" => ("routing", &mut params.routing),
+                "_routing" => ("_routing", &mut params.routing),
+                "parent" => ("parent", &mut params.parent),
+                "_parent" => ("_parent", &mut params.parent),
+                "version" => ("version", &mut params.version),
+                "_version" => ("_version", &mut params.version),
+                "version_type" => ("version_type", &mut params.version_type),
+                "_version_type" => ("_version_type", &mut params.version_type),
+                "if_seq_no" => ("if_seq_no", &mut params.if_seq_no),
+                "if_primary_term" => ("if_primary_term", &mut params.if_primary_term),
+                "pipeline" => ("pipeline", &mut params.pipeline),
+                "op_type" => ("op_type", &mut params.op_type),
+                "_op_type" => ("_op_type", &mut params.op_type),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let value = map.next_value::<MetaValue<'de>>()?;
+            // `pipeline: null` leaves an earlier pipeline in place.
+            if !(name == "pipeline" && matches!(value, MetaValue::Null)) {
+                *slot = Some((name, value));
+            }
+        }
+        Ok(ActionParams::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(ActionParams::Other("array"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(ActionParams::Other("string"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(ActionParams::Other("number"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(ActionParams::Other("number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(ActionParams::Other("number"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(ActionParams::Other("boolean"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(ActionParams::Other("null"))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MetaValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = MetaValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a metadata value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MetaValue::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MetaValue::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MetaValue::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(MetaValue::Number(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(MetaValue::Number(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                // Like `Value`: a float that is not finite reads as null.
+                Ok(serde_json::Number::from_f64(v).map_or(MetaValue::Null, MetaValue::Number))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(MetaValue::Bool(v))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MetaValue::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_seq(seq)?;
+                Ok(MetaValue::Compound("array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(MetaValue::Compound("object"))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
     }
 }
 
 /// The parts of the primary's `_bulk` answer the gateway reads, borrowed
 /// from the answer's bytes (the client still gets those bytes unchanged).
 /// `took`, `errors`, `error` objects and every other field are skipped.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 pub struct BulkResponse<'a> {
     /// One entry per request item, in request order: the action key and the
     /// item's result when it is an object. `None` when the answer has no
     /// `items` (an error for the whole request).
     #[serde(borrow)]
     pub items: Option<Vec<SingleKey<'a, ObjectOr<'a, DocResult<'a>>>>>,
+}
+
+impl<'a> BulkResponse<'a> {
+    /// Reads the primary's answer: in one pass over the bytes for the
+    /// usual shape, else (and for every error message) with serde_json.
+    /// Both give the same result for any input (see `bulk_answer`).
+    pub fn parse(bytes: &'a [u8]) -> Result<BulkResponse<'a>, serde_json::Error> {
+        match super::bulk_answer::scan(bytes) {
+            Some(response) => Ok(response),
+            None => serde_json::from_slice(bytes),
+        }
+    }
 }
 
 /// Pairs the request items with the primary's `_bulk` response and returns
@@ -486,6 +719,7 @@ pub fn accepted_ops(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn missing_ids_are_assigned_in_items_and_body() {
@@ -685,6 +919,40 @@ mod tests {
                 other => panic!("{body:?}: expected MalformedAction, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn metadata_is_read_in_order_and_scalars_as_text() {
+        let first =
+            parse("{\"index\":{\"_index\":\"a\",\"_routing\":\"x\",\"routing\":\"y\"}}\n{}\n");
+        assert_eq!(first.unwrap()[0].routing.as_deref(), Some("y"));
+        let last =
+            parse("{\"index\":{\"routing\":\"y\",\"_index\":\"a\",\"_routing\":\"x\"}}\n{}\n");
+        assert_eq!(last.unwrap()[0].routing.as_deref(), Some("x"));
+        let items = parse(
+            "{\"index\":{\"_index\":\"a\",\"_id\":5,\"routing\":1.5,\"_type\":true,\"version\":\" 7 \",\"if_seq_no\":null,\"_source\":[1],\"x\":{}}}\n{}\n",
+        )
+        .unwrap();
+        let item = &items[0];
+        assert_eq!(item.id.as_deref(), Some("5"));
+        assert_eq!(item.routing.as_deref(), Some("1.5"));
+        assert_eq!(item.doc_type.as_deref(), Some("true"));
+        assert_eq!((item.version, item.if_seq_no), (Some(7), None));
+        // Escaped keys and values are read decoded.
+        let escaped = parse("{\"index\":{\"_ind\\u0065x\":\"a\\\"b\"}}\n{}\n").unwrap();
+        assert_eq!(escaped[0].index, "a\"b");
+        let err = parse("{\"index\":{\"_index\":\"a\",\"routing\":{\"x\":1}}}\n{}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected a simple value for field [routing] but found [object]"),
+            "{err}"
+        );
+        let err = parse("{\"delete\":[]}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected an object after [delete] but found [array]"),
+            "{err}"
+        );
     }
 
     #[test]

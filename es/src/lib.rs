@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 pub mod bulk;
+mod bulk_answer;
 pub mod by_query;
 pub mod classify;
 pub mod data_stream;

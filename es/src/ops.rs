@@ -643,7 +643,7 @@ pub(crate) struct DocWriteRequest<'a> {
 /// The fields of a document write result the gateway reads: a `_bulk`
 /// answer item's body or a single-document write answer. Strings borrow
 /// from the answer; every other field is skipped without being built.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct DocResult<'a> {
     /// `_index`: the concrete index (aliases resolved).
     #[serde(rename = "_index", borrow)]
