@@ -199,8 +199,14 @@ for s in socks:
 EOF
 }
 
-new_cluster_id() { # 16 random bytes, base64url without padding (what `kafka-storage random-uuid` prints)
-    python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
+new_cluster_id() { # 16 random bytes, base64url without padding, not starting with '-' (as Kafka's Uuid.randomUuid)
+    python3 -c '
+import base64, uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not s.startswith("-"):
+        print(s)
+        break'
 }
 
 write_log4j() { # file: warnings and errors, plus the broker's own start / stop lines
@@ -391,7 +397,7 @@ cmd_start() {
         log "formatting $state/data (cluster id $(cat "$state/cluster-id"))"
         if ! "$java" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
             "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$jdir/jars/*" \
-            "$FORMAT_CLASS" format -t "$(cat "$state/cluster-id")" -c "$state/server.properties" \
+            "$FORMAT_CLASS" format "--cluster-id=$(cat "$state/cluster-id")" "--config=$state/server.properties" \
             >"$state/format.log" 2>&1; then
             cat "$state/format.log" >&2
             die "formatting the KRaft storage failed"
