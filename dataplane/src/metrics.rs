@@ -17,20 +17,20 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Request class: read, bulk, doc_write, index_meta, query_scoped, ...
-    pub class: String,
+    pub class: &'static str,
     /// Upstream role: primary or backup.
-    pub upstream: String,
+    pub upstream: &'static str,
     /// Status class: 2xx, 4xx, 5xx, or `error` when no response came back.
-    pub status: String,
+    pub status: &'static str,
 }
 
 /// Labels of a latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabels {
     /// Request class.
-    pub class: String,
+    pub class: &'static str,
     /// Upstream role.
-    pub upstream: String,
+    pub upstream: &'static str,
 }
 
 /// Labels of limiter metrics.
@@ -361,35 +361,46 @@ impl Metrics {
     }
 
     /// Records one answered request.
-    pub fn observe_request(&self, class: &str, upstream: &str, status: u16, elapsed: Duration) {
+    /// Labels are static strings: no allocation per request (this runs
+    /// for every proxied read).
+    pub fn observe_request(
+        &self,
+        class: &'static str,
+        upstream: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let status = match status {
-            0 => "error".to_string(),
-            s => format!("{}xx", s / 100),
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "error",
         };
         self.requests
             .get_or_create(&RequestLabels {
-                class: class.to_string(),
-                upstream: upstream.to_string(),
+                class,
+                upstream,
                 status,
             })
             .inc();
         self.request_duration
-            .get_or_create(&ClassLabels {
-                class: class.to_string(),
-                upstream: upstream.to_string(),
-            })
+            .get_or_create(&ClassLabels { class, upstream })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records time a request waited for a per-node limit.
-    pub fn observe_limiter_wait(&self, class: &str, upstream: &str, waited: Duration) {
+    pub fn observe_limiter_wait(
+        &self,
+        class: &'static str,
+        upstream: &'static str,
+        waited: Duration,
+    ) {
         if waited < Duration::from_micros(100) {
             return;
         }
-        let labels = ClassLabels {
-            class: class.to_string(),
-            upstream: upstream.to_string(),
-        };
+        let labels = ClassLabels { class, upstream };
         self.limiter_waits.get_or_create(&labels).inc();
         self.limiter_wait_seconds
             .get_or_create(&labels)

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::respond::{error_body, write_json, write_limited};
 use crate::roles::Roles;
 use crate::traffic::{InFlight, Traffic};
-use crate::upstream::{ExchangeError, Selected};
+use crate::upstream::{ExchangeError, Selected, UpstreamNode};
 use crate::write_path::WritePath;
 use tandem_es::classify::{RequestClass, classify};
 
@@ -24,7 +24,7 @@ use tandem_es::classify::{RequestClass, classify};
 #[derive(Debug, Default)]
 pub struct RequestCtx {
     /// Upstream node the request was sent to, for logs and errors.
-    upstream: Option<String>,
+    upstream: Option<Arc<UpstreamNode>>,
     /// Connection-limit slot, held until the request ends.
     permit: Option<NodePermit>,
     /// The node chosen (and admitted) in `request_filter`.
@@ -171,9 +171,9 @@ impl ProxyHttp for GatewayProxy {
                 .await
                 .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?,
         };
-        ctx.upstream = Some(selected.node.label());
-        let peer = selected.peer.clone();
-        ctx.permit = Some(selected.permit);
+        let Selected { peer, node, permit } = selected;
+        ctx.upstream = Some(node);
+        ctx.permit = Some(permit);
         Ok(Box::new(peer))
     }
 
@@ -206,10 +206,10 @@ impl ProxyHttp for GatewayProxy {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
             );
         if !downstream_gone {
-            let upstream = ctx
-                .upstream
-                .clone()
-                .unwrap_or_else(|| self.roles.current().primary.config().url.clone());
+            let upstream = match &ctx.upstream {
+                Some(node) => node.label(),
+                None => self.roles.current().primary.config().url.clone(),
+            };
             let reason = format!("primary cluster at {upstream}: {e}");
             if let Err(write_err) =
                 write_json(session, status, error_body(status, kind, &reason)).await
@@ -237,7 +237,7 @@ impl ProxyHttp for GatewayProxy {
                 method = %req.method,
                 path = req.uri.path(),
                 status,
-                upstream = ?ctx.upstream,
+                upstream = ?ctx.upstream.as_ref().map(|node| node.label()),
                 error = %err,
                 "request failed"
             ),
