@@ -18,10 +18,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+pub use super::bulk_answer::BulkResponse;
 pub use super::classify::BulkDefaults;
 use super::classify::{DocOp, pipeline_param};
 use super::json::{ObjectOr, Scalar, SingleKey, is_single_json_value};
-use super::ops::{AcceptError, DocResult, DocWriteRequest, ReplicationOp, doc_op_from_result};
+use super::ops::{AcceptError, DocWriteRequest, ReplicationOp, doc_op_from_result};
 
 /// One action of a bulk request, with its metadata and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -612,30 +613,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for MetaValue<'a> {
             }
         }
         deserializer.deserialize_any(ValueVisitor)
-    }
-}
-
-/// The parts of the primary's `_bulk` answer the gateway reads, borrowed
-/// from the answer's bytes (the client still gets those bytes unchanged).
-/// `took`, `errors`, `error` objects and every other field are skipped.
-#[derive(Debug, PartialEq, Eq, Deserialize)]
-pub struct BulkResponse<'a> {
-    /// One entry per request item, in request order: the action key and the
-    /// item's result when it is an object. `None` when the answer has no
-    /// `items` (an error for the whole request).
-    #[serde(borrow)]
-    pub items: Option<Vec<SingleKey<'a, ObjectOr<'a, DocResult<'a>>>>>,
-}
-
-impl<'a> BulkResponse<'a> {
-    /// Reads the primary's answer: in one pass over the bytes for the
-    /// usual shape, else (and for every error message) with serde_json.
-    /// Both give the same result for any input (see `bulk_answer`).
-    pub fn parse(bytes: &'a [u8]) -> Result<BulkResponse<'a>, serde_json::Error> {
-        match super::bulk_answer::scan(bytes) {
-            Some(response) => Ok(response),
-            None => serde_json::from_slice(bytes),
-        }
     }
 }
 

@@ -19,16 +19,41 @@
 
 use std::borrow::Cow;
 
-use crate::bulk::BulkResponse;
+use serde::Deserialize;
+
 use crate::json::{ObjectOr, Scalar, SingleKey};
 use crate::ops::DocResult;
+
+/// The parts of the primary's `_bulk` answer the gateway reads, borrowed
+/// from the answer's bytes (the client still gets those bytes unchanged).
+/// `took`, `errors`, `error` objects and every other field are skipped.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+pub struct BulkResponse<'a> {
+    /// One entry per request item, in request order: the action key and the
+    /// item's result when it is an object. `None` when the answer has no
+    /// `items` (an error for the whole request).
+    #[serde(borrow)]
+    pub items: Option<Vec<SingleKey<'a, ObjectOr<'a, DocResult<'a>>>>>,
+}
+
+impl<'a> BulkResponse<'a> {
+    /// Reads the primary's answer: in one pass over the bytes for the
+    /// usual shape, else (and for every error message) with serde_json.
+    /// Both give the same result for any input (see `bulk_answer`).
+    pub fn parse(bytes: &'a [u8]) -> Result<BulkResponse<'a>, serde_json::Error> {
+        match scan(bytes) {
+            Some(response) => Ok(response),
+            None => serde_json::from_slice(bytes),
+        }
+    }
+}
 
 /// Deeper answers are left to serde_json (whose own limit is 128).
 const MAX_DEPTH: usize = 64;
 
 /// The answer read the way serde_json reads it, or `None` when this
 /// reader leaves it to serde_json.
-pub(crate) fn scan(bytes: &[u8]) -> Option<BulkResponse<'_>> {
+fn scan(bytes: &[u8]) -> Option<BulkResponse<'_>> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut scanner = Scanner {
         text,
