@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -74,6 +75,10 @@ impl ShutdownSignalWatch for StopSignal {
         }
     }
 }
+
+/// Write buffer of a client connection: room for the answer to a large
+/// `_bulk` (about 250 bytes per item) with its header.
+const RESPONSE_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Builds the Pingora server for `config` without starting it.
 pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
@@ -175,7 +180,13 @@ pub fn build_server(config: &GatewayConfig) -> anyhow::Result<Server> {
         GatewayProxy::new(roles, traffic.clone(), metrics.clone(), writes),
         "tandem proxy",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    // A write's answer (header, then a body of tens of KB) leaves in one
+    // send: with Pingora's default 1460-byte write buffer the header went
+    // out alone, then the body. Bodies are flushed when they end.
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().write(RESPONSE_WRITE_BUFFER)),
+    );
     server.add_service(proxy);
 
     let mut admin = Service::new(
